@@ -1,0 +1,48 @@
+# Bootstrap-on-first-use: every target depends on the virtualenv, which is (re)built only
+# when pyproject.toml changes.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+SCENARIO ?= battle
+PRESET ?=
+ARGS ?=
+SCENARIOS := jungle battle deception
+
+.PHONY: install test test-all lint format train bench render clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q -n 2 tests
+
+test-all: $(STAMP)
+	$(PY) -m pytest -q -n 2 -m '' tests
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+train: $(STAMP)
+	@case " $(SCENARIOS) " in *" $(SCENARIO) "*) ;; \
+	  *) echo "error: SCENARIO='$(SCENARIO)' is unknown; choose one of: $(SCENARIOS)" >&2; exit 2;; esac
+	$(PY) -m experiments.train --scenario $(SCENARIO) $(if $(PRESET),--preset $(PRESET)) $(ARGS)
+
+bench: $(STAMP)
+	$(PY) -m experiments.bench_env --scenario $(SCENARIO) --num-agents 10000 --json bench/env_$(SCENARIO)_10000.json $(ARGS)
+
+render: $(STAMP)
+	$(PY) -m experiments.render --scenario $(SCENARIO) --preset tiny --out docs/media/$(SCENARIO).gif
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

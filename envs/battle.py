@@ -1,0 +1,140 @@
+"""Battle: two equal teams fight (SPEC section 3).
+
+After moving, an alive agent with at least ``kill_threshold`` (3) alive enemies within Chebyshev
+distance 1 dies; deaths are simultaneous. Rewards are 0 per step; when the episode ends every agent
+alive at the start of the last step receives +1 if its team has more survivors, -1 if fewer, 0 on a
+tie. An optional dense shaping term (``shaping``, default 0) adds
+``shaping * (enemy deaths - own deaths) / team_size`` per step.
+
+Agents ``0 .. N/2-1`` are team 0, the rest team 1. Observation ``features float32[N, 9*5]``: the
+3x3 window (off-grid, teammates, enemies, -, -). Action ``int32[N]`` in [0, 5). Reward
+``float32[N]``. The episode is **terminated** when a team is wiped out or after ``max_steps``: the
+game is over and its payoff decided, so there is nothing to bootstrap (``truncated`` is always
+False). ``info``: ``deaths bool[N]``, ``survivors int32[2]``, ``outcome int32[2]`` (+1 win,
+0 draw, -1 loss on the last step, 0 before), ``invalid_actions int32[]``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from envs import core
+from envs.base import GridConfig, GridEnv, require
+
+
+@dataclasses.dataclass(frozen=True)
+class BattleConfig(GridConfig):
+    """Battle settings (plus every ``GridConfig`` field; ``num_agents`` must be even).
+
+    Attributes:
+      kill_threshold: alive enemies within distance 1 that kill an agent (1..8).
+      shaping: weight of the optional dense shaping reward (0 = the paper's sparse reward).
+    """
+
+    height: int = 10
+    width: int = 10
+    num_agents: int = 14
+    max_steps: int = 50
+    kill_threshold: int = 3
+    shaping: float = 0.0
+
+    def __post_init__(self):
+        require(
+            self.num_agents % 2 == 0,
+            "num_agents",
+            self.num_agents,
+            "must be even (two teams of equal size)",
+        )
+        require(
+            1 <= self.kill_threshold <= 8, "kill_threshold", self.kill_threshold, "must be in 1..8"
+        )
+        super().__post_init__()
+
+    @property
+    def team_size(self) -> int:
+        return self.num_agents // 2
+
+
+@struct.dataclass
+class BattleParams:
+    """Traced Battle parameters.
+
+    Attributes:
+      max_steps: int32[] episode length.
+      shaping: float32[] dense shaping weight.
+    """
+
+    max_steps: jax.Array
+    shaping: jax.Array
+
+
+@struct.dataclass
+class BattleState:
+    """Attributes:
+    grid: the shared grid (teams 0 and 1).
+    step: int32[] steps taken in this episode.
+    """
+
+    grid: core.Grid
+    step: jax.Array
+
+
+def team_outcome(survivors: jax.Array) -> jax.Array:
+    """+1 / 0 / -1 per team of two from ``survivors int32[2]`` -> ``int32[2]``."""
+    sign = jnp.sign(survivors[0] - survivors[1]).astype(jnp.int32)
+    return jnp.stack([sign, -sign])
+
+
+class Battle(GridEnv):
+    """The Battle scenario; see the module docstring for the observation/reward layout."""
+
+    name = "battle"
+    num_teams = 2
+    config: BattleConfig
+
+    @property
+    def teams(self) -> np.ndarray:
+        return (np.arange(self.num_agents) >= self.config.team_size).astype(np.int32)
+
+    def default_params(self) -> BattleParams:
+        return BattleParams(
+            max_steps=jnp.int32(self.config.max_steps), shaping=jnp.float32(self.config.shaping)
+        )
+
+    def reset_state(self, key: jax.Array, params: BattleParams) -> BattleState:
+        cfg = self.config
+        positions = core.sample_cells(key, cfg.height, cfg.width, cfg.num_agents)
+        grid = core.make_grid(self.spec, positions, jnp.asarray(self.teams))
+        return BattleState(grid=grid, step=jnp.int32(0))
+
+    def transition(self, key: jax.Array, state: BattleState, actions: jax.Array, params):
+        moved = core.resolve_moves(key, self.spec, state.grid, actions)
+        grid = moved.grid
+        was_alive = grid.alive
+        around = core.window_agents(self.spec, grid, core.ring_displacements(1))
+        enemies = core.count_adjacent(around, grid.team, grid.team, enemy=True)
+        deaths = was_alive & (enemies >= self.config.kill_threshold)
+        grid = core.remove_agents(self.spec, grid, deaths)
+
+        survivors = jax.ops.segment_sum(grid.alive.astype(jnp.int32), grid.team, num_segments=2)
+        step = state.step + 1
+        terminated = jnp.any(survivors == 0) | (step >= params.max_steps)
+        outcome = jnp.where(terminated, team_outcome(survivors), 0)
+
+        team_deaths = jax.ops.segment_sum(deaths.astype(jnp.float32), grid.team, num_segments=2)
+        own_deaths = team_deaths[grid.team]
+        enemy_deaths = team_deaths[1 - grid.team]
+        shaped = params.shaping * (enemy_deaths - own_deaths) / self.config.team_size
+        reward = (outcome[grid.team].astype(jnp.float32) + shaped) * was_alive
+        info = {
+            "deaths": deaths,
+            "survivors": survivors,
+            "outcome": outcome,
+            "invalid_actions": moved.invalid_actions,
+        }
+        return state.replace(grid=grid, step=step), reward, terminated, jnp.bool_(False), info

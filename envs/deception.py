@@ -1,0 +1,165 @@
+"""Deception: home agents hide which landmark is the target from adversaries (SPEC section 3).
+
+Landmarks are static, non-blocking cells; the first ``num_targets`` of them are targets. Home
+agents (team 0) see the target channel; adversaries (team 1) see landmarks but not which are
+targets. Rewards are 0 until the last step, then:
+
+* an adversary has *found* a target if it stands within Chebyshev distance 1 of it;
+* a target is *covered* if a home agent stands on it;
+* home agents: mean over targets of (+1 if covered and not found, else -1);
+* adversaries: +1 if within distance 1 of any target, else -1.
+
+Observation ``features float32[N, 9*5]``: the 3x3 window (off-grid, teammates, other team,
+landmark, target - the last only for home agents). Action ``int32[N]`` in [0, 5). Reward
+``float32[N]``. The episode is **terminated** after ``max_steps`` (the payoff is decided then;
+``truncated`` is always False). ``info``: ``covered bool[T]``, ``found bool[T]`` (meaningful on the
+last step), ``invalid_actions int32[]``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from envs import core
+from envs.base import GridConfig, GridEnv, require
+
+HOME, ADVERSARY = 0, 1
+
+
+@dataclasses.dataclass(frozen=True)
+class DeceptionConfig(GridConfig):
+    """Deception settings (plus every ``GridConfig`` field).
+
+    ``num_agents`` is derived as ``num_home + num_adversaries``; setting it to anything else is
+    an error.
+
+    Attributes:
+      num_home: home agents, team 0 (>= 1).
+      num_adversaries: adversaries, team 1 (>= 1).
+      num_landmarks: landmark cells (>= num_targets).
+      num_targets: landmarks that are targets (>= 1).
+    """
+
+    height: int = 6
+    width: int = 6
+    num_agents: int | None = None
+    max_steps: int = 25
+    num_home: int = 2
+    num_adversaries: int = 1
+    num_landmarks: int = 2
+    num_targets: int = 1
+
+    def __post_init__(self):
+        for name in ("num_home", "num_adversaries", "num_targets"):
+            require(getattr(self, name) >= 1, name, getattr(self, name), "must be >= 1")
+        require(
+            self.num_landmarks >= self.num_targets,
+            "num_landmarks",
+            self.num_landmarks,
+            f"must be >= num_targets={self.num_targets}",
+        )
+        derived = self.num_home + self.num_adversaries
+        require(
+            self.num_agents in (None, derived),
+            "num_agents",
+            self.num_agents,
+            f"is derived as num_home + num_adversaries = {derived}; set those instead",
+        )
+        object.__setattr__(self, "num_agents", derived)
+        super().__post_init__()
+
+    @property
+    def num_entities(self) -> int:
+        return self.num_agents + self.num_landmarks
+
+
+@struct.dataclass
+class DeceptionParams:
+    """Traced Deception parameters.
+
+    Attributes:
+      max_steps: int32[] episode length.
+    """
+
+    max_steps: jax.Array
+
+
+@struct.dataclass
+class DeceptionState:
+    """Attributes:
+    grid: the shared grid (team 0 home, team 1 adversaries).
+    landmarks: int32[L, 2] landmark cells; the first ``num_targets`` are targets.
+    landmark_index: int32[cells] landmark id on each padded cell, -1 elsewhere (static).
+    step: int32[] steps taken in this episode.
+    """
+
+    grid: core.Grid
+    landmarks: jax.Array
+    landmark_index: jax.Array
+    step: jax.Array
+
+
+class Deception(GridEnv):
+    """The Deception scenario; see the module docstring for the observation/reward layout."""
+
+    name = "deception"
+    num_teams = 2
+    config: DeceptionConfig
+
+    @property
+    def teams(self) -> np.ndarray:
+        return (np.arange(self.num_agents) >= self.config.num_home).astype(np.int32)
+
+    @property
+    def reveal_target(self) -> np.ndarray:
+        return np.array([True, False])
+
+    def default_params(self) -> DeceptionParams:
+        return DeceptionParams(max_steps=jnp.int32(self.config.max_steps))
+
+    def reset_state(self, key: jax.Array, params: DeceptionParams) -> DeceptionState:
+        cfg = self.config
+        cells = core.sample_cells(key, cfg.height, cfg.width, cfg.num_entities)
+        positions, landmarks = cells[: cfg.num_agents], cells[cfg.num_agents :]
+        kinds = jnp.where(jnp.arange(cfg.num_landmarks) < cfg.num_targets, core.TARGET, core.ITEM)
+        grid = core.make_grid(
+            self.spec, positions, jnp.asarray(self.teams), landmarks, kinds.astype(jnp.int8)
+        )
+        landmark_index = (
+            jnp.full(self.spec.num_cells, -1, jnp.int32)
+            .at[self.spec.flat(landmarks)]
+            .set(jnp.arange(cfg.num_landmarks, dtype=jnp.int32))
+        )
+        return DeceptionState(grid, landmarks, landmark_index, jnp.int32(0))
+
+    def target_status(self, grid: core.Grid, landmarks: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """``(covered bool[T], found bool[T])`` of the targets in the current grid."""
+        targets = landmarks[: self.config.num_targets]
+        on_target = grid.occupancy[self.spec.flat(targets)]
+        covered = (on_target >= 0) & (grid.team[jnp.maximum(on_target, 0)] == HOME)
+        around = self.spec.gather(grid.occupancy, targets, core.window_displacements(1))
+        adversary = (around >= 0) & (grid.team[jnp.maximum(around, 0)] == ADVERSARY)
+        return covered, jnp.any(adversary, axis=-1)
+
+    def transition(self, key: jax.Array, state: DeceptionState, actions: jax.Array, params):
+        moved = core.resolve_moves(key, self.spec, state.grid, actions)
+        grid = moved.grid
+        step = state.step + 1
+        terminated = step >= params.max_steps
+        covered, found = self.target_status(grid, state.landmarks)
+        home_reward = jnp.mean(jnp.where(covered & ~found, 1.0, -1.0))
+        near_target = jnp.any(
+            self.spec.gather(grid.terrain, grid.positions, core.window_displacements(1))
+            == core.TARGET,
+            axis=-1,
+        )
+        adversary_reward = jnp.where(near_target, 1.0, -1.0)
+        reward = jnp.where(grid.team == HOME, home_reward, adversary_reward)
+        reward = jnp.where(terminated, reward, 0.0) * grid.alive
+        info = {"covered": covered, "found": found, "invalid_actions": moved.invalid_actions}
+        return state.replace(grid=grid, step=step), reward, terminated, jnp.bool_(False), info

@@ -1,0 +1,67 @@
+"""Small helpers shared by the experiment entry points (timing, memory, JSON output)."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jax
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process in MiB."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
+def machine() -> dict[str, Any]:
+    """Where a benchmark ran: JAX backend, device kind, CPU count, host."""
+    device = jax.devices()[0]
+    return {
+        "backend": jax.default_backend(),
+        "device": getattr(device, "device_kind", str(device)),
+        "num_devices": jax.device_count(),
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "jax_version": jax.__version__,
+    }
+
+
+def time_compiled(run: Callable[[], Any], repeats: int) -> tuple[float, list[float]]:
+    """Call ``run`` once (compile + warm-up), then ``repeats`` timed calls.
+
+    Returns:
+      ``(first_call_seconds, [seconds per timed call])``; outputs are blocked on.
+    """
+    start = time.perf_counter()
+    jax.block_until_ready(run())
+    first = time.perf_counter() - start
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(run())
+        times.append(time.perf_counter() - start)
+    return first, times
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def write_json(path: str | None, payload: Any) -> None:
+    """Write ``payload`` as indented JSON to ``path`` (atomically), if a path is given."""
+    if not path:
+        return
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(target.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    tmp.replace(target)
