@@ -96,8 +96,6 @@ def require(condition: bool, field: str, value: Any, message: str) -> None:
         raise ValueError(f"invalid config field '{field}'={value!r}: {message}")
 
 
-
-
 class GridEnv:
     """Base class of the scenarios: static config, auto-reset, observation assembly.
 

@@ -4,7 +4,8 @@ After moving, an alive agent with at least ``kill_threshold`` (3) alive enemies 
 distance 1 dies; deaths are simultaneous. Rewards are 0 per step; when the episode ends every agent
 alive at the start of the last step receives +1 if its team has more survivors, -1 if fewer, 0 on a
 tie. An optional dense shaping term (``shaping``, default 0) adds
-``shaping * (enemy deaths - own deaths) / team_size`` per step.
+``shaping * (enemy deaths - own deaths) / team_size`` per step to every agent alive at the start of
+the step (a dying agent gets it on its last transition).
 
 Agents ``0 .. N/2-1`` are team 0, the rest team 1. Observation ``features float32[N, 9*5]``: the
 3x3 window (off-grid, teammates, enemies, -, -). Action ``int32[N]`` in [0, 5). Reward
@@ -108,8 +109,11 @@ class Battle(GridEnv):
 
     def reset_state(self, key: jax.Array, params: BattleParams) -> BattleState:
         cfg = self.config
-        positions = core.sample_cells(key, cfg.height, cfg.width, cfg.num_agents)
-        grid = core.make_grid(self.spec, positions, jnp.asarray(self.teams))
+        return self.state_from(core.sample_cells(key, cfg.height, cfg.width, cfg.num_agents))
+
+    def state_from(self, positions: jax.Array) -> BattleState:
+        """A fresh state with agents at ``positions int32[N, 2]``."""
+        grid = core.make_grid(self.spec, jnp.asarray(positions), jnp.asarray(self.teams))
         return BattleState(grid=grid, step=jnp.int32(0))
 
     def transition(self, key: jax.Array, state: BattleState, actions: jax.Array, params):

@@ -143,7 +143,7 @@ class NeighbourTable(NamedTuple):
 
 
 def sample_cells(key: jax.Array, height: int, width: int, count: int) -> jax.Array:
-    """``count`` distinct uniformly random cells of a ``height x width`` grid -> ``int32[count, 2]``.
+    """``count`` distinct uniform random cells of a ``height x width`` grid -> ``int32[count, 2]``.
 
     Sparse grids (``2 count <= cells``) draw ``2 count`` cells with replacement and keep the first
     ``count`` distinct ones, redrawing in the rare case there are fewer: O(H W) and no sort (the

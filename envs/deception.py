@@ -125,10 +125,20 @@ class Deception(GridEnv):
     def reset_state(self, key: jax.Array, params: DeceptionParams) -> DeceptionState:
         cfg = self.config
         cells = core.sample_cells(key, cfg.height, cfg.width, cfg.num_entities)
-        positions, landmarks = cells[: cfg.num_agents], cells[cfg.num_agents :]
+        return self.state_from(cells[: cfg.num_agents], cells[cfg.num_agents :])
+
+    def state_from(self, positions: jax.Array, landmarks: jax.Array) -> DeceptionState:
+        """A fresh state: agents at ``positions int32[N, 2]``, ``landmarks int32[L, 2]`` (the
+        first ``num_targets`` are targets)."""
+        cfg = self.config
+        landmarks = jnp.asarray(landmarks, jnp.int32)
         kinds = jnp.where(jnp.arange(cfg.num_landmarks) < cfg.num_targets, core.TARGET, core.ITEM)
         grid = core.make_grid(
-            self.spec, positions, jnp.asarray(self.teams), landmarks, kinds.astype(jnp.int8)
+            self.spec,
+            jnp.asarray(positions),
+            jnp.asarray(self.teams),
+            landmarks,
+            kinds.astype(jnp.int8),
         )
         landmark_index = (
             jnp.full(self.spec.num_cells, -1, jnp.int32)

@@ -93,12 +93,21 @@ class Jungle(GridEnv):
     def reset_state(self, key: jax.Array, params: JungleParams) -> JungleState:
         cfg = self.config
         cells = core.sample_cells(key, cfg.height, cfg.width, cfg.num_entities)
-        positions, food = cells[: cfg.num_agents], cells[cfg.num_agents :]
-        grid = core.make_grid(self.spec, positions, jnp.asarray(self.teams), food, items_block=True)
+        return self.state_from(cells[: cfg.num_agents], cells[cfg.num_agents :])
+
+    def state_from(self, positions: jax.Array, food: jax.Array) -> JungleState:
+        """A fresh state with agents at ``positions int32[N, 2]`` and ``food int32[F, 2]``."""
+        grid = core.make_grid(
+            self.spec,
+            jnp.asarray(positions),
+            jnp.asarray(self.teams),
+            jnp.asarray(food),
+            items_block=True,
+        )
         return JungleState(
             grid=grid,
-            hp=jnp.full(cfg.num_agents, cfg.start_hp, jnp.int32),
-            food=food,
+            hp=jnp.full(self.num_agents, self.config.start_hp, jnp.int32),
+            food=jnp.asarray(food, jnp.int32),
             step=jnp.int32(0),
         )
 

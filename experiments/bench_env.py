@@ -55,7 +55,6 @@ def measure(scenario: str, num_agents: int, num_envs: int, steps: int, repeats: 
     num_envs = num_envs or max(1, 10000 // config.num_agents)
     steps = steps or max(20, 2_000_000 // (config.num_agents * num_envs))
 
-
     @jax.jit
     def rollout(key):
         key, reset_key = jax.random.split(key)
@@ -65,14 +64,17 @@ def measure(scenario: str, num_agents: int, num_envs: int, steps: int, repeats: 
             state, checksum = carry
             action_key, step_key = jax.random.split(key)
             actions = jax.random.randint(action_key, (num_envs, env.num_agents), 0, env.num_actions)
-            obs, state, reward, _, _, _ = env.batch_step(jax.random.split(step_key, num_envs), state,
-                                                actions, params)
+            obs, state, reward, _, _, _ = env.batch_step(
+                jax.random.split(step_key, num_envs), state, actions, params
+            )
             checksum += jnp.sum(reward) + jnp.sum(obs.features) + jnp.sum(obs.neighbour_mask)
             return (state, checksum), None
 
         (_, checksum), _ = jax.lax.scan(body, (state, 0.0), jax.random.split(key, steps))
         return checksum
 
+    one_env = jax.eval_shape(env.reset, jax.random.key(0), params)
+    state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(one_env))
     keys = iter(jax.random.split(jax.random.key(seed), repeats + 1))
     first, times = time_compiled(lambda: rollout(next(keys)), repeats)
     seconds = median(times)
@@ -90,33 +92,62 @@ def measure(scenario: str, num_agents: int, num_envs: int, steps: int, repeats: 
         "ns_per_agent_step": 1e9 * seconds / agent_steps,
         "compile_s": first - seconds,
         "peak_rss_mb": peak_rss_mb(),
+        "state_bytes_per_env": state_bytes,
+        "state_bytes_per_agent": state_bytes / config.num_agents,
         **machine(),
     }
 
 
 def main(args: Args) -> list[dict]:
     if len(args.num_agents) == 1:
-        rows = [measure(args.scenario, args.num_agents[0], args.num_envs, args.steps,
-                        args.repeats, args.seed)]
+        rows = [
+            measure(
+                args.scenario,
+                args.num_agents[0],
+                args.num_envs,
+                args.steps,
+                args.repeats,
+                args.seed,
+            )
+        ]
     else:  # one fresh process per size, so each peak RSS is its own
         rows = []
         with tempfile.TemporaryDirectory() as tmp:
             for n in args.num_agents:
                 out = Path(tmp) / f"{n}.json"
-                cmd = [sys.executable, "-m", "experiments.bench_env", "--scenario",
-                       args.scenario, "--num-agents", str(n), "--num-envs", str(args.num_envs),
-                       "--steps", str(args.steps), "--repeats", str(args.repeats), "--seed",
-                       str(args.seed), "--json", str(out), "--quiet"]
+                cmd = [
+                    sys.executable,
+                    "-m",
+                    "experiments.bench_env",
+                    "--scenario",
+                    args.scenario,
+                    "--num-agents",
+                    str(n),
+                    "--num-envs",
+                    str(args.num_envs),
+                    "--steps",
+                    str(args.steps),
+                    "--repeats",
+                    str(args.repeats),
+                    "--seed",
+                    str(args.seed),
+                    "--json",
+                    str(out),
+                    "--quiet",
+                ]
                 subprocess.run(cmd, check=True)
                 rows.extend(json.loads(out.read_text()))
     if not args.quiet:
         header = f"{'N':>7} {'envs':>5} {'steps':>6} {'agent-steps/s':>14} {'ns/agent-step':>14}"
         print(f"{args.scenario} on {rows[0]['backend']} ({rows[0]['device']})")
-        print(header + f" {'compile s':>10} {'peak MiB':>9}")
+        print(header + f" {'compile s':>10} {'peak MiB':>9} {'state B/agent':>14}")
         for r in rows:
-            print(f"{r['num_agents']:>7} {r['num_envs']:>5} {r['steps']:>6} "
-                  f"{r['agent_steps_per_s']:>14,.0f} {r['ns_per_agent_step']:>14.1f} "
-                  f"{r['compile_s']:>10.2f} {r['peak_rss_mb']:>9.0f}")
+            print(
+                f"{r['num_agents']:>7} {r['num_envs']:>5} {r['steps']:>6} "
+                f"{r['agent_steps_per_s']:>14,.0f} {r['ns_per_agent_step']:>14.1f} "
+                f"{r['compile_s']:>10.2f} {r['peak_rss_mb']:>9.0f} "
+                f"{r['state_bytes_per_agent']:>14.0f}"
+            )
     write_json(args.json, rows)
     return rows
 

@@ -1,0 +1,169 @@
+"""Non-learning controllers: ``random`` and a ``scripted`` heuristic per scenario (SPEC section 3).
+
+A controller is ``policy(key, state, params) -> int32[N]`` giving an action to *every* agent; the
+caller keeps the actions of the team(s) it controls. Everything is O(N x sight window): no agent
+looks further than ``sight_radius`` except through O(N) team summaries (centroids, landmark counts).
+
+* Jungle: walk to the nearest food in sight and stay beside it; random walk when none is in sight.
+* Battle: move toward the nearest enemy in sight and hold once adjacent; with none in sight, move
+  toward the enemy team's centroid.
+* Deception: adversaries head for the landmark with the most home agents within distance 2 (the
+  best one in sight, else the best overall) and hold within distance 1 of it; home agents walk to
+  the nearest target in sight and stand on it (random walk when none is in sight).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from envs import core
+from envs.base import GridEnv
+from envs.deception import ADVERSARY, HOME
+
+Policy = Callable[[jax.Array, object, object], jax.Array]
+CONTROLLERS = ("random", "scripted")
+
+
+def random_policy(env: GridEnv) -> Policy:
+    """Uniform random actions for every agent."""
+
+    def policy(key, state, params):
+        return jax.random.randint(key, (env.num_agents,), 0, env.num_actions, dtype=jnp.int32)
+
+    return policy
+
+
+def step_toward(spec: core.GridSpec, grid: core.Grid, offset: jax.Array) -> jax.Array:
+    """Greedy move along ``offset int32[N, 2]`` -> ``int32[N]`` actions.
+
+    Moves along the longer axis; if that cell is not free, along the other axis; STAY on a zero
+    offset or when both are blocked.
+    """
+    free = spec.gather(grid.occupancy, grid.positions, core.ADJACENT4) == core.EMPTY  # [N, 4]
+    dr, dc = offset[:, 0], offset[:, 1]
+    vertical = jnp.where(dr < 0, core.UP, core.DOWN)
+    horizontal = jnp.where(dc < 0, core.LEFT, core.RIGHT)
+    rows_first = jnp.abs(dr) >= jnp.abs(dc)
+    first = jnp.where(rows_first, vertical, horizontal)
+    second = jnp.where(rows_first, horizontal, vertical)
+    first_ok = jnp.where(rows_first, dr != 0, dc != 0)
+    second_ok = jnp.where(rows_first, dc != 0, dr != 0)
+
+    def is_free(action):
+        return jnp.take_along_axis(free, action[:, None], axis=1)[:, 0]
+
+    return jnp.where(
+        first_ok & is_free(first),
+        first,
+        jnp.where(second_ok & is_free(second), second, core.STAY),
+    ).astype(jnp.int32)
+
+
+def nearest_in_window(mask: jax.Array, displacements: np.ndarray):
+    """Nearest True slot of ``mask bool[N, W]`` over a window of ``displacements int[W, 2]``.
+
+    Nearest by Chebyshev, then Euclidean distance, then slot order.
+
+    Returns:
+      ``(found bool[N], offset int32[N, 2])``.
+    """
+    d = np.asarray(displacements)
+    key = np.max(np.abs(d), axis=-1) * 1000 + np.sum(d * d, axis=-1)
+    rank = np.argsort(np.argsort(key, kind="stable"), kind="stable")
+    best = jnp.argmin(jnp.where(mask, jnp.asarray(rank), np.iinfo(np.int32).max), axis=-1)
+    return jnp.any(mask, axis=-1), jnp.asarray(d)[best]
+
+
+def _team_centroids(grid: core.Grid, num_teams: int) -> jax.Array:
+    """Mean position of each team's alive agents -> ``float32[num_teams, 2]``."""
+    weight = grid.alive.astype(jnp.float32)
+    total = jax.ops.segment_sum(grid.positions * weight[:, None], grid.team, num_teams)
+    count = jax.ops.segment_sum(weight, grid.team, num_teams)
+    return total / jnp.maximum(count, 1.0)[:, None]
+
+
+def _random_moves(key: jax.Array, n: int) -> jax.Array:
+    return jax.random.randint(key, (n,), 0, core.NUM_ACTIONS, dtype=jnp.int32)
+
+
+def jungle_scripted(env: GridEnv) -> Policy:
+    sight = core.window_displacements(env.config.sight_radius)
+
+    def policy(key, state, params):
+        grid = state.grid
+        food = env.spec.gather(grid.terrain, grid.positions, sight) >= core.ITEM
+        found, offset = nearest_in_window(food, sight)
+        beside = jnp.any(
+            env.spec.gather(grid.terrain, grid.positions, core.ADJACENT4) >= core.ITEM, axis=-1
+        )
+        toward = step_toward(env.spec, grid, offset)
+        action = jnp.where(found, toward, _random_moves(key, env.num_agents))
+        return jnp.where(beside, core.STAY, action)
+
+    return policy
+
+
+def battle_scripted(env: GridEnv) -> Policy:
+    sight = core.window_displacements(env.config.sight_radius)
+
+    def policy(key, state, params):
+        grid = state.grid
+        ids = core.window_agents(env.spec, grid, sight)
+        enemy = (ids >= 0) & (grid.team[jnp.maximum(ids, 0)] != grid.team[:, None])
+        found, offset = nearest_in_window(enemy, sight)
+        centroid = _team_centroids(grid, 2)[1 - grid.team]
+        offset = jnp.where(
+            found[:, None], offset, jnp.round(centroid - grid.positions).astype(jnp.int32)
+        )
+        engaged = found & (jnp.max(jnp.abs(offset), axis=-1) <= 1)
+        return jnp.where(engaged, core.STAY, step_toward(env.spec, grid, offset))
+
+    return policy
+
+
+def deception_scripted(env: GridEnv) -> Policy:
+    sight = core.window_displacements(env.config.sight_radius)
+    watch = core.window_displacements(2)
+
+    def policy(key, state, params):
+        grid = state.grid
+        # Home agents near each landmark (O(L x 25)), and the best landmark overall.
+        around = env.spec.gather(grid.occupancy, state.landmarks, watch)
+        is_home = (around >= 0) & (grid.team[jnp.maximum(around, 0)] == HOME)
+        crowd = jnp.sum(is_home, axis=-1)
+        best_overall = state.landmarks[jnp.argmax(crowd)]
+        # Adversaries: the most crowded landmark in sight (nearest on ties), else the best overall.
+        seen = env.spec.gather(state.landmark_index, grid.positions, sight)
+        score = jnp.where(seen >= 0, crowd[jnp.maximum(seen, 0)], -1)
+        found, offset = nearest_in_window(score == jnp.max(score, axis=-1, keepdims=True), sight)
+        found &= jnp.max(score, axis=-1) >= 0
+        offset = jnp.where(found[:, None], offset, best_overall - grid.positions)
+        hold = jnp.max(jnp.abs(offset), axis=-1) <= 1
+        adversary = jnp.where(hold, core.STAY, step_toward(env.spec, grid, offset))
+        # Home agents: the nearest target in sight.
+        targets = env.spec.gather(grid.terrain, grid.positions, sight) == core.TARGET
+        target_found, target_offset = nearest_in_window(targets, sight)
+        home = jnp.where(
+            target_found,
+            step_toward(env.spec, grid, target_offset),
+            _random_moves(key, env.num_agents),
+        )
+        return jnp.where(grid.team == ADVERSARY, adversary, home)
+
+    return policy
+
+
+_SCRIPTED = {"jungle": jungle_scripted, "battle": battle_scripted, "deception": deception_scripted}
+
+
+def make_controller(kind: str, env: GridEnv) -> Policy:
+    """The ``kind`` controller ("random" or "scripted") for ``env``'s scenario."""
+    if kind == "random":
+        return random_policy(env)
+    if kind == "scripted":
+        return _SCRIPTED[env.name](env)
+    raise ValueError(f"unknown controller {kind!r}; choose one of: {', '.join(CONTROLLERS)}")

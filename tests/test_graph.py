@@ -1,0 +1,153 @@
+"""Ego-graphs against a brute-force BFS on random small grids."""
+
+import collections
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import envs
+from envs import core
+from qmarl_jax import graph
+
+
+def brute_force_ego_graphs(positions, alive, depth, radius, max_nodes):
+    """Per alive agent: ordered node list [(agent, hop)], and the set of directed agent edges."""
+    n = len(positions)
+
+    def linked(i, j):
+        return (
+            i != j and alive[i] and alive[j] and np.abs(positions[i] - positions[j]).max() <= radius
+        )
+
+    result = {}
+    for centre in range(n):
+        if not alive[centre]:
+            continue
+        hops = {centre: 0}
+        queue = collections.deque([centre])
+        while queue:
+            u = queue.popleft()
+            if hops[u] == depth:
+                continue
+            for v in range(n):
+                if v not in hops and linked(u, v):
+                    hops[v] = hops[u] + 1
+                    queue.append(v)
+
+        def order(v):
+            d = positions[v] - positions[centre]
+            return (hops[v], int(d @ d), int(d[0]), int(d[1]))
+
+        nodes = sorted(hops, key=order)[:max_nodes]
+        edges = {(u, v) for u, v in itertools.permutations(nodes, 2) if linked(u, v)}
+        result[centre] = ([(v, hops[v]) for v in nodes], edges)
+    return result
+
+
+def random_grid(env, params, key, dead_fraction=0.2):
+    @jax.jit
+    def make(key):
+        reset_key, dead_key = jax.random.split(key)
+        _, state = env.reset(reset_key, params)
+        dead = jax.random.uniform(dead_key, (env.num_agents,)) < dead_fraction
+        return core.remove_agents(env.spec, state.grid, dead)
+
+    return make(key)
+
+
+def unpack(graphs, num_agents):
+    """Flat GraphsTuple -> per ego-graph ordered [(agent, hop)] and edge set (agent pairs)."""
+    agent = np.asarray(graphs.nodes["agent"])
+    owner = np.asarray(graphs.nodes["graph"])
+    hop = np.asarray(graphs.nodes["hop"])
+    got = {}
+    for slot in np.flatnonzero(agent < num_agents):
+        got.setdefault(int(owner[slot]), ([], set()))[0].append((int(agent[slot]), int(hop[slot])))
+    senders, receivers = np.asarray(graphs.senders), np.asarray(graphs.receivers)
+    for e in np.flatnonzero(receivers < len(agent)):
+        s, r = senders[e], receivers[e]
+        assert owner[s] == owner[r], "an edge crosses ego-graphs"
+        got[int(owner[s])][1].add((int(agent[s]), int(agent[r])))
+    return got
+
+
+@pytest.mark.parametrize("density", [0.1, 0.3, 0.6])
+@pytest.mark.parametrize(
+    ("depth", "radius", "max_nodes"), [(2, 1, 25), (2, 1, 5), (1, 2, 9), (3, 1, 12)]
+)
+def test_ego_graphs_match_brute_force_bfs(density, depth, radius, max_nodes):
+    height, width = 8, 9
+    num_agents = max(2, int(height * width * density) // 2 * 2)
+    env, params = envs.make(
+        "battle", height=height, width=width, num_agents=num_agents, graph_radius=radius
+    )
+    build = jax.jit(
+        lambda grid: graph.ego_graphs(
+            env.spec, grid, depth, radius, max_nodes, num_agents * max_nodes, num_agents * 200
+        )
+    )
+    for trial in range(4):
+        grid = random_grid(env, params, jax.random.key(trial))
+        graphs, stats = build(grid)
+        positions, alive = np.asarray(grid.positions), np.asarray(grid.alive)
+        expected = brute_force_ego_graphs(positions, alive, depth, radius, max_nodes)
+        got = unpack(graphs, num_agents)
+        assert set(got) == set(expected)
+        for centre, (nodes, edges) in expected.items():
+            assert got[centre][0] == nodes  # same agents, same order, same hops
+            assert got[centre][1] == edges
+        # Padding bookkeeping and statistics.
+        n_node = np.asarray(graphs.n_node)
+        assert n_node[:-1].tolist() == [
+            len(expected.get(i, ([], set()))[0]) for i in range(num_agents)
+        ]
+        assert int(stats.num_nodes) == sum(len(v[0]) for v in expected.values())
+        assert int(stats.num_edges) == sum(len(v[1]) for v in expected.values())
+        assert int(stats.overflow_nodes) == 0 and int(stats.overflow_edges) == 0
+        full = brute_force_ego_graphs(positions, alive, depth, radius, 10**6)
+        truncated = sum(len(full[c][0]) - len(expected[c][0]) for c in expected)
+        assert int(stats.truncated_nodes) == truncated
+        # Edge distances are the Euclidean lengths between the two agents.
+        senders, receivers = np.asarray(graphs.senders), np.asarray(graphs.receivers)
+        agent = np.asarray(graphs.nodes["agent"])
+        for e in np.flatnonzero(receivers < len(agent)):
+            d = positions[agent[senders[e]]] - positions[agent[receivers[e]]]
+            assert np.isclose(graphs.edges["distance"][e], np.linalg.norm(d))
+
+
+def test_budgets_drop_nodes_and_edges_only_with_a_count():
+    env, params = envs.make("battle", height=6, width=6, num_agents=16)
+    grid = random_grid(env, params, jax.random.key(3), dead_fraction=0.0)
+    full, full_stats = graph.ego_graphs(env.spec, grid, 2, 1, 25, 16 * 25, 16 * 200)
+    total_nodes, total_edges = int(full_stats.num_nodes), int(full_stats.num_edges)
+    node_budget, edge_budget = total_nodes // 2, total_edges // 3
+    graphs, stats = graph.ego_graphs(env.spec, grid, 2, 1, 25, node_budget, edge_budget)
+    assert int(stats.num_nodes) == node_budget
+    assert int(stats.overflow_nodes) == total_nodes - node_budget
+    assert int(stats.num_edges) == edge_budget
+    assert int(stats.num_edges) + int(stats.overflow_edges) <= total_edges
+    # The nodes kept are exactly the first node_budget slots of the unconstrained layout.
+    np.testing.assert_array_equal(graphs.nodes["agent"], full.nodes["agent"][:node_budget])
+    assert np.all(np.asarray(graph.node_mask(graphs)))
+    assert int(np.sum(graph.edge_mask(graphs))) == edge_budget
+    assert int(graphs.n_node.sum()) == node_budget and int(graphs.n_edge.sum()) == edge_budget
+
+
+def test_padding_graph_and_masks():
+    env, params = envs.make("jungle", "tiny")
+    grid = random_grid(env, params, jax.random.key(0), dead_fraction=0.0)
+    graphs, _ = graph.ego_graphs(env.spec, grid, 2, 1, 16, 64, 256)
+    mask = np.asarray(graph.node_mask(graphs))
+    assert mask.sum() == int(graphs.n_node[:-1].sum())
+    assert np.all(np.asarray(graphs.nodes["graph"])[~mask] == env.num_agents)
+    assert int(graphs.n_node[-1]) == 64 - mask.sum()
+
+
+def test_depth_beyond_the_grid_border_is_refused():
+    env, params = envs.make("battle", sight_radius=1)
+    grid = random_grid(env, params, jax.random.key(0))
+    with pytest.raises(ValueError, match="invalid depth=3 with graph_radius=1"):
+        graph.ego_graphs(env.spec, grid, 3, 1, 16, 100, 100)
