@@ -48,7 +48,7 @@ class EgoStats(NamedTuple):
     overflow_edges: jax.Array
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def window_geometry(depth: int, radius: int):
     """Static geometry of the ego window (numpy, cached).
 
@@ -85,15 +85,15 @@ def hop_distances(ids: jax.Array, alive: jax.Array, depth: int, radius: int) -> 
 
     Args:
       ids: int32[N, W] agent ids in each agent's ego window (negative for no agent).
-      alive: bool[N] whether the centre is alive (dead centres reach nothing).
+      alive: bool[N] whether each agent is a live centre (others reach nothing).
       depth: hops d >= 0.
       radius: graph radius r >= 1.
     """
     _, centre, neighbour_slots, _, _, _ = window_geometry(depth, radius)
     occupied = ids >= 0
     unreached = depth + 1
-    hop = jnp.full(ids.shape, unreached, jnp.int32).at[:, centre].set(
-        jnp.where(alive, 0, unreached)
+    hop = (
+        jnp.full(ids.shape, unreached, jnp.int32).at[:, centre].set(jnp.where(alive, 0, unreached))
     )
     for h in range(1, depth + 1):
         reached = jnp.pad(hop < h, ((0, 0), (0, 1)))  # column W = outside the window
@@ -114,6 +114,7 @@ def ego_graphs(
     max_nodes: int,
     node_budget: int,
     edge_budget: int,
+    centres: jax.Array | None = None,
 ) -> tuple[jraph.GraphsTuple, EgoStats]:
     """Decompose one environment's agent graph into padded ego-graphs.
 
@@ -125,6 +126,8 @@ def ego_graphs(
       max_nodes: cap on nodes per ego-graph; the closest by hop, then distance are kept.
       node_budget: total node slots B_n of the flat batch.
       edge_budget: total directed-edge slots B_e of the flat batch.
+      centres: optional bool[N]: build ego-graphs only around these agents (e.g. one team's);
+        every alive agent can still appear as a node.
 
     Returns:
       ``(graphs, stats)``. ``graphs`` is a ``jraph.GraphsTuple`` with N + 1 graphs (graph i is the
@@ -145,7 +148,8 @@ def ego_graphs(
     num_agents = grid.alive.shape[0]
     num_slots = len(window)
     ids = spec.gather(grid.occupancy, grid.positions, window)
-    hop = hop_distances(ids, grid.alive, depth, radius)
+    is_centre = grid.alive if centres is None else grid.alive & centres
+    hop = hop_distances(ids, is_centre, depth, radius)
     reached = hop <= depth
 
     # Rank of each reached slot within its ego-graph by (hop, static order): centre first.
@@ -199,7 +203,7 @@ def ego_graphs(
         n_edge=jnp.append(n_edge, edge_budget - total_edges),
     )
     stats = EgoStats(
-        num_graphs=jnp.sum(grid.alive, dtype=jnp.int32),
+        num_graphs=jnp.sum(is_centre, dtype=jnp.int32),
         num_nodes=total_nodes,
         num_edges=total_edges,
         max_graph_nodes=jnp.max(n_node),
@@ -219,3 +223,40 @@ def node_mask(graphs: jraph.GraphsTuple) -> jax.Array:
 def edge_mask(graphs: jraph.GraphsTuple) -> jax.Array:
     """bool[..., B_e] True on real (non-padding) edges."""
     return graphs.receivers < graphs.nodes["agent"].shape[-1]
+
+
+def worst_case_budgets(num_agents: int, depth: int, radius: int, max_nodes: int):
+    """``(nodes, edges)`` per env-step that no placement can exceed."""
+    window = (2 * depth * radius + 1) ** 2
+    per_graph = min(max_nodes, num_agents, window)
+    degree = min(per_graph - 1, (2 * radius + 1) ** 2 - 1)
+    return num_agents * per_graph, max(1, num_agents * per_graph * degree)
+
+
+def calibrate_budgets(spec, reset, depth, radius, max_nodes, margin, key, num_envs=64):
+    """Budgets from the ego-graphs of ``num_envs`` random starts: ``margin`` x the largest totals
+    seen (at least 8 slots), capped by the worst case.
+
+    Args:
+      spec: the env's grid geometry.
+      reset: ``key -> state`` with a ``grid`` (the env's reset, params bound).
+      depth, radius, max_nodes: ego-graph settings.
+      margin: multiplier >= 1 on the observed maximum.
+      key: PRNG key of the random starts.
+
+    Returns:
+      ``(node_budget, edge_budget)``.
+    """
+    num_agents = jax.eval_shape(reset, key).grid.alive.shape[0]
+    worst_nodes, worst_edges = worst_case_budgets(num_agents, depth, radius, max_nodes)
+
+    @jax.jit
+    def totals(key):
+        grid = reset(key).grid
+        _, stats = ego_graphs(spec, grid, depth, radius, max_nodes, worst_nodes, worst_edges)
+        return stats.num_nodes, stats.num_edges
+
+    nodes, edges = jax.vmap(totals)(jax.random.split(key, num_envs))
+    node_budget = min(worst_nodes, max(8, int(np.ceil(margin * int(nodes.max())))))
+    edge_budget = min(worst_edges, max(8, int(np.ceil(margin * int(edges.max())))))
+    return node_budget, edge_budget

@@ -4,7 +4,6 @@ import collections
 import itertools
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -37,7 +36,7 @@ def brute_force_ego_graphs(positions, alive, depth, radius, max_nodes):
                     hops[v] = hops[u] + 1
                     queue.append(v)
 
-        def order(v):
+        def order(v, centre=centre, hops=hops):
             d = positions[v] - positions[centre]
             return (hops[v], int(d @ d), int(d[0]), int(d[1]))
 

@@ -1,0 +1,240 @@
+"""Shared pieces of the losses: node labels and masks, per-agent means, returns, advantages.
+
+Conventions: arrays are time-major ``[T, E, ...]`` (T steps, E envs) or ``[T + 1, E, ...]``
+where the extra step is the state after the last action (for bootstrapping).
+``B`` is the node budget.
+Every node of an ego-graph that stands for an agent of the learning team gets that agent's
+executed action as its label; the loss of an ego-graph sums over its nodes, and the batch loss
+is the mean over ego-graphs (SPEC section 7).
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import jraph
+from flax import struct
+
+
+@struct.dataclass
+class TeamBatch:
+    """One learning team's view of a batch of episodes.
+
+    Attributes:
+      features: float32[T+1, E, N, F] observations.
+      graphs: GraphsTuple with leading [T+1, E] axes (ego-graphs centred on the team's agents).
+      actions: int32[T+1, E, N] executed actions (the last step: sampled, not executed).
+      node_logp: float32[T, E, B] log-prob of the node's label under the acting parameters.
+      reward: float32[T, E, N].
+      terminated: bool[T, E] the episode ended in a terminal state at step t.
+      alive: bool[T+1, E, N] agent alive at step t.
+      live: bool[T+1, E] the episode had not ended before step t.
+      team_member: bool[N] agents of the learning team.
+    """
+
+    features: jax.Array
+    graphs: jraph.GraphsTuple
+    actions: jax.Array
+    node_logp: jax.Array
+    reward: jax.Array
+    terminated: jax.Array
+    alive: jax.Array
+    live: jax.Array
+    team_member: jax.Array
+
+    @property
+    def num_agents(self) -> int:
+        return self.actions.shape[-1]
+
+    @property
+    def valid(self) -> jax.Array:
+        """bool[T+1, E, N] the agent acts at step t (alive, episode running, in the team)."""
+        return self.alive & self.live[..., None] & self.team_member
+
+    @property
+    def node_agent(self) -> jax.Array:
+        """int32[T+1, E, B] global agent id of each node (N on padding)."""
+        return self.graphs.nodes["agent"]
+
+
+def drop_last(tree):
+    """The first T steps of a ``[T+1, ...]`` pytree."""
+    return jax.tree.map(lambda x: x[:-1], tree)
+
+
+def per_node(agent_values: jax.Array, node_agent: jax.Array) -> jax.Array:
+    """Gather ``[..., N]`` per-agent values to nodes ``[..., B]`` (0 on padding nodes); per-agent
+    values broadcast over the nodes' leading axes."""
+    padded = jnp.concatenate([agent_values, jnp.zeros_like(agent_values[..., :1])], axis=-1)
+    padded = jnp.broadcast_to(padded, node_agent.shape[:-1] + padded.shape[-1:])
+    return jnp.take_along_axis(padded, node_agent, axis=-1)
+
+
+def agent_mean(node_values: jax.Array, node_agent: jax.Array, weight: jax.Array, n: int):
+    """Mean over weighted nodes of each agent: ``[..., B] -> [..., N]`` (0 without nodes)."""
+
+    def one(values, agents, w):
+        total = jax.ops.segment_sum(values * w, agents, num_segments=n)
+        count = jax.ops.segment_sum(w.astype(values.dtype), agents, num_segments=n)
+        return total / jnp.maximum(count, 1.0)
+
+    lead = node_values.shape[:-1]
+    flat = [x.reshape(-1, x.shape[-1]) for x in (node_values, node_agent, weight)]
+    return jax.vmap(one)(*flat).reshape(*lead, n)
+
+
+def node_masks(batch: TeamBatch) -> tuple[jax.Array, jax.Array]:
+    """``(alive_nodes [T+1,E,B], valid_nodes [T+1,E,B])``: team nodes of alive agents; of agents
+    acting in a running episode."""
+    member = per_node(batch.team_member, batch.node_agent).astype(bool)
+    alive = per_node(batch.alive, batch.node_agent).astype(bool) & member
+    valid = per_node(batch.valid, batch.node_agent).astype(bool)
+    return alive, valid
+
+
+def num_graphs(batch: TeamBatch) -> jax.Array:
+    """Ego-graphs in the loss: acting team agents over the T steps (at least 1)."""
+    return jnp.maximum(jnp.sum(batch.valid[:-1]), 1).astype(jnp.float32)
+
+
+def masked_rewards(batch: TeamBatch) -> jax.Array:
+    """float32[T, E, N] rewards of acting agents (0 after death or after the episode ended)."""
+    return batch.reward * batch.valid[:-1]
+
+
+def discounted_returns(rewards: jax.Array, gamma: float) -> jax.Array:
+    """Monte-Carlo returns ``G_t = r_t + gamma G_{t+1}`` over the time axis 0 -> same shape."""
+
+    def back(carry, r):
+        g = r + gamma * carry
+        return g, g
+
+    _, returns = jax.lax.scan(back, jnp.zeros_like(rewards[0]), rewards, reverse=True)
+    return returns
+
+
+def gae(
+    rewards: jax.Array,
+    values: jax.Array,
+    bootstrap: jax.Array,
+    continues: jax.Array,
+    gamma: float,
+    lam: float,
+) -> jax.Array:
+    """Generalised advantage estimates over time axis 0.
+
+    Args:
+      rewards: [T, ...] rewards.
+      values: [T+1, ...] value estimates (the last: the state after the final action).
+      bootstrap: [T, ...] 1 where the next value counts (not terminal, agent alive next), else 0.
+        A truncated step bootstraps; a terminated one does not.
+      continues: [T, ...] 1 where step t+1 continues the same trajectory (its advantage chains).
+      gamma: discount.
+      lam: GAE lambda.
+
+    Returns:
+      [T, ...] advantages.
+    """
+    deltas = rewards + gamma * bootstrap * values[1:] - values[:-1]
+
+    def back(carry, inputs):
+        delta, cont = inputs
+        advantage = delta + gamma * lam * cont * carry
+        return advantage, advantage
+
+    _, advantages = jax.lax.scan(back, jnp.zeros_like(deltas[0]), (deltas, continues), reverse=True)
+    return advantages
+
+
+def standardize(x: jax.Array, mask: jax.Array) -> jax.Array:
+    """``(x - mean) / std`` over the masked entries (masked-out entries unchanged in meaning)."""
+    count = jnp.maximum(jnp.sum(mask), 1)
+    mean = jnp.sum(x * mask) / count
+    var = jnp.sum(((x - mean) ** 2) * mask) / count
+    return (x - mean) / jnp.sqrt(var + 1e-8)
+
+
+def label_log_probs(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """log pi(label) per node: ``[..., B, A], [..., B] -> [..., B]``."""
+    log_probs = jax.nn.log_softmax(logits)
+    return jnp.take_along_axis(log_probs, labels[..., None], axis=-1)[..., 0]
+
+
+def entropy(logits: jax.Array) -> jax.Array:
+    """Entropy of each node's policy ``[..., A] -> [...]``."""
+    log_probs = jax.nn.log_softmax(logits)
+    return -jnp.sum(jnp.exp(log_probs) * log_probs, axis=-1)
+
+
+def node_labels(batch: TeamBatch) -> jax.Array:
+    """int32[T+1, E, B] the executed action of each node's agent (0 on padding)."""
+    return per_node(batch.actions, batch.node_agent)
+
+
+def merge_graphs(graphs: jraph.GraphsTuple, num_agents: int) -> jraph.GraphsTuple:
+    """Merge a ``[G, ...]`` batch of flat ego-graph batches into one flat batch.
+
+    Agent ids are offset by ``g * N`` and node indices by ``g * B``; padding stays out of range
+    (agent ``G * N``, receiver ``G * B``). The network then runs one big graph with big matmuls
+    and 1-D segment sums instead of G small ones.
+    """
+    agent = graphs.nodes["agent"]
+    num_graphs, budget = agent.shape
+    agent_offset = (jnp.arange(num_graphs) * num_agents)[:, None]
+    node_offset = (jnp.arange(num_graphs) * budget)[:, None]
+    total_agents, total_nodes = num_graphs * num_agents, num_graphs * budget
+    return graphs._replace(
+        nodes={
+            "agent": jnp.where(agent < num_agents, agent + agent_offset, total_agents).ravel(),
+            "graph": graphs.nodes["graph"].ravel(),
+            "hop": graphs.nodes["hop"].ravel(),
+        },
+        edges=jax.tree.map(jnp.ravel, graphs.edges),
+        senders=(graphs.senders + node_offset).ravel(),
+        receivers=jnp.where(
+            graphs.receivers < budget, graphs.receivers + node_offset, total_nodes
+        ).ravel(),
+        n_node=graphs.n_node.ravel(),
+        n_edge=graphs.n_edge.ravel(),
+    )
+
+
+class Heads:
+    """The network's heads on ego-graph batches with any leading axes (e.g. [T, E]).
+
+    All leading axes are merged into one flat graph (``merge_graphs``) before the network runs.
+
+    Args:
+      model: an ``nmp.ActorCritic``.
+    """
+
+    def __init__(self, model):
+        self.model = model
+
+    def _apply(self, method, params, features, graphs, *per_agent):
+        lead = features.shape[:-2]
+        num_agents, budget = features.shape[-2], graphs.nodes["agent"].shape[-1]
+        count = math.prod(lead)
+        merged = merge_graphs(jax.tree.map(lambda x: x.reshape(count, -1), graphs), num_agents)
+        out = self.model.apply(
+            params,
+            features.reshape(count * num_agents, features.shape[-1]),
+            merged,
+            *(x.reshape(count * num_agents) for x in per_agent),
+            method=method,
+        )
+        return out.reshape(*lead, budget, *out.shape[1:])
+
+    def logits(self, params, features, graphs):
+        """float32[..., B, 5] from ``features [..., N, F]`` and matching graphs."""
+        return self._apply(type(self.model).logits, params, features, graphs)
+
+    def values(self, params, features, graphs):
+        """float32[..., B]."""
+        return self._apply(type(self.model).values, params, features, graphs)
+
+    def q_values(self, params, features, graphs, actions):
+        """float32[..., B, 5] counterfactual Q (``actions int32[..., N]``)."""
+        return self._apply(type(self.model).q_values, params, features, graphs, actions)

@@ -1,0 +1,34 @@
+"""Q-MARL-PG: REINFORCE on the ego-graph policy (and, with depth-0 graphs, the Vanilla-PG
+baseline: an independent policy on the local observation).
+
+Each node's label is its agent's executed action, weighted by the agent's Monte-Carlo return
+(standardised over the batch when ``normalize_advantages``).
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from qmarl_jax.algos import common
+
+
+def loss(params, heads: common.Heads, batch: common.TeamBatch, config):
+    """Scalar loss and metrics for one team's batch."""
+    logits = heads.logits(params, batch.features[:-1], common.drop_last(batch.graphs))
+    returns = common.discounted_returns(common.masked_rewards(batch), config.gamma)
+    valid = batch.valid[:-1]
+    if config.normalize_advantages:
+        returns = common.standardize(returns, valid) * valid
+    _, valid_nodes = common.node_masks(batch)
+    weight = valid_nodes[:-1]
+    labels = common.node_labels(batch)[:-1]
+    node_return = common.per_node(returns, batch.node_agent[:-1])
+    log_prob = common.label_log_probs(logits, labels)
+    graphs = common.num_graphs(batch)
+    actor_loss = -jnp.sum(weight * node_return * log_prob)
+    entropy = jnp.sum(weight * common.entropy(logits))
+    total = (actor_loss - config.entropy_coef * entropy) / graphs
+    return total, {
+        "actor_loss": actor_loss / graphs,
+        "entropy": entropy / jnp.maximum(jnp.sum(weight), 1),
+    }

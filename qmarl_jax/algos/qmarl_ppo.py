@@ -1,0 +1,93 @@
+"""Q-MARL-PPO (ours): clipped PPO with GAE on the same ego-graph samples.
+
+Before the epochs, the critic's node values are averaged per agent over the ego-graphs holding it;
+GAE runs per agent with terminated and truncated kept apart (a truncated last step bootstraps from
+the value of the state after it, a terminal one or a death does not). In the epochs every node's
+ratio uses its own log-prob under the acting parameters; its advantage and return are its agent's.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from qmarl_jax.algos import common
+
+
+@struct.dataclass
+class PPOSamples:
+    """Per-step training samples, with a leading sample axis S (= T x E env-steps).
+
+    Attributes:
+      features: float32[S, N, F].
+      graphs: GraphsTuple with a leading S axis.
+      labels: int32[S, B] executed action of each node's agent.
+      old_log_prob: float32[S, B].
+      advantage: float32[S, B] the node's agent's (standardised) advantage.
+      target: float32[S, B] the node's agent's return (GAE + old value).
+      weight: bool[S, B] nodes of acting team agents.
+    """
+
+    features: jax.Array
+    graphs: object
+    labels: jax.Array
+    old_log_prob: jax.Array
+    advantage: jax.Array
+    target: jax.Array
+    weight: jax.Array
+
+
+def prepare(params, heads: common.Heads, batch: common.TeamBatch, config) -> PPOSamples:
+    """Advantages and returns from the acting parameters, flattened to env-step samples."""
+    values = heads.values(params, batch.features, batch.graphs)  # [T+1, E, B]
+    alive_nodes, valid_nodes = common.node_masks(batch)
+    agent_value = common.agent_mean(values, batch.node_agent, alive_nodes, batch.num_agents)
+    bootstrap = (~batch.terminated)[..., None] & batch.alive[1:]
+    advantage = common.gae(
+        common.masked_rewards(batch),
+        agent_value,
+        bootstrap.astype(jnp.float32),
+        batch.valid[1:].astype(jnp.float32),
+        config.gamma,
+        config.gae_lambda,
+    )
+    target = advantage + agent_value[:-1]
+    valid = batch.valid[:-1]
+    if config.normalize_advantages:
+        advantage = common.standardize(advantage, valid)
+    agents = batch.node_agent[:-1]
+    samples = PPOSamples(
+        features=batch.features[:-1],
+        graphs=common.drop_last(batch.graphs),
+        labels=common.node_labels(batch)[:-1],
+        old_log_prob=batch.node_logp,
+        advantage=common.per_node(advantage * valid, agents),
+        target=common.per_node(target, agents),
+        weight=valid_nodes[:-1],
+    )
+    flatten = lambda x: x.reshape(-1, *x.shape[2:])
+    return jax.tree.map(flatten, jax.lax.stop_gradient(samples))
+
+
+def loss(params, heads: common.Heads, samples: PPOSamples, config):
+    """Clipped-surrogate + value + entropy loss of a minibatch of samples."""
+    logits = heads.logits(params, samples.features, samples.graphs)
+    values = heads.values(params, samples.features, samples.graphs)
+    log_prob = common.label_log_probs(logits, samples.labels)
+    ratio = jnp.exp(log_prob - samples.old_log_prob)
+    clipped = jnp.clip(ratio, 1 - config.clip_eps, 1 + config.clip_eps)
+    surrogate = jnp.minimum(ratio * samples.advantage, clipped * samples.advantage)
+    weight = samples.weight
+    graphs = jnp.maximum(jnp.sum(weight & (samples.graphs.nodes["hop"] == 0)), 1)
+    actor_loss = -jnp.sum(weight * surrogate)
+    critic_loss = jnp.sum(weight * (values - samples.target) ** 2)
+    entropy = jnp.sum(weight * common.entropy(logits))
+    total = (actor_loss + config.critic_coef * critic_loss - config.entropy_coef * entropy) / graphs
+    return total, {
+        "actor_loss": actor_loss / graphs,
+        "critic_loss": critic_loss / graphs,
+        "entropy": entropy / jnp.maximum(jnp.sum(weight), 1),
+        "clip_fraction": jnp.sum(weight * (jnp.abs(ratio - 1) > config.clip_eps))
+        / jnp.maximum(jnp.sum(weight), 1),
+    }

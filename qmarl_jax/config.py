@@ -1,0 +1,226 @@
+"""Training configuration: one frozen dataclass, presets by name, validation before any compile.
+
+Every **(ours)** choice of SPEC.md is a field here with its default documented. Presets:
+
+* ``default`` — CPU-sized settings per scenario that train a clearly better-than-random policy in
+  minutes on a 2-core CPU (``make train``).
+* ``paper`` — the paper's settings: Adam, lr 0.01, lr x0.95 after 10 batches without improvement,
+  100 games per batch, 120 batches, gamma 0.99.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import envs
+from envs.opponents import CONTROLLERS
+from qmarl_jax.ensemble import MODES
+
+ALGOS = ("qmarl_ac", "qmarl_pg", "qmarl_ppo", "vanilla_pg")
+LEARN = "learn"
+TEAM_CONTROLLERS = (LEARN, *CONTROLLERS)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Settings of one training run."""
+
+    # --- environment ---
+    scenario: str = "battle"
+    """Scenario: jungle, battle or deception."""
+    env_preset: str = "tiny"
+    """Environment preset (tiny, n100, n1k, n10k)."""
+    num_agents: int | None = None
+    """Resize the environment to about this many agents at the nearest preset's density."""
+    max_steps: int | None = None
+    """Override the episode length."""
+    controllers: tuple[str, ...] = ("learn", "scripted")
+    """Controller of each team in team order: learn, random or scripted (extra entries ignored;
+    Jungle has one team, Battle and Deception two: Deception's team 0 is home, 1 adversaries)."""
+
+    # --- algorithm ---
+    algo: str = "qmarl_ac"
+    """qmarl_ac (TD(0) actor-critic, counterfactual baseline), qmarl_pg (REINFORCE), qmarl_ppo
+    (PPO + GAE) or vanilla_pg (independent MLP on the local observation, REINFORCE)."""
+    games_per_batch: int = 100
+    """Episodes played in parallel per batch (one update per batch, PPO: several epochs)."""
+    num_batches: int = 120
+    """Batches (updates) in the run."""
+    gamma: float = 0.99
+    """Discount."""
+    gae_lambda: float = 0.95
+    """GAE lambda (qmarl_ppo)."""
+    clip_eps: float = 0.2
+    """PPO clip range."""
+    ppo_epochs: int = 4
+    """PPO epochs per batch."""
+    num_minibatches: int = 4
+    """PPO minibatches per epoch (over the env-steps of the batch)."""
+    entropy_coef: float = 0.01
+    """Entropy bonus weight."""
+    critic_coef: float = 0.5
+    """Critic loss weight."""
+    normalize_advantages: bool = True
+    """Standardise advantages (PG returns, PPO GAE) over the batch."""
+
+    # --- optimiser ---
+    lr: float = 0.003
+    """Adam learning rate (the paper: 0.01)."""
+    lr_decay: float = 0.95
+    """Learning-rate factor after ``lr_patience`` batches without improvement of the return."""
+    lr_patience: int = 10
+    """Batches without improvement before the learning rate decays."""
+    max_grad_norm: float = 1.0
+    """Global gradient-norm clip (0 = off)."""
+
+    # --- ego-graphs and network ---
+    depth: int = 2
+    """Hops of an ego-graph (ours: 2; the paper's example: 3). vanilla_pg always uses 0."""
+    max_nodes: int = 16
+    """Cap on nodes per ego-graph (the closest by hop, then distance, are kept)."""
+    node_budget: int | None = None
+    """Node slots of one env-step's ego-graphs; None: calibrated (see ``budget_margin``). Nodes
+    beyond the budget are dropped and counted (``overflow_nodes``)."""
+    edge_budget: int | None = None
+    """Directed-edge slots of one env-step; None: calibrated. Dropped edges are counted."""
+    budget_margin: float = 2.0
+    """Calibrated budgets = margin x the largest total seen on random starts of 64 envs, capped
+    by the worst case (which never drops anything)."""
+    width: int = 64
+    """Hidden width of the message-passing network."""
+    num_blocks: int = 2
+    """Edge-then-vertex update blocks L."""
+    n_rbf: int = 10
+    """Radial basis functions on edge lengths."""
+    ensemble: str = "mean_prob"
+    """Action ensembling: mean_prob, mean_logit or none (own ego-graph only)."""
+
+    # --- run ---
+    seed: int = 0
+    """PRNG seed (same seed, same machine -> same numbers)."""
+    batches_per_chunk: int = 10
+    """Batches per jitted chunk; metrics, checkpoints and the progress bar update per chunk."""
+
+    def __post_init__(self):
+        _one_of("scenario", self.scenario, envs.SCENARIOS)
+        _one_of("env_preset", self.env_preset, envs.PRESETS[self.scenario])
+        _one_of("algo", self.algo, ALGOS)
+        _one_of("ensemble", self.ensemble, MODES)
+        for i, kind in enumerate(self.controllers):
+            _one_of(f"controllers[{i}]", kind, TEAM_CONTROLLERS)
+        env_config = self.env_config  # validates the environment settings too
+        teams = self.num_teams
+        if len(self.controllers) < teams:
+            raise ValueError(
+                f"invalid config field 'controllers'={self.controllers!r}: {self.scenario} has "
+                f"{teams} teams, give one controller each"
+            )
+        if LEARN not in self.controllers[:teams]:
+            raise ValueError(
+                f"invalid config field 'controllers'={self.controllers!r}: at least one team must "
+                "be 'learn'"
+            )
+        positive = (
+            "games_per_batch", "num_batches", "ppo_epochs", "num_minibatches", "width",
+            "num_blocks", "n_rbf", "max_nodes", "batches_per_chunk", "lr_patience",
+        )  # fmt: skip
+        for name in positive:
+            _check(name, getattr(self, name) >= 1, "must be >= 1")
+        _check("lr", self.lr > 0, "must be > 0")
+        _check("budget_margin", self.budget_margin >= 1, "must be >= 1")
+        for name in ("node_budget", "edge_budget"):
+            value = getattr(self, name)
+            _check(name, value is None or value >= 1, "must be >= 1 (or None: calibrated)")
+        for name in ("gamma", "gae_lambda", "lr_decay"):
+            _check(name, 0 < getattr(self, name) <= 1, "must be in (0, 1]")
+        for name in ("clip_eps", "entropy_coef", "critic_coef", "max_grad_norm"):
+            _check(name, getattr(self, name) >= 0, "must be >= 0")
+        _check("depth", self.depth >= 0, "must be >= 0")
+        border = envs.make_env(env_config).spec.pad
+        _check(
+            "depth",
+            self.graph_depth * env_config.graph_radius <= border,
+            f"needs a grid border of depth * graph_radius = "
+            f"{self.graph_depth * env_config.graph_radius} cells; the environment has {border} "
+            "(raise its sight_radius)",
+        )
+
+    # --- derived values (never stored) ---
+    @property
+    def env_config(self) -> envs.GridConfig:
+        """The validated environment config."""
+        overrides: dict[str, Any] = {}
+        if self.max_steps is not None:
+            overrides["max_steps"] = self.max_steps
+        if self.num_agents is not None:
+            return envs.sized_config(self.scenario, self.num_agents, **overrides)
+        return envs.make_config(self.scenario, self.env_preset, **overrides)
+
+    @property
+    def num_teams(self) -> int:
+        return envs.SCENARIOS[self.scenario][0].num_teams
+
+    @property
+    def learning_teams(self) -> tuple[int, ...]:
+        """Teams whose controller is ``learn`` (each has its own parameters)."""
+        return tuple(t for t in range(self.num_teams) if self.controllers[t] == LEARN)
+
+    @property
+    def graph_depth(self) -> int:
+        """Ego-graph depth actually used (0 for the graph-free vanilla_pg baseline)."""
+        return 0 if self.algo == "vanilla_pg" else self.depth
+
+    @property
+    def loss_kind(self) -> str:
+        """Which loss trains the policy: ac, pg or ppo."""
+        return {"qmarl_ac": "ac", "qmarl_pg": "pg", "qmarl_ppo": "ppo", "vanilla_pg": "pg"}[
+            self.algo
+        ]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _check(field: str, ok: bool, message: str) -> None:
+    if not ok:
+        raise ValueError(f"invalid config field '{field}': {message}")
+
+
+def _one_of(field: str, value: Any, allowed) -> None:
+    if value not in allowed:
+        raise ValueError(
+            f"invalid config field '{field}'={value!r}; choose one of: {', '.join(allowed)}"
+        )
+
+
+#: CPU-sized defaults per scenario (``make train``): minutes on 2 cores.
+DEFAULT_PRESETS: dict[str, dict[str, Any]] = {
+    "jungle": dict(scenario="jungle", controllers=("learn",), games_per_batch=64, num_batches=150),
+    "battle": dict(scenario="battle", controllers=("learn", "scripted"), games_per_batch=64,
+                   num_batches=150),
+    "deception": dict(scenario="deception", controllers=("learn", "scripted"),
+                      games_per_batch=64, num_batches=150),
+}  # fmt: skip
+
+#: The paper's training settings (on top of a scenario's default).
+PAPER = dict(lr=0.01, lr_decay=0.95, lr_patience=10, games_per_batch=100, num_batches=120,
+             gamma=0.99, algo="qmarl_ac")  # fmt: skip
+
+PRESETS = ("default", "paper")
+
+
+def make_config(scenario: str = "battle", preset: str = "default", **overrides: Any) -> TrainConfig:
+    """The ``preset`` training config of ``scenario`` with ``overrides`` applied (validated)."""
+    _one_of("scenario", scenario, envs.SCENARIOS)
+    _one_of("preset", preset, PRESETS)
+    fields = dict(DEFAULT_PRESETS[scenario])
+    if preset == "paper":
+        fields.update(PAPER)
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ValueError(
+            f"unknown config field(s) {unknown}; choose from: {', '.join(sorted(known))}"
+        )
+    return TrainConfig(**{**fields, **overrides})

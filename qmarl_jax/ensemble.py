@@ -1,0 +1,51 @@
+"""Ensembling of per-node action distributions over all ego-graphs holding an agent (SPEC 6).
+
+For agent j, ``mean_prob`` averages the probability vectors that every ego-graph containing j
+produced for j (a segment sum over global agent ids divided by the count); ``mean_logit`` averages
+the logits instead; ``none`` uses only j's own ego-graph (its centre node, hop 0).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import jraph
+
+MODES = ("mean_prob", "mean_logit", "none")
+
+
+def ensemble(
+    logits: jax.Array,
+    graphs: jraph.GraphsTuple,
+    num_agents: int,
+    mode: str = "mean_prob",
+    weight: jax.Array | None = None,
+) -> tuple[jax.Array, jax.Array]:
+    """Per-agent action distribution from per-node logits.
+
+    Args:
+      logits: float32[B_n, A] logits of every node.
+      graphs: the flat ego-graphs the logits were computed on.
+      num_agents: N.
+      mode: one of ``MODES``.
+      weight: optional bool[B_n] nodes allowed to vote (e.g. only a team's own agents).
+
+    Returns:
+      ``(probs float32[N, A], votes int32[N])``: the ensemble distribution (uniform where an agent
+      got no vote) and how many nodes voted for each agent.
+    """
+    if mode not in MODES:
+        raise ValueError(f"unknown ensemble mode {mode!r}; choose one of: {', '.join(MODES)}")
+    agent = graphs.nodes["agent"]
+    vote = agent < num_agents
+    if mode == "none":
+        vote &= graphs.nodes["hop"] == 0
+    if weight is not None:
+        vote &= weight
+    votes = jax.ops.segment_sum(vote.astype(jnp.int32), agent, num_segments=num_agents)
+    values = jax.nn.log_softmax(logits) if mode == "mean_logit" else jax.nn.softmax(logits)
+    total = jax.ops.segment_sum(values * vote[:, None], agent, num_segments=num_agents)
+    mean = total / jnp.maximum(votes, 1)[:, None]
+    probs = jax.nn.softmax(mean) if mode == "mean_logit" else mean
+    uniform = jnp.full_like(probs, 1.0 / probs.shape[-1])
+    return jnp.where(votes[:, None] > 0, probs, uniform), votes

@@ -1,0 +1,160 @@
+"""The thin host loop: runs jitted chunks of batches and does all the I/O between them.
+
+Per chunk: progress bar with live metrics, one JSONL line and TensorBoard scalars per batch, an
+atomic orbax checkpoint. At the end: a learning-curve PNG and a GIF of the trained policy.
+``resume`` continues a run and gives the same numbers as an uninterrupted one (every batch is a
+pure function of the checkpointed state). Ctrl-C exits cleanly after the last saved chunk; a
+non-finite loss stops the run with a clear message and keeps the last good checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from qmarl_jax.checkpoint import Checkpointer, check_compatible, load_config, save_config
+from qmarl_jax.config import TrainConfig
+from qmarl_jax.train import RunnerState, Trainer
+
+#: Metrics shown in the progress bar, when present.
+HEADLINE = ("score", "win", "terminal_reward", "home_reward", "return/team0", "loss")
+
+
+class NonFiniteLoss(RuntimeError):
+    """Training met a non-finite loss; the run directory keeps the last good checkpoint."""
+
+
+def enable_determinism() -> None:
+    """Ask XLA for deterministic kernels (GPU); CPU results are deterministic already."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "--xla_gpu_deterministic_ops" not in flags:
+        os.environ["XLA_FLAGS"] = f"{flags} --xla_gpu_deterministic_ops=true".strip()
+
+
+def new_run_dir(config: TrainConfig, root: str | Path = "runs") -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = Path(root) / f"{config.scenario}-{stamp}"
+    suffix = 1
+    while path.exists():
+        path = Path(root) / f"{config.scenario}-{stamp}-{suffix}"
+        suffix += 1
+    return path
+
+
+def _read_history(path: Path, upto_batch: int) -> list[dict]:
+    if not path.exists():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [row for row in rows if row["batch"] <= upto_batch]
+
+
+def _write_history(path: Path, rows: list[dict]) -> None:
+    tmp = path.with_suffix(".jsonl.tmp")
+    tmp.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    tmp.replace(path)
+
+
+def _chunk_rows(metrics: dict, first_batch: int, seconds: float) -> list[dict]:
+    host = jax.device_get(metrics)
+    count = len(next(iter(host.values())))
+    return [
+        {"batch": first_batch + i + 1, "seconds": seconds / count,
+         **{k: float(np.asarray(v)[i]) for k, v in host.items()}}
+        for i in range(count)
+    ]  # fmt: skip
+
+
+def train(
+    config: TrainConfig | None = None,
+    run_dir: str | Path | None = None,
+    resume: str | Path | None = None,
+    progress: bool = True,
+    finish: bool = True,
+) -> Path:
+    """Train (or resume) a run and return its directory.
+
+    Args:
+      config: the run's config; with ``resume`` it may be None (the saved config is used) or
+        differ from the saved one only in ``num_batches`` / ``batches_per_chunk``.
+      run_dir: where to write (default ``runs/<scenario>-<time>``).
+      resume: a run directory to continue.
+      progress: show a progress bar.
+      finish: write the learning-curve PNG and the policy GIF at the end.
+
+    Raises:
+      NonFiniteLoss: a loss became NaN/inf (the last good checkpoint is kept).
+    """
+    if resume is not None:
+        run_dir = Path(resume)
+        saved = load_config(run_dir)
+        if config is not None:
+            check_compatible(saved, config)
+        config = config or saved
+    elif config is None:
+        raise ValueError("give a config or a run directory to resume")
+    run_dir = Path(run_dir) if run_dir is not None else new_run_dir(config)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(run_dir, config)
+
+    trainer = Trainer(config)
+    checkpointer = Checkpointer(run_dir)
+    runner = trainer.init(jax.random.PRNGKey(config.seed))
+    done = 0
+    if resume is not None and checkpointer.latest_batch() is not None:
+        runner = checkpointer.restore(runner)
+        done = int(runner.batch)
+    history_path = run_dir / "metrics.jsonl"
+    history = _read_history(history_path, done)
+    chunk = jax.jit(trainer.run_batches, static_argnums=1)
+
+    from qmarl_jax.logs import ProgressBar, TensorBoard
+
+    bar = ProgressBar(config.num_batches, done, enabled=progress)
+    board = TensorBoard(run_dir / "tensorboard")
+    try:
+        while done < config.num_batches:
+            size = min(config.batches_per_chunk, config.num_batches - done)
+            start = time.perf_counter()
+            next_runner, metrics = chunk(runner, size)
+            rows = _chunk_rows(metrics, done, time.perf_counter() - start)
+            if any(row["nonfinite"] > 0 for row in rows):
+                bad = next(row["batch"] for row in rows if row["nonfinite"] > 0)
+                raise NonFiniteLoss(
+                    f"non-finite loss at batch {bad}; stopped. The last good checkpoint (batch "
+                    f"{done}) is kept in {run_dir}; lower the learning rate and resume or restart."
+                )
+            runner, done = next_runner, int(next_runner.batch)
+            checkpointer.save(done, runner)
+            history.extend(rows)
+            _write_history(history_path, history)
+            board.write(rows)
+            bar.update(rows, HEADLINE)
+    except KeyboardInterrupt:
+        bar.close()
+        print(f"\ninterrupted: batch {done} is saved; resume with --resume {run_dir}")
+        return run_dir
+    finally:
+        board.close()
+        checkpointer.close()
+    bar.close()
+    if finish:
+        from qmarl_jax.report import learning_curve, policy_gif
+
+        learning_curve(history, config, run_dir / "curve.png")
+        policy_gif(trainer, runner, run_dir / "policy.gif")
+    return run_dir
+
+
+def load_runner(run_dir: str | Path) -> tuple[Trainer, RunnerState]:
+    """The trainer and the latest checkpointed state of a run."""
+    config = load_config(Path(run_dir))
+    trainer = Trainer(config)
+    checkpointer = Checkpointer(Path(run_dir))
+    runner = checkpointer.restore(trainer.init(jax.random.PRNGKey(config.seed)))
+    checkpointer.close()
+    return trainer, runner

@@ -1,0 +1,81 @@
+"""Episode metrics of a batch of whole episodes (SPEC section 3), computed on the device.
+
+Common: ``return/team{k}`` (mean undiscounted return per agent of each team), ``episode_length``.
+Jungle: ``score`` (mean reward per agent per step x100), ``survival``, ``food_contact``.
+Battle: ``win``, ``draw``, ``loss`` rates and ``terminal_reward`` (mean +1/0/-1 x100) of the
+evaluated team (the first learning team). Deception: ``home_reward`` (x100), ``found`` (share of
+targets an adversary found), ``covered`` (share of targets a home agent stands on).
+Ego-graph statistics: ``graph_nodes`` (mean nodes per ego-graph), ``graph_max_nodes``,
+``truncated_nodes``, ``overflow_nodes``, ``overflow_edges`` (totals over the batch).
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+
+from qmarl_jax.rollout import Trajectory
+
+
+def episode_metrics(scenario: str, traj: Trajectory, teams: np.ndarray, evaluated_team: int):
+    """Scalar metrics (float32[]) of a trajectory; see the module docstring."""
+    live = traj.live[:-1]  # [T, E]
+    acting = traj.alive[:-1] & live[..., None]
+    out = {"episode_length": jnp.mean(jnp.sum(live, axis=0))}
+    for team in range(int(teams.max()) + 1):
+        member = np.asarray(teams == team)
+        total = jnp.sum(traj.reward * acting * member, axis=(0, 2))
+        out[f"return/team{team}"] = jnp.mean(total) / max(1, int(member.sum()))
+    out.update(_SCENARIO_METRICS[scenario](traj, live, acting, evaluated_team))
+    out.update(graph_metrics(traj))
+    return out
+
+
+def _jungle(traj, live, acting, evaluated_team):
+    steps, _, agents = traj.reward.shape
+    per_agent_step = steps * agents
+    return {
+        "score": 100 * jnp.mean(jnp.sum(traj.reward * acting, axis=(0, 2)) / per_agent_step),
+        "survival": jnp.mean(traj.alive[-1]),
+        "food_contact": jnp.mean(
+            jnp.sum(traj.info["food_contact"] & acting, axis=(0, 2)) / per_agent_step
+        ),
+    }
+
+
+def _battle(traj, live, acting, evaluated_team):
+    outcome = jnp.sum(traj.info["outcome"][..., evaluated_team] * live, axis=0)  # [E]
+    return {
+        "win": jnp.mean(outcome > 0),
+        "draw": jnp.mean(outcome == 0),
+        "loss": jnp.mean(outcome < 0),
+        "terminal_reward": 100 * jnp.mean(outcome),
+    }
+
+
+def _deception(traj, live, acting, evaluated_team):
+    last = jnp.sum(live, axis=0) - 1  # index of each env's last step
+    pick = lambda x: jnp.take_along_axis(x, last[None, :, None], axis=0)[0]  # [E, targets]
+    covered, found = pick(traj.info["covered"]), pick(traj.info["found"])
+    home = jnp.mean(jnp.where(covered & ~found, 1.0, -1.0), axis=-1)
+    return {
+        "home_reward": 100 * jnp.mean(home),
+        "found": jnp.mean(found),
+        "covered": jnp.mean(covered),
+    }
+
+
+_SCENARIO_METRICS = {"jungle": _jungle, "battle": _battle, "deception": _deception}
+
+
+def graph_metrics(traj: Trajectory):
+    """Ego-graph size and budget statistics over all learning teams' steps."""
+    out = {}
+    for index, acts in enumerate(traj.teams):
+        s = acts.stats
+        prefix = "graph" if index == 0 else f"graph_team{index}"
+        out[f"{prefix}_nodes"] = jnp.sum(s.num_nodes) / jnp.maximum(jnp.sum(s.num_graphs), 1)
+        out[f"{prefix}_max_nodes"] = jnp.max(s.max_graph_nodes).astype(jnp.float32)
+        for name in ("truncated_nodes", "overflow_nodes", "overflow_edges"):
+            out[f"{prefix}_{name}"] = jnp.sum(getattr(s, name)).astype(jnp.float32)
+    return out

@@ -1,0 +1,162 @@
+"""The neural message-passing (NMP) actor-critic of SPEC section 5, as flax modules.
+
+With ``h_lin(x) = W x + b`` and ``h_rel(x) = relu(W x + b)``, on every ego-graph:
+
+* embed ``s0_i = h_lin(obs_i)`` (computed once per agent, then gathered into the ego-graphs);
+  edge input ``z0_ij = rbf(d_ij)``;
+* L blocks of edge update ``z_ij = h_rel([s_i, s_j, z_ij])`` then vertex update
+  ``s_i = s_i + h_lin(h_rel(sum_j h_lin(s_j) * h_rel(z_ij)))`` (sums by ``segment_sum``);
+* policy head ``logits_i = h_lin(h_rel(s_i))`` over the 5 actions.
+
+Only distances enter the edges, so outputs are invariant to permuting nodes and to rotating or
+reflecting the grid (given correspondingly rotated observations).
+
+The critic has its own trunk. Its Q head is counterfactual (COMA-style): node j gets a value for
+each of its 5 actions from its action-free state and a message carrying the *neighbours'* actions,
+never its own. ``depth = 0`` ego-graphs (no edges) turn the trunk into a per-agent MLP on the local
+observation: the ``vanilla_pg`` baseline.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import jraph
+
+from envs.core import NUM_ACTIONS
+
+
+def rbf_expand(distance: jax.Array, n_rbf: int, d_max: float) -> jax.Array:
+    """``exp(-(d - n Dd)^2 / Dd)`` for n = 0..n_rbf-1, ``Dd = d_max / n_rbf``.
+
+    Args:
+      distance: float32[E] edge lengths.
+
+    Returns:
+      float32[E, n_rbf].
+    """
+    step = d_max / n_rbf
+    centres = jnp.arange(n_rbf, dtype=jnp.float32) * step
+    return jnp.exp(-((distance[:, None] - centres[None, :]) ** 2) / step)
+
+
+def gather_nodes(agent_table: jax.Array, graphs: jraph.GraphsTuple) -> jax.Array:
+    """Rows of a per-agent table ``[N, D]`` for every node -> ``[B_n, D]`` (zeros on padding)."""
+    padded = jnp.concatenate([agent_table, jnp.zeros_like(agent_table[:1])], axis=0)
+    return padded[graphs.nodes["agent"]]
+
+
+class MessagePassing(nn.Module):
+    """L edge-then-vertex update blocks on a flat batch of ego-graphs.
+
+    Attributes:
+      width: hidden width H.
+      num_blocks: L.
+      n_rbf: radial basis functions on edge lengths.
+      d_max: largest possible edge length (``sqrt(2) * graph_radius``).
+    """
+
+    width: int = 64
+    num_blocks: int = 2
+    n_rbf: int = 10
+    d_max: float = 2**0.5
+
+    @nn.compact
+    def __call__(self, observations: jax.Array, graphs: jraph.GraphsTuple):
+        """Node states of every ego-graph.
+
+        Args:
+          observations: float32[N, F] per-agent features.
+          graphs: flat ego-graphs with B_n nodes and B_e edges.
+
+        Returns:
+          ``(s float32[B_n, H], z float32[B_e, H or n_rbf])`` node and edge states.
+        """
+        num_nodes = graphs.nodes["agent"].shape[0]
+        s = gather_nodes(nn.Dense(self.width, name="embed")(observations), graphs)
+        z = rbf_expand(graphs.edges["distance"], self.n_rbf, self.d_max)
+        senders, receivers = graphs.senders, graphs.receivers
+        safe_receivers = jnp.minimum(receivers, num_nodes - 1)  # padding edges: dropped below
+        for block in range(self.num_blocks):
+            # z_ij = h_rel([s_i, s_j, z_ij]) with i the receiver, as three Dense maps summed.
+            z = nn.relu(
+                nn.Dense(self.width, name=f"edge_{block}_receiver")(s)[safe_receivers]
+                + nn.Dense(self.width, use_bias=False, name=f"edge_{block}_sender")(s)[senders]
+                + nn.Dense(self.width, use_bias=False, name=f"edge_{block}_edge")(z)
+            )
+            message = nn.Dense(self.width, name=f"message_{block}")(s)[senders] * nn.relu(
+                nn.Dense(self.width, name=f"filter_{block}")(z)
+            )
+            incoming = jax.ops.segment_sum(message, receivers, num_segments=num_nodes)
+            hidden = nn.relu(nn.Dense(self.width, name=f"vertex_{block}_hidden")(incoming))
+            s = s + nn.Dense(self.width, name=f"vertex_{block}_out")(hidden)
+        return s, z
+
+
+class ActorCritic(nn.Module):
+    """Policy and critics of Q-MARL on flat ego-graphs (separate actor and critic trunks).
+
+    Attributes:
+      width: hidden width H.
+      num_blocks: message-passing blocks L.
+      n_rbf: radial basis functions.
+      d_max: largest edge length.
+    """
+
+    width: int = 64
+    num_blocks: int = 2
+    n_rbf: int = 10
+    d_max: float = 2**0.5
+
+    def setup(self):
+        trunk = dict(width=self.width, num_blocks=self.num_blocks, n_rbf=self.n_rbf,
+                     d_max=self.d_max)  # fmt: skip
+        self.actor = MessagePassing(**trunk)
+        self.critic = MessagePassing(**trunk)
+        self.policy_hidden = nn.Dense(self.width)
+        self.policy_out = nn.Dense(NUM_ACTIONS, kernel_init=nn.initializers.orthogonal(0.01))
+        self.value_hidden = nn.Dense(self.width)
+        self.value_out = nn.Dense(1)
+        self.action_message = nn.Dense(self.width)
+        self.q_hidden = nn.Dense(self.width)
+        self.q_out = nn.Dense(NUM_ACTIONS)
+
+    def __call__(self, observations, graphs, actions):
+        """All heads at once (used to initialise every parameter)."""
+        return (
+            self.logits(observations, graphs),
+            self.values(observations, graphs),
+            self.q_values(observations, graphs, actions),
+        )
+
+    def logits(self, observations: jax.Array, graphs: jraph.GraphsTuple) -> jax.Array:
+        """Action logits of every node -> ``float32[B_n, 5]``."""
+        s, _ = self.actor(observations, graphs)
+        return self.policy_out(nn.relu(self.policy_hidden(s)))
+
+    def values(self, observations: jax.Array, graphs: jraph.GraphsTuple) -> jax.Array:
+        """State value of every node -> ``float32[B_n]``."""
+        s, _ = self.critic(observations, graphs)
+        return self.value_out(nn.relu(self.value_hidden(s)))[:, 0]
+
+    def q_values(
+        self, observations: jax.Array, graphs: jraph.GraphsTuple, actions: jax.Array
+    ) -> jax.Array:
+        """Counterfactual Q of every node for each of its own actions -> ``float32[B_n, 5]``.
+
+        Args:
+          observations: float32[N, F].
+          graphs: flat ego-graphs.
+          actions: int32[N] executed action of every agent; node j's output does not depend on
+            the action of j's own agent.
+        """
+        s, z = self.critic(observations, graphs)
+        num_nodes = s.shape[0]
+        node_actions = gather_nodes(jax.nn.one_hot(actions, NUM_ACTIONS), graphs)
+        senders = graphs.senders
+        message = nn.relu(
+            self.action_message(jnp.concatenate([s[senders], node_actions[senders], z], -1))
+        )
+        incoming = jax.ops.segment_sum(message, graphs.receivers, num_segments=num_nodes)
+        return self.q_out(nn.relu(self.q_hidden(jnp.concatenate([s, incoming], -1))))

@@ -1,0 +1,214 @@
+"""Acting and collecting episodes: ego-graphs -> NMP -> ensemble -> actions -> env step.
+
+A batch is ``E`` games played in parallel from a reset for ``max_steps`` steps (a ``lax.scan``,
+vmapped over envs); an env that finishes keeps stepping but is masked out (``live``), so every
+game in the batch is one whole episode and nothing crosses a batch boundary. Everything stays on
+the device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import jraph
+import numpy as np
+from flax import struct
+
+from envs.base import GridEnv
+from envs.opponents import make_controller
+from qmarl_jax import graph
+from qmarl_jax.algos.common import Heads, TeamBatch, label_log_probs, per_node
+from qmarl_jax.config import LEARN, TrainConfig
+from qmarl_jax.ensemble import ensemble
+
+
+class TeamAct(NamedTuple):
+    """What one learning team's network did on one step (leading axis E).
+
+    Attributes:
+      graphs: its ego-graphs.
+      node_logp: float32[E, B] log-prob of each node's label.
+      stats: graph.EgoStats per env.
+    """
+
+    graphs: jraph.GraphsTuple
+    node_logp: jax.Array
+    stats: graph.EgoStats
+
+
+@struct.dataclass
+class Trajectory:
+    """A batch of whole episodes, time-major.
+
+    Attributes:
+      features: float32[T+1, E, N, F].
+      alive: bool[T+1, E, N].
+      live: bool[T+1, E] the episode had not ended before step t.
+      actions: int32[T+1, E, N] (the last step sampled at the final state, not executed).
+      reward: float32[T, E, N].
+      terminated: bool[T, E].
+      truncated: bool[T, E].
+      teams: tuple of TeamAct per learning team, with leading [T+1] (node_logp: [T]).
+      info: the env's info dict with leading [T, E] (final observations removed).
+    """
+
+    features: jax.Array
+    alive: jax.Array
+    live: jax.Array
+    actions: jax.Array
+    reward: jax.Array
+    terminated: jax.Array
+    truncated: jax.Array
+    teams: tuple
+    info: dict
+
+
+def budgets(config: TrainConfig, env: GridEnv) -> tuple[int, int]:
+    """``(node_budget, edge_budget)`` of one env-step: the config's, or calibrated."""
+    radius = env.config.graph_radius
+    nodes, edges = config.node_budget, config.edge_budget
+    if nodes is None or edges is None:
+        params = env.default_params()
+        auto_nodes, auto_edges = graph.calibrate_budgets(
+            env.spec, lambda k: env.reset_state(k, params), config.graph_depth, radius,
+            config.max_nodes, config.budget_margin, jax.random.PRNGKey(config.seed),
+        )  # fmt: skip
+        nodes = auto_nodes if nodes is None else nodes
+        edges = auto_edges if edges is None else edges
+    return nodes, edges
+
+
+class Actor:
+    """Chooses the actions of every team for a batch of envs (learning teams by Q-MARL)."""
+
+    def __init__(self, config: TrainConfig, env: GridEnv, heads: Heads):
+        self.config = config
+        self.env = env
+        self.heads = heads
+        self.node_budget, self.edge_budget = budgets(config, env)
+        self.learning_teams = config.learning_teams
+        self.controllers: dict[int, Callable] = {
+            team: make_controller(kind, env)
+            for team, kind in enumerate(config.controllers[: env.num_teams])
+            if kind != LEARN
+        }
+        self.team_of_agent = np.asarray(env.teams)
+
+    def build_graphs(self, grids, team: int):
+        """Ego-graphs centred on ``team``'s agents for a batch of grids (leading E)."""
+        cfg = self.config
+        centres = jnp.asarray(self.team_of_agent == team)
+
+        def one(grid):
+            return graph.ego_graphs(
+                self.env.spec, grid, cfg.graph_depth, self.env.config.graph_radius,
+                cfg.max_nodes, self.node_budget, self.edge_budget, centres,
+            )  # fmt: skip
+
+        return jax.vmap(one)(grids)
+
+    def team_policy(self, params, features, graphs, team: int):
+        """Ensembled action distribution of ``team`` -> ``(logits [E,B,5], probs [E,N,5])``."""
+        logits = self.heads.logits(params, features, graphs)
+        own = jnp.asarray(self.team_of_agent == team)
+        weight = per_node(own, graphs.nodes["agent"]).astype(bool)
+        num_agents = self.env.num_agents
+
+        def one(logits, graphs, weight):
+            return ensemble(logits, graphs, num_agents, self.config.ensemble, weight)[0]
+
+        return logits, jax.vmap(one)(logits, graphs, weight)
+
+    def act(self, params_by_team, key, features, states, greedy: bool = False):
+        """Actions of all agents of E envs -> ``(actions int32[E, N], tuple of TeamAct)``."""
+        num_envs = features.shape[0]
+        keys = jax.random.split(key, self.env.num_teams + 1)
+        actions = jnp.zeros((num_envs, self.env.num_agents), jnp.int32)
+        for team, controller in self.controllers.items():
+            team_actions = jax.vmap(controller, in_axes=(0, 0, None))(
+                jax.random.split(keys[team], num_envs), states, None
+            )
+            actions = jnp.where(self.team_of_agent == team, team_actions, actions)
+        outputs = []
+        for params, team in zip(params_by_team, self.learning_teams, strict=True):
+            graphs, stats = self.build_graphs(states.grid, team)
+            logits, probs = self.team_policy(params, features, graphs, team)
+            if greedy:
+                chosen = jnp.argmax(probs, axis=-1).astype(jnp.int32)
+            else:
+                chosen = jax.random.categorical(keys[team], jnp.log(probs)).astype(jnp.int32)
+            actions = jnp.where(self.team_of_agent == team, chosen, actions)
+            outputs.append((graphs, stats, logits))
+        # Every node's label is its agent's executed action (a node may hold another team's agent).
+        acts = [
+            TeamAct(
+                graphs, label_log_probs(logits, per_node(actions, graphs.nodes["agent"])), stats
+            )
+            for graphs, stats, logits in outputs
+        ]
+        return actions, tuple(acts)
+
+
+def collect(actor: Actor, params_by_team, key, env_params, greedy: bool = False) -> Trajectory:
+    """Play ``games_per_batch`` whole episodes -> a ``Trajectory``."""
+    env = actor.env
+    num_envs = actor.config.games_per_batch
+    steps = env.config.max_steps
+    reset_key, key = jax.random.split(key)
+    obs, states = env.batch_reset(jax.random.split(reset_key, num_envs), env_params)
+    step = jax.vmap(env.step_no_reset, in_axes=(0, 0, 0, None))
+
+    def body(carry, key):
+        obs, states, live = carry
+        act_key, step_key = jax.random.split(key)
+        actions, acts = actor.act(params_by_team, act_key, obs.features, states, greedy)
+        next_obs, next_states, reward, terminated, truncated, info = step(
+            jax.random.split(step_key, num_envs), states, actions, env_params
+        )
+        info = {k: v for k, v in info.items() if k != "final_observation"}
+        record = (obs.features, obs.alive, live, actions, acts, reward, terminated, truncated,
+                  info)  # fmt: skip
+        return (next_obs, next_states, live & ~(terminated | truncated)), record
+
+    carry = (obs, states, jnp.ones(num_envs, bool))
+    (obs, states, live), records = jax.lax.scan(body, carry, jax.random.split(key, steps))
+    features, alive, lives, actions, acts, reward, terminated, truncated, info = records
+    final_actions, final_acts = actor.act(params_by_team, key, obs.features, states, greedy)
+
+    def append(history, last):
+        return jax.tree.map(lambda h, x: jnp.concatenate([h, x[None]]), history, last)
+
+    teams = tuple(
+        TeamAct(append(a.graphs, f.graphs), a.node_logp, append(a.stats, f.stats))
+        for a, f in zip(acts, final_acts, strict=True)
+    )
+    return Trajectory(
+        features=append(features, obs.features),
+        alive=append(alive, obs.alive),
+        live=append(lives, live),
+        actions=append(actions, final_actions),
+        reward=reward,
+        terminated=terminated,
+        truncated=truncated,
+        teams=teams,
+        info=info,
+    )
+
+
+def team_batch(trajectory: Trajectory, team_index: int, team: int, teams: Any) -> TeamBatch:
+    """One learning team's ``TeamBatch`` view of a trajectory."""
+    acts = trajectory.teams[team_index]
+    return TeamBatch(
+        features=trajectory.features,
+        graphs=acts.graphs,
+        actions=trajectory.actions,
+        node_logp=acts.node_logp,
+        reward=trajectory.reward,
+        terminated=trajectory.terminated,
+        alive=trajectory.alive,
+        live=trajectory.live,
+        team_member=jnp.asarray(np.asarray(teams) == team),
+    )

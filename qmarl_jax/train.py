@@ -1,0 +1,205 @@
+"""``make_train(config) -> train(key)``: the whole learner as one pure jitted program.
+
+One *batch* = ``games_per_batch`` whole episodes collected from a reset (``rollout.collect``),
+then one update per learning team (PPO: epochs x minibatches) from its loss in ``algos``. Batches
+are scanned inside jit; the host loop (``qmarl_jax.run``) only runs chunks of
+``batches_per_chunk`` batches and does the I/O between them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import struct
+
+import envs
+from qmarl_jax import metrics as metrics_lib
+from qmarl_jax import nmp
+from qmarl_jax.algos import common, qmarl_ac, qmarl_pg, qmarl_ppo
+from qmarl_jax.config import TrainConfig
+from qmarl_jax.rollout import Actor, collect, team_batch
+
+LOSSES = {"ac": qmarl_ac.loss, "pg": qmarl_pg.loss}
+
+
+@struct.dataclass
+class Plateau:
+    """Learning-rate decay on a plateau of the team's return (the paper's schedule).
+
+    Attributes:
+      best: float32[] best batch return so far.
+      bad_batches: int32[] batches since the last improvement.
+      scale: float32[] current learning-rate multiplier.
+    """
+
+    best: jax.Array
+    bad_batches: jax.Array
+    scale: jax.Array
+
+    @classmethod
+    def start(cls) -> Plateau:
+        return cls(jnp.float32(-jnp.inf), jnp.int32(0), jnp.float32(1.0))
+
+    def observe(self, value: jax.Array, decay: float, patience: int) -> Plateau:
+        improved = value > self.best
+        bad = jnp.where(improved, 0, self.bad_batches + 1)
+        decay_now = bad >= patience
+        return Plateau(
+            best=jnp.maximum(self.best, value),
+            bad_batches=jnp.where(decay_now, 0, bad),
+            scale=jnp.where(decay_now, self.scale * decay, self.scale),
+        )
+
+
+@struct.dataclass
+class TeamState:
+    """Parameters and optimiser of one learning team."""
+
+    params: dict
+    opt_state: optax.OptState
+    plateau: Plateau
+
+
+@struct.dataclass
+class RunnerState:
+    """Everything a run carries between batches (checkpointed between chunks).
+
+    Attributes:
+      teams: tuple of TeamState, one per learning team.
+      key: uint32[2] raw PRNG key.
+      batch: int32[] batches done.
+      halted: bool[] a non-finite loss was met; later updates are skipped.
+    """
+
+    teams: tuple
+    key: jax.Array
+    batch: jax.Array
+    halted: jax.Array
+
+
+class Trainer:
+    """Builds the pure functions of a run from its config (nothing is compiled here)."""
+
+    def __init__(self, config: TrainConfig):
+        self.config = config
+        self.env = envs.make_env(config.env_config)
+        self.env_params = self.env.default_params()
+        self.model = nmp.ActorCritic(
+            width=config.width,
+            num_blocks=config.num_blocks,
+            n_rbf=config.n_rbf,
+            d_max=math.sqrt(2) * self.env.config.graph_radius,
+        )
+        self.heads = common.Heads(self.model)
+        self.actor = Actor(config, self.env, self.heads)
+        clip = [optax.clip_by_global_norm(config.max_grad_norm)] if config.max_grad_norm else []
+        self.tx = optax.chain(*clip, optax.adam(config.lr))
+        self.teams = np.asarray(self.env.teams)
+
+    # ---- initialisation ------------------------------------------------------------------
+    def init_params(self, key: jax.Array, team: int) -> dict:
+        obs, state = self.env.reset(key, self.env_params)
+        grids = jax.tree.map(lambda x: x[None], state.grid)
+        graphs, _ = self.actor.build_graphs(grids, team)
+        graphs = jax.tree.map(lambda x: x[0], graphs)
+        actions = jnp.zeros(self.env.num_agents, jnp.int32)
+        return self.model.init(key, obs.features, graphs, actions)
+
+    def init(self, key: jax.Array) -> RunnerState:
+        """Fresh parameters and optimiser state for every learning team."""
+        keys = jax.random.split(key, len(self.config.learning_teams) + 1)
+        teams = []
+        for team_key, team in zip(keys[1:], self.config.learning_teams, strict=True):
+            params = self.init_params(team_key, team)
+            teams.append(TeamState(params, self.tx.init(params), Plateau.start()))
+        return RunnerState(tuple(teams), keys[0], jnp.int32(0), jnp.bool_(False))
+
+    # ---- one batch -----------------------------------------------------------------------
+    def _apply(self, team: TeamState, grads) -> TeamState:
+        updates, opt_state = self.tx.update(grads, team.opt_state, team.params)
+        updates = jax.tree.map(lambda u: u * team.plateau.scale, updates)
+        return team.replace(params=optax.apply_updates(team.params, updates), opt_state=opt_state)
+
+    def _gradient_step(self, team: TeamState, batch: common.TeamBatch):
+        loss_fn = LOSSES[self.config.loss_kind]
+        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            team.params, self.heads, batch, self.config
+        )
+        return self._apply(team, grads), {"loss": loss, **aux}
+
+    def _ppo_steps(self, team: TeamState, batch: common.TeamBatch, key: jax.Array):
+        cfg = self.config
+        samples = qmarl_ppo.prepare(team.params, self.heads, batch, cfg)
+        num_samples = samples.features.shape[0]
+        minibatch = max(1, num_samples // cfg.num_minibatches)
+        num_minibatches = num_samples // minibatch
+
+        def epoch(team, key):
+            order = jax.random.permutation(key, num_samples)[: num_minibatches * minibatch]
+            shuffled = jax.tree.map(
+                lambda x: x[order].reshape(num_minibatches, minibatch, *x.shape[1:]), samples
+            )
+
+            def step(team, mb):
+                (loss, aux), grads = jax.value_and_grad(qmarl_ppo.loss, has_aux=True)(
+                    team.params, self.heads, mb, cfg
+                )
+                return self._apply(team, grads), {"loss": loss, **aux}
+
+            return jax.lax.scan(step, team, shuffled)
+
+        team, logs = jax.lax.scan(epoch, team, jax.random.split(key, cfg.ppo_epochs))
+        return team, jax.tree.map(jnp.mean, logs)
+
+    def update(self, runner: RunnerState) -> tuple[RunnerState, dict]:
+        """Collect one batch of episodes and update every learning team."""
+        cfg = self.config
+        key, collect_key, update_key = jax.random.split(runner.key, 3)
+        params = tuple(t.params for t in runner.teams)
+        traj = collect(self.actor, params, collect_key, self.env_params)
+        logs = metrics_lib.episode_metrics(
+            cfg.scenario, traj, self.teams, evaluated_team=cfg.learning_teams[0]
+        )
+        new_teams = []
+        finite = jnp.bool_(True)
+        for index, (team_state, team) in enumerate(
+            zip(runner.teams, cfg.learning_teams, strict=True)
+        ):
+            batch = team_batch(traj, index, team, self.teams)
+            if cfg.loss_kind == "ppo":
+                updated, losses = self._ppo_steps(team_state, batch, update_key)
+            else:
+                updated, losses = self._gradient_step(team_state, batch)
+            finite &= jnp.all(jnp.array([jnp.all(jnp.isfinite(v)) for v in losses.values()]))
+            plateau = team_state.plateau.observe(
+                logs[f"return/team{team}"], cfg.lr_decay, cfg.lr_patience
+            )
+            new_teams.append(updated.replace(plateau=plateau))
+            prefix = "" if index == 0 else f"team{team}/"
+            logs.update({f"{prefix}{k}": v for k, v in losses.items()})
+            logs[f"{prefix}lr"] = cfg.lr * plateau.scale
+        halted = runner.halted | ~finite
+        # A non-finite loss keeps the last good parameters and stops every later update.
+        teams = jax.tree.map(
+            lambda new, old: jnp.where(halted, old, new), tuple(new_teams), runner.teams
+        )
+        logs["nonfinite"] = (~finite).astype(jnp.float32)
+        next_runner = RunnerState(teams, key, runner.batch + (~halted).astype(jnp.int32), halted)
+        return next_runner, logs
+
+    def run_batches(self, runner: RunnerState, num_batches: int) -> tuple[RunnerState, dict]:
+        """``num_batches`` batches in one ``lax.scan`` -> (runner, metrics with leading axis)."""
+        return jax.lax.scan(lambda r, _: self.update(r), runner, None, length=num_batches)
+
+    def train(self, key: jax.Array) -> tuple[RunnerState, dict]:
+        """The whole run from a key: ``init`` then every batch (pure; jit it)."""
+        return self.run_batches(self.init(key), self.config.num_batches)
+
+
+def make_train(config: TrainConfig):
+    """``train(key) -> (RunnerState, metrics [num_batches])``, jitted (PureJaxRL style)."""
+    return jax.jit(Trainer(config).train)
