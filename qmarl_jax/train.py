@@ -113,8 +113,9 @@ class Trainer:
         """Fresh parameters and optimiser state for every learning team."""
         keys = jax.random.split(key, len(self.config.learning_teams) + 1)
         teams = []
+        init_params = jax.jit(self.init_params, static_argnums=1)
         for team_key, team in zip(keys[1:], self.config.learning_teams, strict=True):
-            params = self.init_params(team_key, team)
+            params = init_params(team_key, team)
             teams.append(TeamState(params, self.tx.init(params), Plateau.start()))
         return RunnerState(tuple(teams), keys[0], jnp.int32(0), jnp.bool_(False))
 

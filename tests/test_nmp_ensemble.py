@@ -1,0 +1,187 @@
+"""NMP invariances, ensembling against a plain loop, the counterfactual critic, returns and GAE."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import envs
+from envs import core
+from qmarl_jax import graph, nmp
+from qmarl_jax.algos import common
+from qmarl_jax.ensemble import ensemble
+
+MODEL = nmp.ActorCritic(width=16, num_blocks=2, n_rbf=10, d_max=math.sqrt(2))
+
+
+def setup_graphs(positions, height=9, width=9, depth=2, max_nodes=25):
+    num_agents = len(positions)
+    env, _ = envs.make("battle", height=height, width=width, num_agents=num_agents)
+    state = env.state_from(jnp.asarray(positions))
+    graphs, _ = graph.ego_graphs(env.spec, state.grid, depth, 1, max_nodes, num_agents * 25,
+                                 num_agents * 200)  # fmt: skip
+    return env, state, graphs
+
+
+POSITIONS = [[1, 1], [1, 2], [2, 3], [4, 4], [5, 5], [0, 7], [7, 1], [6, 2]]
+
+
+def init(features, graphs, num_agents):
+    return MODEL.init(jax.random.key(0), features, graphs, jnp.zeros(num_agents, jnp.int32))
+
+
+def test_node_permutation_invariance():
+    env, _state, graphs = setup_graphs(POSITIONS)
+    n = env.num_agents
+    features = jax.random.normal(jax.random.key(1), (n, 12))
+    params = init(features, graphs, n)
+    logits = MODEL.apply(params, features, graphs, method=MODEL.logits)
+    budget = graphs.nodes["agent"].shape[0]
+    perm = np.random.default_rng(0).permutation(budget)  # new slot k holds old node perm[k]
+    inverse = np.argsort(perm)
+    edges = np.random.default_rng(1).permutation(graphs.senders.shape[0])
+    receivers = np.asarray(graphs.receivers)[edges]
+    permuted = graphs._replace(
+        nodes={k: v[perm] for k, v in graphs.nodes.items()},
+        senders=jnp.asarray(inverse[np.asarray(graphs.senders)[edges]]),
+        receivers=jnp.asarray(
+            np.where(receivers < budget, inverse[np.minimum(receivers, budget - 1)], budget)
+        ),
+        edges={"distance": graphs.edges["distance"][edges]},
+    )
+    permuted_logits = MODEL.apply(params, features, permuted, method=MODEL.logits)
+    np.testing.assert_allclose(permuted_logits, logits[perm], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("transform", ["rot90", "flip_rows", "transpose"])
+def test_invariance_to_rotating_and_reflecting_the_grid(transform):
+    side = 9
+    p = np.asarray(POSITIONS)
+    moved = {
+        "rot90": np.stack([p[:, 1], side - 1 - p[:, 0]], -1),
+        "flip_rows": np.stack([side - 1 - p[:, 0], p[:, 1]], -1),
+        "transpose": p[:, ::-1],
+    }[transform]
+    env, _, graphs = setup_graphs(p)
+    _, _, moved_graphs = setup_graphs(moved)
+    n = env.num_agents
+    features = jax.random.normal(jax.random.key(2), (n, 12))  # per-agent inputs held fixed
+    params = init(features, graphs, n)
+
+    def per_graph_outputs(graphs):
+        logits = np.asarray(MODEL.apply(params, features, graphs, method=MODEL.logits))
+        agent, owner = np.asarray(graphs.nodes["agent"]), np.asarray(graphs.nodes["graph"])
+        return {(int(owner[i]), int(agent[i])): logits[i] for i in np.flatnonzero(agent < n)}
+
+    before, after = per_graph_outputs(graphs), per_graph_outputs(moved_graphs)
+    assert before.keys() == after.keys()
+    for key in before:
+        np.testing.assert_allclose(after[key], before[key], rtol=1e-5, atol=1e-5)
+
+
+def loop_ensemble(logits, graphs, num_agents, mode, weight):
+    """Plain Python reference of the three ensembling modes."""
+    logits = np.asarray(logits, np.float64)
+    agent, hop = np.asarray(graphs.nodes["agent"]), np.asarray(graphs.nodes["hop"])
+    out = np.full((num_agents, logits.shape[-1]), 1.0 / logits.shape[-1])
+    for j in range(num_agents):
+        rows = [i for i in range(len(agent)) if agent[i] == j and weight[i]
+                and (mode != "none" or hop[i] == 0)]  # fmt: skip
+        if not rows:
+            continue
+        z = logits[rows] - logits[rows].max(-1, keepdims=True)
+        p = np.exp(z) / np.exp(z).sum(-1, keepdims=True)
+        if mode == "mean_logit":
+            mean = np.log(p).mean(0)
+            out[j] = np.exp(mean - mean.max()) / np.exp(mean - mean.max()).sum()
+        else:
+            out[j] = p.mean(0) if mode == "mean_prob" else p[0]
+    return out
+
+
+@pytest.mark.parametrize("mode", ["mean_prob", "mean_logit", "none"])
+def test_ensemble_matches_a_python_loop(mode):
+    env, _, graphs = setup_graphs(POSITIONS)
+    n = env.num_agents
+    budget = graphs.nodes["agent"].shape[0]
+    logits = jax.random.normal(jax.random.key(3), (budget, 5)) * 2
+    weight = np.random.default_rng(0).random(budget) < 0.8
+    weight[np.asarray(graphs.nodes["hop"]) == 0] = True
+    probs, votes = ensemble(logits, graphs, n, mode, jnp.asarray(weight))
+    np.testing.assert_allclose(probs, loop_ensemble(logits, graphs, n, mode, weight), atol=1e-5)
+    agent = np.asarray(graphs.nodes["agent"])
+    if mode != "none":
+        expected_votes = [np.sum((agent == j) & weight) for j in range(n)]
+        np.testing.assert_array_equal(votes, expected_votes)
+
+
+def test_ensemble_rejects_unknown_mode():
+    _, _, graphs = setup_graphs(POSITIONS)
+    with pytest.raises(ValueError, match="unknown ensemble mode 'vote'; choose one of"):
+        ensemble(jnp.zeros((graphs.nodes["agent"].shape[0], 5)), graphs, 8, "vote")
+
+
+def test_counterfactual_critic_ignores_only_the_nodes_own_action():
+    env, _, graphs = setup_graphs(POSITIONS)
+    n = env.num_agents
+    features = jax.random.normal(jax.random.key(4), (n, 12))
+    params = init(features, graphs, n)
+    actions = jax.random.randint(jax.random.key(5), (n,), 0, 5)
+    q = MODEL.apply(params, features, graphs, actions, method=MODEL.q_values)
+    agent = np.asarray(graphs.nodes["agent"])
+    for j in (0, 1):  # agents 0 and 1 are neighbours
+        changed = actions.at[j].set((actions[j] + 2) % 5)
+        q2 = MODEL.apply(params, features, graphs, changed, method=MODEL.q_values)
+        own = agent == j
+        np.testing.assert_allclose(q2[own], q[own], rtol=1e-6, atol=1e-6)
+        # ... but a neighbour's action does reach node j.
+        assert not np.allclose(q2[agent == 1 - j], q[agent == 1 - j])
+
+
+def test_rbf_expansion():
+    d = jnp.array([0.0, 0.7, 1.4142135])
+    out = nmp.rbf_expand(d, 10, math.sqrt(2))
+    step = math.sqrt(2) / 10
+    expected = np.exp(-((np.asarray(d)[:, None] - np.arange(10) * step) ** 2) / step)
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-7)  # float32 vs float64
+
+
+def test_discounted_returns_and_gae_match_python_loops():
+    rng = np.random.default_rng(0)
+    steps, agents = 7, 3
+    rewards = rng.normal(size=(steps, agents)).astype(np.float32)
+    values = rng.normal(size=(steps + 1, agents)).astype(np.float32)
+    bootstrap = (rng.random((steps, agents)) < 0.8).astype(np.float32)
+    continues = (rng.random((steps, agents)) < 0.8).astype(np.float32)
+    gamma, lam = 0.9, 0.8
+    returns = np.zeros_like(rewards)
+    advantages = np.zeros_like(rewards)
+    for a in range(agents):
+        g = adv = 0.0
+        for t in reversed(range(steps)):
+            g = rewards[t, a] + gamma * g
+            returns[t, a] = g
+            delta = rewards[t, a] + gamma * bootstrap[t, a] * values[t + 1, a] - values[t, a]
+            adv = delta + gamma * lam * continues[t, a] * adv
+            advantages[t, a] = adv
+    np.testing.assert_allclose(common.discounted_returns(jnp.asarray(rewards), gamma), returns,
+                               rtol=1e-5)  # fmt: skip
+    got = common.gae(*map(jnp.asarray, (rewards, values, bootstrap, continues)), gamma, lam)
+    np.testing.assert_allclose(got, advantages, rtol=1e-5, atol=1e-6)
+
+
+def test_merged_graph_batches_equal_separate_applications():
+    env, _, graphs = setup_graphs(POSITIONS)
+    _, _, other = setup_graphs([*POSITIONS[:4], [8, 8], [8, 6], [3, 6], [0, 4]])
+    n = env.num_agents
+    features = jax.random.normal(jax.random.key(6), (2, n, 12))
+    params = init(features[0], graphs, n)
+    stacked = jax.tree.map(lambda a, b: jnp.stack([a, b]), graphs, other)
+    heads = common.Heads(MODEL)
+    batched = heads.logits(params, features, stacked)
+    for i, g in enumerate((graphs, other)):
+        single = MODEL.apply(params, features[i], g, method=MODEL.logits)
+        np.testing.assert_allclose(batched[i], single, rtol=1e-5, atol=1e-5)
+    assert batched.shape[-1] == core.NUM_ACTIONS
