@@ -40,7 +40,7 @@ class BattleConfig(GridConfig):
     height: int = 10
     width: int = 10
     num_agents: int = 14
-    max_steps: int = 50
+    max_steps: int = 30
     kill_threshold: int = 3
     shaping: float = 0.0
 

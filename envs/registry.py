@@ -6,7 +6,7 @@ adversaries, 0.4 landmarks and 0.1 targets per agent; episode length in steps):
 ======  ===============================  =====================  ============================
 preset  Jungle                           Battle                 Deception
 ======  ===============================  =====================  ============================
-tiny    5x5, 4 agents, 1 food, 30        10x10, 7 vs 7, 50      6x6, 2 home + 1 adv, 2 lm, 25
+tiny    5x5, 4 agents, 1 food, 30        10x10, 7 vs 7, 30      6x6, 2 home + 1 adv, 2 lm, 25
 n100    50x50, 100 (4%), 25 food, 30     36x36, 100 (7.7%), 100  50x50, 75 + 25, 40 lm, 50
 n1k     158x158, 1000 (4%), 250, 30      112x112, 1000 (8%), 100  158x158, 750 + 250, 400, 50
 n10k    500x500, 10000 (4%), 2500, 30    354x354, 10000 (8%), 100  500x500, 7500 + 2500, 4000, 50
@@ -38,7 +38,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "n10k": dict(height=500, width=500, num_agents=10000, num_food=2500, max_steps=30),
     },
     "battle": {
-        "tiny": dict(height=10, width=10, num_agents=14, max_steps=50),
+        "tiny": dict(height=10, width=10, num_agents=14, max_steps=30),
         "n100": dict(height=36, width=36, num_agents=100, max_steps=100),
         "n1k": dict(height=112, width=112, num_agents=1000, max_steps=100),
         "n10k": dict(height=354, width=354, num_agents=10000, max_steps=100),

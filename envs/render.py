@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
@@ -87,6 +88,38 @@ def save_gif(frames: Sequence[np.ndarray], path: str | Path, fps: int = 6) -> Pa
     images = [Image.fromarray(f) for f in frames]
     images[0].save(path, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
     return path
+
+
+def record_episode(env, params, policy, key: jax.Array):
+    """Play one episode without auto-reset under ``policy(key, state) -> int32[N]``.
+
+    Returns:
+      ``(states, length)``: the states stacked over ``max_steps + 1`` (frozen once the episode
+      ends) and the number of meaningful ones.
+    """
+
+    @jax.jit
+    def run(key):
+        reset_key, key = jax.random.split(key)
+        _, state = env.reset(reset_key, params)
+
+        def body(carry, key):
+            state, done = carry
+            policy_key, step_key = jax.random.split(key)
+            _, next_state, _, terminated, truncated, _ = env.step_no_reset(
+                step_key, state, policy(policy_key, state), params
+            )
+            next_state = jax.tree.map(lambda a, b: jnp.where(done, a, b), state, next_state)
+            return (next_state, done | terminated | truncated), (next_state, done)
+
+        _, (states, done_before) = jax.lax.scan(
+            body, (state, jnp.bool_(False)), jax.random.split(key, env.config.max_steps)
+        )
+        states = jax.tree.map(lambda first, rest: jnp.concatenate([first[None], rest]), state,
+                              states)  # fmt: skip
+        return states, 1 + jnp.sum(~done_before)
+
+    return run(key)
 
 
 def unstack(states, count: int) -> list:

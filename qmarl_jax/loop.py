@@ -108,6 +108,8 @@ def train(
     if resume is not None and checkpointer.latest_batch() is not None:
         runner = checkpointer.restore(runner)
         done = int(runner.batch)
+    else:  # batch 0 is a good checkpoint too: a run that fails at once can still resume
+        checkpointer.save(0, runner)
     history_path = run_dir / "metrics.jsonl"
     history = _read_history(history_path, done)
     chunk = jax.jit(trainer.run_batches, static_argnums=1)
@@ -120,7 +122,7 @@ def train(
         while done < config.num_batches:
             size = min(config.batches_per_chunk, config.num_batches - done)
             start = time.perf_counter()
-            next_runner, metrics = chunk(runner, size)
+            next_runner, metrics = jax.block_until_ready(chunk(runner, size))
             rows = _chunk_rows(metrics, done, time.perf_counter() - start)
             if any(row["nonfinite"] > 0 for row in rows):
                 bad = next(row["batch"] for row in rows if row["nonfinite"] > 0)

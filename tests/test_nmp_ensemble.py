@@ -185,3 +185,39 @@ def test_merged_graph_batches_equal_separate_applications():
         single = MODEL.apply(params, features[i], g, method=MODEL.logits)
         np.testing.assert_allclose(batched[i], single, rtol=1e-5, atol=1e-5)
     assert batched.shape[-1] == core.NUM_ACTIONS
+
+
+def test_ppo_loss_ignores_masked_nodes_and_stays_finite():
+    from qmarl_jax.algos import qmarl_ppo
+    from qmarl_jax.config import make_config
+
+    env, _, graphs = setup_graphs(POSITIONS)
+    n, budget = env.num_agents, graphs.nodes["agent"].shape[0]
+    features = jax.random.normal(jax.random.key(7), (1, n, 12))
+    params = init(features[0], graphs, n)
+    weight = np.asarray(graph.node_mask(graphs)) & (np.arange(budget) % 3 != 0)
+    rng = np.random.default_rng(0)
+    base = dict(
+        features=features,
+        graphs=jax.tree.map(lambda x: x[None], graphs),
+        labels=jnp.asarray(rng.integers(0, 5, (1, budget)), jnp.int32),
+        advantage=jnp.asarray(rng.normal(size=(1, budget)), jnp.float32),
+        target=jnp.asarray(rng.normal(size=(1, budget)), jnp.float32),
+        weight=jnp.asarray(weight[None]),
+    )
+    old = rng.normal(size=(1, budget)).astype(np.float32) - 2
+    garbage = np.where(weight[None], old, -1e30).astype(np.float32)
+    heads, config = common.Heads(MODEL), make_config("battle")
+    clean, _ = qmarl_ppo.loss(
+        params, heads, qmarl_ppo.PPOSamples(old_log_prob=jnp.asarray(old), **base), config
+    )
+    dirty, _ = qmarl_ppo.loss(
+        params, heads, qmarl_ppo.PPOSamples(old_log_prob=jnp.asarray(garbage), **base), config
+    )
+    grads = jax.grad(
+        lambda p: qmarl_ppo.loss(
+            p, heads, qmarl_ppo.PPOSamples(old_log_prob=jnp.asarray(garbage), **base), config
+        )[0]
+    )(params)
+    assert np.isfinite(float(dirty)) and float(dirty) == float(clean)
+    assert all(np.isfinite(np.asarray(g)).all() for g in jax.tree.leaves(grads))

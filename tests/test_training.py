@@ -20,7 +20,10 @@ def rows(run_dir):
 
 
 def test_ppo_learns_jungle_tiny():
-    config = make_config("jungle", algo="qmarl_ppo", games_per_batch=32, num_batches=20)
+    config = make_config(
+        "jungle", algo="qmarl_ppo", games_per_batch=32, num_batches=20, ppo_epochs=4,
+        num_minibatches=4,
+    )  # fmt: skip
     runner, metrics = make_train(config)(jax.random.PRNGKey(0))
     score = np.asarray(metrics["score"])
     # The untrained policy is near uniform (score ~3, i.e. 0.03 reward per agent-step); a learned
@@ -30,7 +33,7 @@ def test_ppo_learns_jungle_tiny():
     assert int(runner.batch) == 20
 
 
-@pytest.mark.parametrize("algo", ["qmarl_ac", "qmarl_pg", "vanilla_pg"])
+@pytest.mark.parametrize("algo", ["qmarl_ac", "qmarl_pg", "qmarl_ppo", "vanilla_pg"])
 def test_every_algorithm_runs_and_updates(algo, tmp_path):
     config = make_config("battle", algo=algo, num_batches=2, **SMALL)
     trainer = Trainer(config)
@@ -76,7 +79,9 @@ def test_resume_refuses_an_incompatible_config(tmp_path):
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
-    config = make_config("jungle", num_batches=6, lr=1e30, **{**SMALL, "batches_per_chunk": 1})
+    config = make_config(
+        "jungle", algo="qmarl_ac", num_batches=6, lr=1e30, **{**SMALL, "batches_per_chunk": 1}
+    )
     with pytest.raises(loop.NonFiniteLoss, match="non-finite loss at batch") as error:
         loop.train(config, run_dir=tmp_path / "nan", progress=False, finish=False)
     checkpointer = Checkpointer(tmp_path / "nan")
@@ -104,12 +109,12 @@ def test_full_run_writes_every_artefact(tmp_path):
         ({"controllers": ("scripted", "random")}, "at least one team must be 'learn'"),
         ({"controllers": ("learn", "smart")}, "'controllers[1]'='smart'; choose one of: learn"),
         ({"env_preset": "huge"}, "'env_preset'='huge'; choose one of: tiny, n100, n1k, n10k"),
-        ({"games_per_batch": 0}, "invalid config field 'games_per_batch': must be >= 1"),
-        ({"lr": 0.0}, "invalid config field 'lr': must be > 0"),
-        ({"gamma": 1.5}, "invalid config field 'gamma': must be in (0, 1]"),
-        ({"depth": 9}, "invalid config field 'depth': needs a grid border of"),
-        ({"node_budget": 0}, "invalid config field 'node_budget': must be >= 1"),
-        ({"budget_margin": 0.5}, "invalid config field 'budget_margin': must be >= 1"),
+        ({"games_per_batch": 0}, "invalid config field 'games_per_batch'=0: must be >= 1"),
+        ({"lr": 0.0}, "invalid config field 'lr'=0.0: must be > 0"),
+        ({"gamma": 1.5}, "invalid config field 'gamma'=1.5: must be in (0, 1]"),
+        ({"depth": 9}, "invalid config field 'depth'=9: needs a grid border of"),
+        ({"node_budget": 0}, "invalid config field 'node_budget'=0: must be >= 1"),
+        ({"budget_margin": 0.5}, "invalid config field 'budget_margin'=0.5: must be >= 1"),
     ],
 )
 def test_config_errors_name_the_field(overrides, message):

@@ -75,14 +75,18 @@ def loss(params, heads: common.Heads, samples: PPOSamples, config):
     logits = heads.logits(params, samples.features, samples.graphs)
     values = heads.values(params, samples.features, samples.graphs)
     log_prob = common.label_log_probs(logits, samples.labels)
-    ratio = jnp.exp(log_prob - samples.old_log_prob)
+    weight = samples.weight
+    # Masked nodes (padding, other teams, the dead) carry arbitrary old log-probs: keep their ratio
+    # at 1 so no inf * 0 can appear; a node can also disagree strongly with the ensemble that
+    # chose its label, so the log-ratio is bounded before exponentiation.
+    log_ratio = jnp.clip(jnp.where(weight, log_prob - samples.old_log_prob, 0.0), -20.0, 20.0)
+    ratio = jnp.exp(log_ratio)
     clipped = jnp.clip(ratio, 1 - config.clip_eps, 1 + config.clip_eps)
     surrogate = jnp.minimum(ratio * samples.advantage, clipped * samples.advantage)
-    weight = samples.weight
     graphs = jnp.maximum(jnp.sum(weight & (samples.graphs.nodes["hop"] == 0)), 1)
-    actor_loss = -jnp.sum(weight * surrogate)
-    critic_loss = jnp.sum(weight * (values - samples.target) ** 2)
-    entropy = jnp.sum(weight * common.entropy(logits))
+    actor_loss = -jnp.sum(jnp.where(weight, surrogate, 0.0))
+    critic_loss = jnp.sum(jnp.where(weight, (values - samples.target) ** 2, 0.0))
+    entropy = jnp.sum(jnp.where(weight, common.entropy(logits), 0.0))
     total = (actor_loss + config.critic_coef * critic_loss - config.entropy_coef * entropy) / graphs
     return total, {
         "actor_loss": actor_loss / graphs,
