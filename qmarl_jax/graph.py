@@ -252,7 +252,8 @@ def calibrate_budgets(spec, reset, depth, radius, max_nodes, margin, key, num_en
 
     @jax.jit
     def totals(key):
-        grid = reset(key).grid
+        # The barrier keeps XLA from constant-folding the all-alive start (slow at 10k agents).
+        grid = jax.lax.optimization_barrier(reset(key).grid)
         _, stats = ego_graphs(spec, grid, depth, radius, max_nodes, worst_nodes, worst_edges)
         return stats.num_nodes, stats.num_edges
 

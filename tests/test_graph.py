@@ -150,3 +150,19 @@ def test_depth_beyond_the_grid_border_is_refused():
     grid = random_grid(env, params, jax.random.key(0))
     with pytest.raises(ValueError, match="invalid depth=3 with graph_radius=1"):
         graph.ego_graphs(env.spec, grid, 3, 1, 16, 100, 100)
+
+
+@pytest.mark.parametrize(("height", "width", "num_agents"), [(4, 4, 16), (5, 5, 4), (12, 12, 30)])
+def test_worst_case_and_calibrated_budgets_bound_the_real_totals(height, width, num_agents):
+    num_agents -= num_agents % 2
+    env, params = envs.make("battle", height=height, width=width, num_agents=num_agents)
+    worst_nodes, worst_edges = graph.worst_case_budgets(num_agents, 2, 1, 16)
+    reset = lambda key: env.reset_state(key, params)
+    nodes, edges = graph.calibrate_budgets(env.spec, reset, 2, 1, 16, 2.0, jax.random.key(0))
+    assert nodes <= worst_nodes and edges <= worst_edges
+    build = jax.jit(lambda k: graph.ego_graphs(env.spec, reset(k).grid, 2, 1, 16, worst_nodes,
+                                               worst_edges)[1])  # fmt: skip
+    for seed in range(5):
+        stats = build(jax.random.key(100 + seed))
+        assert int(stats.overflow_nodes) == 0 and int(stats.overflow_edges) == 0
+        assert int(stats.num_nodes) <= nodes and int(stats.num_edges) <= edges
