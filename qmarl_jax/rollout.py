@@ -157,7 +157,7 @@ def collect(actor: Actor, params_by_team, key, env_params, greedy: bool = False)
     env = actor.env
     num_envs = actor.config.games_per_batch
     steps = env.config.max_steps
-    reset_key, key = jax.random.split(key)
+    reset_key, steps_key, final_key = jax.random.split(key, 3)
     obs, states = env.batch_reset(jax.random.split(reset_key, num_envs), env_params)
     step = jax.vmap(env.step_no_reset, in_axes=(0, 0, 0, None))
 
@@ -174,9 +174,9 @@ def collect(actor: Actor, params_by_team, key, env_params, greedy: bool = False)
         return (next_obs, next_states, live & ~(terminated | truncated)), record
 
     carry = (obs, states, jnp.ones(num_envs, bool))
-    (obs, states, live), records = jax.lax.scan(body, carry, jax.random.split(key, steps))
+    (obs, states, live), records = jax.lax.scan(body, carry, jax.random.split(steps_key, steps))
     features, alive, lives, actions, acts, reward, terminated, truncated, info = records
-    final_actions, final_acts = actor.act(params_by_team, key, obs.features, states, greedy)
+    final_actions, final_acts = actor.act(params_by_team, final_key, obs.features, states, greedy)
 
     def append(history, last):
         return jax.tree.map(lambda h, x: jnp.concatenate([h, x[None]]), history, last)
