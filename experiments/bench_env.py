@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -23,7 +24,7 @@ import jax.numpy as jnp
 import tyro
 
 import envs
-from experiments.common import machine, median, peak_rss_mb, time_compiled, write_json
+from experiments.common import machine, peak_rss_mb, time_compiled, write_json
 
 
 @dataclasses.dataclass
@@ -77,7 +78,7 @@ def measure(scenario: str, num_agents: int, num_envs: int, steps: int, repeats: 
     state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(one_env))
     keys = iter(jax.random.split(jax.random.key(seed), repeats + 1))
     first, times = time_compiled(lambda: rollout(next(keys)), repeats)
-    seconds = median(times)
+    seconds = statistics.median(times)
     agent_steps = config.num_agents * num_envs * steps
     return {
         "scenario": scenario,

@@ -13,12 +13,13 @@ over-budget counts).
 from __future__ import annotations
 
 import dataclasses
+import statistics
 
 import jax
 import numpy as np
 import tyro
 
-from experiments.common import machine, median, peak_rss_mb, time_compiled, write_json
+from experiments.common import machine, peak_rss_mb, time_compiled, write_json
 from qmarl_jax.config import make_config
 from qmarl_jax.train import Trainer
 
@@ -63,7 +64,7 @@ def measure(args: Args) -> dict:
         return state["runner"]
 
     first, times = time_compiled(run, args.repeats)
-    seconds = median(times)
+    seconds = statistics.median(times)
     metrics = {k: float(np.asarray(v)[0]) for k, v in jax.device_get(state["metrics"]).items()}
     agents = config.env_config.num_agents
     agent_steps = agents * games * config.env_config.max_steps

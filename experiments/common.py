@@ -6,7 +6,6 @@ import json
 import os
 import platform
 import resource
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -50,10 +49,6 @@ def time_compiled(run: Callable[[], Any], repeats: int) -> tuple[float, list[flo
         jax.block_until_ready(run())
         times.append(time.perf_counter() - start)
     return first, times
-
-
-def median(values: list[float]) -> float:
-    return statistics.median(values)
 
 
 def write_json(path: str | None, payload: Any) -> None:
