@@ -116,15 +116,19 @@ def nearest_preset(scenario: str, num_agents: int) -> str:
     return min(PRESETS[scenario], key=log_gap)
 
 
-def sized_config(scenario: str, num_agents: int, **overrides: Any) -> GridConfig:
+def sized_config(
+    scenario: str, num_agents: int, density: float | None = None, **overrides: Any
+) -> GridConfig:
     """A config for about ``num_agents`` agents at the density of the nearest preset.
 
-    The square grid side is ``round(sqrt(num_agents / density))``; proportional counts (food,
-    home/adversary split, landmarks, targets) keep the preset's ratios (at least 1 each). Battle
-    rounds the agent count up to an even number.
+    The square grid side is ``round(sqrt(num_agents / density))`` (``density``: agents per cell,
+    default the preset's); proportional counts (food, home/adversary split, landmarks, targets)
+    keep the preset's ratios (at least 1 each). Battle rounds the agent count up to an even number.
     """
     preset = nearest_preset(scenario, num_agents)
     base = make_config(scenario, preset)
+    if density is not None and not 0 < density <= 1:
+        raise ValueError(f"invalid density={density}: must be in (0, 1] agents per cell")
     fields = dict(PRESETS[scenario][preset])
     scale = num_agents / base.num_agents
     for name in _PROPORTIONAL[scenario]:
@@ -133,7 +137,7 @@ def sized_config(scenario: str, num_agents: int, **overrides: Any) -> GridConfig
         fields["num_targets"] = min(fields["num_targets"], fields["num_landmarks"])
     else:
         fields["num_agents"] = num_agents + (num_agents % 2 if scenario == "battle" else 0)
-    side = max(2, round(math.sqrt(num_agents / base.density)))
+    side = max(2, round(math.sqrt(num_agents / (density or base.density))))
     fields.update(height=side, width=side)
     fields.update(overrides)
     return make_config(scenario, preset, **fields)

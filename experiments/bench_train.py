@@ -34,9 +34,12 @@ class Args:
     """Agents per episode (the grid is sized at the nearest preset's density)."""
     episodes: int = 100
     """Episodes the reported time is scaled to."""
+    density: float | None = None
+    """Agents per cell (default: the nearest preset's, 4% for Jungle)."""
     games: int = 0
     """Episodes per batch (played in parallel); 0 = max(1, 1000 // num_agents)."""
     algo: str = "qmarl_ac"
+    """Learner (qmarl_ac, qmarl_pg, qmarl_ppo, vanilla_pg or mha)."""
     depth: int = 2
     width: int = 64
     max_steps: int = 30
@@ -50,9 +53,9 @@ def measure(args: Args) -> dict:
     opponents = {"jungle": ("learn",), "battle": ("learn", "scripted"),
                  "deception": ("learn", "scripted")}[args.scenario]  # fmt: skip
     config = make_config(
-        args.scenario, num_agents=args.num_agents, max_steps=args.max_steps, algo=args.algo,
-        depth=args.depth, width=args.width, games_per_batch=games, controllers=opponents,
-        seed=args.seed,
+        args.scenario, num_agents=args.num_agents, density=args.density,
+        max_steps=args.max_steps, algo=args.algo, depth=args.depth, width=args.width,
+        games_per_batch=games, controllers=opponents, seed=args.seed,
     )  # fmt: skip
     trainer = Trainer(config)
     runner = trainer.init(jax.random.PRNGKey(args.seed))

@@ -23,7 +23,7 @@ import orbax.checkpoint as ocp
 from qmarl_jax.config import TrainConfig
 
 #: Fields that may change when resuming (they do not change what a batch computes).
-RESUMABLE_FIELDS = ("num_batches", "batches_per_chunk")
+RESUMABLE_FIELDS = ("num_batches", "batches_per_chunk", "num_devices")
 CONFIG_FILE = "config.json"
 
 

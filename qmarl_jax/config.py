@@ -18,7 +18,7 @@ from envs.base import require
 from envs.opponents import CONTROLLERS
 from qmarl_jax.ensemble import MODES
 
-ALGOS = ("qmarl_ac", "qmarl_pg", "qmarl_ppo", "vanilla_pg")
+ALGOS = ("qmarl_ac", "qmarl_pg", "qmarl_ppo", "vanilla_pg", "mha")
 LEARN = "learn"
 TEAM_CONTROLLERS = (LEARN, *CONTROLLERS)
 
@@ -34,6 +34,8 @@ class TrainConfig:
     """Environment preset (tiny, n100, n1k, n10k)."""
     num_agents: int | None = None
     """Resize the environment to about this many agents at the nearest preset's density."""
+    density: float | None = None
+    """With ``num_agents``: agents per cell of the resized grid (default: the preset's)."""
     max_steps: int | None = None
     """Override the episode length."""
     shaping: float | None = None
@@ -45,7 +47,8 @@ class TrainConfig:
     # --- algorithm ---
     algo: str = "qmarl_ac"
     """qmarl_ac (TD(0) actor-critic, counterfactual baseline), qmarl_pg (REINFORCE), qmarl_ppo
-    (PPO + GAE) or vanilla_pg (independent MLP on the local observation, REINFORCE)."""
+    (PPO + GAE), vanilla_pg (independent MLP on the local observation, REINFORCE) or mha (the
+    DGN-style attention baseline on the whole neighbour graph, trained by the qmarl_ac loss)."""
     games_per_batch: int = 100
     """Episodes played in parallel per batch (one update per batch, PPO: several epochs)."""
     num_batches: int = 120
@@ -96,6 +99,8 @@ class TrainConfig:
     """Edge-then-vertex update blocks L."""
     n_rbf: int = 10
     """Radial basis functions on edge lengths."""
+    heads: int = 4
+    """Attention heads of the mha baseline (1 = the paper's SHA)."""
     ensemble: str = "mean_prob"
     """Action ensembling: mean_prob, mean_logit or none (own ego-graph only)."""
 
@@ -104,6 +109,9 @@ class TrainConfig:
     """PRNG seed (same seed, same machine -> same numbers)."""
     batches_per_chunk: int = 10
     """Batches per jitted chunk; metrics, checkpoints and the progress bar update per chunk."""
+    num_devices: int = 0
+    """Devices the games of a batch are split over (data parallel; 0 = all visible devices).
+    ``games_per_batch`` must be a multiple of it."""
 
     def __post_init__(self):
         _one_of("scenario", self.scenario, envs.SCENARIOS)
@@ -126,10 +134,11 @@ class TrainConfig:
             )
         positive = (
             "games_per_batch", "num_batches", "ppo_epochs", "num_minibatches", "width",
-            "num_blocks", "n_rbf", "max_nodes", "batches_per_chunk", "lr_patience",
+            "num_blocks", "n_rbf", "max_nodes", "heads", "batches_per_chunk", "lr_patience",
         )  # fmt: skip
         for name in positive:
             require(getattr(self, name) >= 1, name, getattr(self, name), "must be >= 1")
+        require(self.num_devices >= 0, "num_devices", self.num_devices, "must be >= 0 (0 = all)")
         require(self.lr > 0, "lr", self.lr, "must be > 0")
         require(self.budget_margin >= 1, "budget_margin", self.budget_margin, "must be >= 1")
         for name in ("node_budget", "edge_budget"):
@@ -161,7 +170,8 @@ class TrainConfig:
             require(self.scenario == "battle", "shaping", self.shaping, "only Battle has one")
             overrides["shaping"] = self.shaping
         if self.num_agents is not None:
-            return envs.sized_config(self.scenario, self.num_agents, **overrides)
+            return envs.sized_config(self.scenario, self.num_agents, self.density, **overrides)
+        require(self.density is None, "density", self.density, "needs num_agents")
         return envs.make_config(self.scenario, self.env_preset, **overrides)
 
     @property
@@ -179,11 +189,16 @@ class TrainConfig:
         return 0 if self.algo == "vanilla_pg" else self.depth
 
     @property
+    def trunk(self) -> str:
+        """Network trunk: ``mha`` (attention on the neighbour graph) or ``nmp`` (ego-graphs)."""
+        return "mha" if self.algo == "mha" else "nmp"
+
+    @property
     def loss_kind(self) -> str:
         """Which loss trains the policy: ac, pg or ppo."""
-        return {"qmarl_ac": "ac", "qmarl_pg": "pg", "qmarl_ppo": "ppo", "vanilla_pg": "pg"}[
-            self.algo
-        ]
+        kinds = {"qmarl_ac": "ac", "qmarl_pg": "pg", "qmarl_ppo": "ppo", "vanilla_pg": "pg",
+                 "mha": "ac"}  # fmt: skip
+        return kinds[self.algo]
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -261,3 +261,57 @@ def calibrate_budgets(spec, reset, depth, radius, max_nodes, margin, key, num_en
     node_budget = min(worst_nodes, max(8, int(np.ceil(margin * int(nodes.max())))))
     edge_budget = min(worst_edges, max(8, int(np.ceil(margin * int(edges.max())))))
     return node_budget, edge_budget
+
+
+def neighbour_graph(
+    spec: core.GridSpec, grid: core.Grid, radius: int, centres: jax.Array | None = None
+) -> tuple[jraph.GraphsTuple, EgoStats]:
+    """The whole agent graph of one environment as one flat ``GraphsTuple`` (the ``mha`` input).
+
+    Node i is agent i (padding where dead); edge slot ``i * K + k`` joins neighbour slot k of
+    agent i to i (``K = (2r+1)^2 - 1``), padding where the slot is empty. Same layout as
+    ``ego_graphs`` (every node is hop 0 of its own one-node "ego-graph"), so the losses, the
+    ensembling and the masks work unchanged; budgets are exactly ``N`` nodes and ``N * K`` edges,
+    so nothing can overflow. Cost O(N x K).
+
+    Args:
+      spec: padded grid geometry (``spec.pad >= radius``).
+      grid: the current grid.
+      radius: graph radius r.
+      centres: optional bool[N]: agents whose outputs are used (statistics only).
+
+    Returns:
+      ``(graphs, stats)`` with ``B_n = N``, ``B_e = N * K``; ``max_graph_nodes`` is 1 + the
+      largest degree.
+    """
+    table = core.neighbour_table(spec, grid, radius)
+    num_agents, slots = table.ids.shape
+    agents = jnp.arange(num_agents, dtype=jnp.int32)
+    receivers = jnp.where(table.mask, agents[:, None], num_agents).ravel()
+    senders = jnp.where(table.mask, table.ids, 0).ravel()
+    degree = jnp.sum(table.mask, axis=-1, dtype=jnp.int32)
+    is_centre = grid.alive if centres is None else grid.alive & centres
+    graphs = jraph.GraphsTuple(
+        nodes={
+            "agent": jnp.where(grid.alive, agents, num_agents),
+            "graph": jnp.where(grid.alive, agents, num_agents),
+            "hop": jnp.zeros(num_agents, jnp.int32),
+        },
+        edges={"distance": jnp.broadcast_to(table.distance, (num_agents, slots)).ravel()},
+        senders=senders,
+        receivers=receivers,
+        globals=None,
+        n_node=jnp.append(jnp.ones(num_agents, jnp.int32), 0),
+        n_edge=jnp.append(jnp.full(num_agents, slots, jnp.int32), 0),
+    )
+    zero = jnp.int32(0)
+    stats = EgoStats(
+        num_graphs=jnp.sum(is_centre, dtype=jnp.int32),
+        num_nodes=jnp.sum(grid.alive, dtype=jnp.int32),
+        num_edges=jnp.sum(degree),
+        max_graph_nodes=1 + jnp.max(jnp.where(is_centre, degree, 0)),
+        truncated_nodes=zero,
+        overflow_nodes=zero,
+        overflow_edges=zero,
+    )
+    return graphs, stats

@@ -17,6 +17,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from qmarl_jax import sharding
 from qmarl_jax.checkpoint import Checkpointer, check_compatible, load_config, save_config
 from qmarl_jax.config import TrainConfig
 from qmarl_jax.train import RunnerState, Trainer
@@ -110,6 +111,7 @@ def train(
         done = int(runner.batch)
     else:  # batch 0 is a good checkpoint too: a run that fails at once can still resume
         checkpointer.save(0, runner)
+    runner = sharding.replicate(runner, trainer.mesh)
     history_path = run_dir / "metrics.jsonl"
     history = _read_history(history_path, done)
     chunk = jax.jit(trainer.run_batches, static_argnums=1)

@@ -1,12 +1,13 @@
 """Episode metrics of a batch of whole episodes (SPEC section 3), computed on the device.
 
-Common: ``return/team{k}`` (mean undiscounted return per agent of each team), ``episode_length``.
-Jungle: ``score`` (mean reward per agent per step x100), ``survival``, ``food_contact``.
-Battle: ``win``, ``draw``, ``loss`` rates and ``terminal_reward`` (mean +1/0/-1 x100) of the
-evaluated team (the first learning team). Deception: ``home_reward`` (x100), ``found`` (share of
-targets an adversary found), ``covered`` (share of targets a home agent stands on).
-Ego-graph statistics: ``graph_nodes`` (mean nodes per ego-graph), ``graph_max_nodes``,
-``truncated_nodes``, ``overflow_nodes``, ``overflow_edges`` (totals over the batch).
+``episode_values`` gives one value per episode (``[E]``); ``episode_metrics`` their batch means
+plus ego-graph statistics. Common: ``return/team{k}`` (undiscounted return per agent of each
+team), ``episode_length``. Jungle: ``score`` (mean reward per agent per step x100), ``survival``,
+``food_contact``. Battle: ``win``, ``draw``, ``loss`` (0/1 per episode) and ``terminal_reward``
+(+100 / 0 / -100) of the evaluated team (the first learning team). Deception: ``home_reward``
+(x100), ``found`` (share of targets an adversary found), ``covered`` (share of targets a home
+agent stands on). Ego-graph statistics: ``graph_nodes`` (mean nodes per ego-graph),
+``graph_max_nodes``, ``truncated_nodes``, ``overflow_nodes``, ``overflow_edges`` (batch totals).
 """
 
 from __future__ import annotations
@@ -17,39 +18,42 @@ import numpy as np
 from qmarl_jax.rollout import Trajectory
 
 
-def episode_metrics(scenario: str, traj: Trajectory, teams: np.ndarray, evaluated_team: int):
-    """Scalar metrics (float32[]) of a trajectory; see the module docstring."""
+def episode_values(scenario: str, traj: Trajectory, teams: np.ndarray, evaluated_team: int):
+    """Per-episode metrics ``{name: float32[E]}`` of a trajectory; see the module docstring."""
     live = traj.live[:-1]  # [T, E]
     acting = traj.alive[:-1] & live[..., None]
-    out = {"episode_length": jnp.mean(jnp.sum(live, axis=0))}
+    out = {"episode_length": jnp.sum(live, axis=0).astype(jnp.float32)}
     for team in range(int(teams.max()) + 1):
         member = np.asarray(teams == team)
         total = jnp.sum(traj.reward * acting * member, axis=(0, 2))
-        out[f"return/team{team}"] = jnp.mean(total) / max(1, int(member.sum()))
-    out.update(_SCENARIO_METRICS[scenario](traj, live, acting, evaluated_team))
-    out.update(graph_metrics(traj))
-    return out
+        out[f"return/team{team}"] = total / max(1, int(member.sum()))
+    out.update(_SCENARIO_VALUES[scenario](traj, live, acting, evaluated_team))
+    return {k: v.astype(jnp.float32) for k, v in out.items()}
+
+
+def episode_metrics(scenario: str, traj: Trajectory, teams: np.ndarray, evaluated_team: int):
+    """Batch means (float32[]) of ``episode_values`` plus ``graph_metrics``."""
+    values = episode_values(scenario, traj, teams, evaluated_team)
+    return {**{k: jnp.mean(v) for k, v in values.items()}, **graph_metrics(traj)}
 
 
 def _jungle(traj, live, acting, evaluated_team):
     steps, _, agents = traj.reward.shape
     per_agent_step = steps * agents
     return {
-        "score": 100 * jnp.mean(jnp.sum(traj.reward * acting, axis=(0, 2)) / per_agent_step),
-        "survival": jnp.mean(traj.alive[-1]),
-        "food_contact": jnp.mean(
-            jnp.sum(traj.info["food_contact"] & acting, axis=(0, 2)) / per_agent_step
-        ),
+        "score": 100 * jnp.sum(traj.reward * acting, axis=(0, 2)) / per_agent_step,
+        "survival": jnp.mean(traj.alive[-1], axis=-1),
+        "food_contact": jnp.sum(traj.info["food_contact"] & acting, axis=(0, 2)) / per_agent_step,
     }
 
 
 def _battle(traj, live, acting, evaluated_team):
     outcome = jnp.sum(traj.info["outcome"][..., evaluated_team] * live, axis=0)  # [E]
     return {
-        "win": jnp.mean(outcome > 0),
-        "draw": jnp.mean(outcome == 0),
-        "loss": jnp.mean(outcome < 0),
-        "terminal_reward": 100 * jnp.mean(outcome),
+        "win": outcome > 0,
+        "draw": outcome == 0,
+        "loss": outcome < 0,
+        "terminal_reward": 100 * outcome,
     }
 
 
@@ -59,13 +63,13 @@ def _deception(traj, live, acting, evaluated_team):
     covered, found = pick(traj.info["covered"]), pick(traj.info["found"])
     home = jnp.mean(jnp.where(covered & ~found, 1.0, -1.0), axis=-1)
     return {
-        "home_reward": 100 * jnp.mean(home),
-        "found": jnp.mean(found),
-        "covered": jnp.mean(covered),
+        "home_reward": 100 * home,
+        "found": jnp.mean(found, axis=-1),
+        "covered": jnp.mean(covered, axis=-1),
     }
 
 
-_SCENARIO_METRICS = {"jungle": _jungle, "battle": _battle, "deception": _deception}
+_SCENARIO_VALUES = {"jungle": _jungle, "battle": _battle, "deception": _deception}
 
 
 def graph_metrics(traj: Trajectory):

@@ -11,6 +11,10 @@ With ``h_lin(x) = W x + b`` and ``h_rel(x) = relu(W x + b)``, on every ego-graph
 Only distances enter the edges, so outputs are invariant to permuting nodes and to rotating or
 reflecting the grid (given correspondingly rotated observations).
 
+``AttentionTrunk`` is the ``mha`` baseline's trunk (DGN-style relation kernel): each block lets a
+node attend over itself and its graph neighbours with multi-head dot-product attention (``heads=1``
+is the paper's SHA); it runs on the whole neighbour graph (``graph.neighbour_graph``).
+
 The critic has its own trunk. Its Q head is counterfactual (COMA-style): node j gets a value for
 each of its 5 actions from its action-free state and a message carrying the *neighbours'* actions,
 never its own. ``depth = 0`` ego-graphs (no edges) turn the trunk into a per-agent MLP on the local
@@ -94,6 +98,78 @@ class MessagePassing(nn.Module):
         return s, z
 
 
+def neighbour_attention(q, k, v, senders, receivers):
+    """Multi-head attention of each node over itself and its in-neighbours.
+
+    Args:
+      q, k, v: float32[B_n, heads, D] queries, keys and values of every node.
+      senders, receivers: int32[B_e] edge endpoints (receivers >= B_n: padding, ignored).
+
+    Returns:
+      float32[B_n, heads, D]: ``sum_j softmax_j(q_i . k_j / sqrt(D)) v_j`` over ``j in {i} u N(i)``.
+    """
+    num_nodes, _, dim = q.shape
+    scale = 1.0 / jnp.sqrt(jnp.float32(dim))
+    safe_receivers = jnp.minimum(receivers, num_nodes - 1)
+    edge_score = jnp.sum(q[safe_receivers] * k[senders], axis=-1) * scale  # [B_e, heads]
+    self_score = jnp.sum(q * k, axis=-1) * scale  # [B_n, heads]
+    # Any per-node constant keeps the softmax exact; the max keeps it stable (no gradient).
+    top = jax.lax.stop_gradient(
+        jnp.maximum(jax.ops.segment_max(edge_score, receivers, num_segments=num_nodes), self_score)
+    )
+    edge_weight = jnp.exp(edge_score - top[safe_receivers])
+    self_weight = jnp.exp(self_score - top)
+    total = self_weight + jax.ops.segment_sum(edge_weight, receivers, num_segments=num_nodes)
+    mixed = self_weight[..., None] * v + jax.ops.segment_sum(
+        edge_weight[..., None] * v[senders], receivers, num_segments=num_nodes
+    )
+    return mixed / total[..., None]
+
+
+class AttentionTrunk(nn.Module):
+    """L blocks of multi-head neighbour attention (the ``mha`` baseline, DGN's relation kernel).
+
+    ``s_i <- s_i + h_lin(relu(concat_m sum_j alpha^m_ij W^m_V s_j))`` with ``alpha^m_ij`` the
+    softmax over ``j in {i} u N(i)`` of ``(W^m_Q s_i) . (W^m_K s_j) / sqrt(D)``.
+
+    Attributes:
+      width: hidden width H (split over the heads).
+      num_blocks: L.
+      heads: attention heads M (1 = single-head attention, the paper's SHA).
+      n_rbf, d_max: RBF edge features returned for the counterfactual Q head.
+    """
+
+    width: int = 64
+    num_blocks: int = 2
+    heads: int = 4
+    n_rbf: int = 10
+    d_max: float = 2**0.5
+
+    @nn.compact
+    def __call__(self, observations: jax.Array, graphs: jraph.GraphsTuple):
+        """``(s float32[B_n, H], z float32[B_e, n_rbf])`` like ``MessagePassing``."""
+        head_dim = max(1, self.width // self.heads)
+        s = gather_nodes(nn.Dense(self.width, name="embed")(observations), graphs)
+        for block in range(self.num_blocks):
+
+            def project(name, s=s, block=block):
+                out = nn.Dense(self.heads * head_dim, name=f"{name}_{block}")(s)
+                return out.reshape(-1, self.heads, head_dim)
+
+            mixed = neighbour_attention(
+                project("query"), project("key"), project("value"),
+                graphs.senders, graphs.receivers,
+            )  # fmt: skip
+            update = nn.Dense(self.width, name=f"out_{block}")(
+                nn.relu(mixed.reshape(s.shape[0], -1))
+            )
+            s = s + update
+        return s, rbf_expand(graphs.edges["distance"], self.n_rbf, self.d_max)
+
+
+TRUNKS = {"nmp": MessagePassing, "mha": AttentionTrunk}
+
+
 class ActorCritic(nn.Module):
     """Policy and critics of Q-MARL on flat ego-graphs (separate actor and critic trunks).
 
@@ -102,18 +178,24 @@ class ActorCritic(nn.Module):
       num_blocks: message-passing blocks L.
       n_rbf: radial basis functions.
       d_max: largest edge length.
+      trunk: ``nmp`` (Q-MARL's message passing) or ``mha`` (the attention baseline).
+      heads: attention heads of the ``mha`` trunk.
     """
 
     width: int = 64
     num_blocks: int = 2
     n_rbf: int = 10
     d_max: float = 2**0.5
+    trunk: str = "nmp"
+    heads: int = 4
 
     def setup(self):
         trunk = dict(width=self.width, num_blocks=self.num_blocks, n_rbf=self.n_rbf,
                      d_max=self.d_max)  # fmt: skip
-        self.actor = MessagePassing(**trunk)
-        self.critic = MessagePassing(**trunk)
+        if self.trunk == "mha":
+            trunk["heads"] = self.heads
+        self.actor = TRUNKS[self.trunk](**trunk)
+        self.critic = TRUNKS[self.trunk](**trunk)
         self.policy_hidden = nn.Dense(self.width)
         self.policy_out = nn.Dense(NUM_ACTIONS, kernel_init=nn.initializers.orthogonal(0.01))
         self.value_hidden = nn.Dense(self.width)

@@ -37,15 +37,11 @@ def learning_curve(history: list[dict], config: TrainConfig, path: Path) -> Path
 
 def policy_gif(trainer, runner, path: Path, seed: int = 0) -> Path:
     """Render one episode of the trained policy (other teams by their controllers)."""
-    params = tuple(t.params for t in runner.teams)
+    from qmarl_jax.policy import make_policy
 
-    def policy(key, state):
-        batch = jax.tree.map(lambda x: x[None], state)
-        features = trainer.env.observe(state).features[None]
-        return trainer.actor.act(params, key, features, batch)[0][0]
-
+    policy = make_policy(trainer, tuple(t.params for t in runner.teams))
     states, length = render.record_episode(
-        trainer.env, trainer.env_params, policy, jax.random.PRNGKey(seed)
+        trainer.env, trainer.env_params, policy.act, jax.random.PRNGKey(seed)
     )
     frames = [render.frame(trainer.env, s) for s in render.unstack(states, int(length))]
     return render.save_gif(frames, path)

@@ -67,8 +67,11 @@ class Trajectory:
 
 
 def budgets(config: TrainConfig, env: GridEnv) -> tuple[int, int]:
-    """``(node_budget, edge_budget)`` of one env-step: the config's, or calibrated."""
+    """``(node_budget, edge_budget)`` of one env-step: the config's, or calibrated (``mha``: the
+    whole neighbour graph, exactly N nodes and N x K edges)."""
     radius = env.config.graph_radius
+    if config.trunk == "mha":
+        return env.num_agents, env.num_agents * env.max_degree
     nodes, edges = config.node_budget, config.edge_budget
     if nodes is None or edges is None:
         params = env.default_params()
@@ -103,6 +106,9 @@ class Actor:
         centres = jnp.asarray(self.team_of_agent == team)
 
         def one(grid):
+            if cfg.trunk == "mha":
+                return graph.neighbour_graph(self.env.spec, grid, self.env.config.graph_radius,
+                                             centres)  # fmt: skip
             return graph.ego_graphs(
                 self.env.spec, grid, cfg.graph_depth, self.env.config.graph_radius,
                 cfg.max_nodes, self.node_budget, self.edge_budget, centres,
@@ -152,13 +158,34 @@ class Actor:
         return actions, tuple(acts)
 
 
-def collect(actor: Actor, params_by_team, key, env_params, greedy: bool = False) -> Trajectory:
-    """Play ``games_per_batch`` whole episodes -> a ``Trajectory``."""
+def reset_games(env: GridEnv, key: jax.Array, num_envs: int, env_params):
+    """``(obs, states)`` of ``num_envs`` fresh games (leading axis E) from one key."""
+    return env.batch_reset(jax.random.split(key, num_envs), env_params)
+
+
+def collect(
+    actor: Actor,
+    params_by_team,
+    key,
+    env_params,
+    greedy: bool = False,
+    start=None,
+    place: Callable = lambda games: games,
+) -> Trajectory:
+    """Play ``games_per_batch`` whole episodes -> a ``Trajectory``.
+
+    Args:
+      start: optional ``(obs, states)`` of the games' first states (default: ``reset_games``
+        from the key), e.g. to score the same start states with an oracle.
+      place: applied to the first states, e.g. ``sharding.shard_games`` to split the games over
+        a device mesh (the rest of the batch follows by sharding propagation).
+    """
     env = actor.env
     num_envs = actor.config.games_per_batch
     steps = env.config.max_steps
     reset_key, steps_key, final_key = jax.random.split(key, 3)
-    obs, states = env.batch_reset(jax.random.split(reset_key, num_envs), env_params)
+    obs, states = start if start is not None else reset_games(env, reset_key, num_envs, env_params)
+    obs, states = place((obs, states))
     step = jax.vmap(env.step_no_reset, in_axes=(0, 0, 0, None))
 
     def body(carry, key):

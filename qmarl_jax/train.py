@@ -15,10 +15,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import struct
+from jax.sharding import Mesh
 
 import envs
 from qmarl_jax import metrics as metrics_lib
-from qmarl_jax import nmp
+from qmarl_jax import nmp, sharding
 from qmarl_jax.algos import common, qmarl_ac, qmarl_pg, qmarl_ppo
 from qmarl_jax.config import TrainConfig
 from qmarl_jax.rollout import Actor, collect, team_batch
@@ -84,8 +85,10 @@ class RunnerState:
 class Trainer:
     """Builds the pure functions of a run from its config (nothing is compiled here)."""
 
-    def __init__(self, config: TrainConfig):
+    def __init__(self, config: TrainConfig, mesh: Mesh | None = None):
         self.config = config
+        self.mesh = mesh if mesh is not None else sharding.make_mesh(config.num_devices)
+        sharding.check_divisible(config.games_per_batch, self.mesh)
         self.env = envs.make_env(config.env_config)
         self.env_params = self.env.default_params()
         self.model = nmp.ActorCritic(
@@ -93,6 +96,8 @@ class Trainer:
             num_blocks=config.num_blocks,
             n_rbf=config.n_rbf,
             d_max=math.sqrt(2) * self.env.config.graph_radius,
+            trunk=config.trunk,
+            heads=config.heads,
         )
         self.heads = common.Heads(self.model)
         self.actor = Actor(config, self.env, self.heads)
@@ -161,7 +166,8 @@ class Trainer:
         cfg = self.config
         key, collect_key, update_key = jax.random.split(runner.key, 3)
         params = tuple(t.params for t in runner.teams)
-        traj = collect(self.actor, params, collect_key, self.env_params)
+        traj = collect(self.actor, params, collect_key, self.env_params,
+                       place=lambda games: sharding.shard_games(games, self.mesh))  # fmt: skip
         logs = metrics_lib.episode_metrics(
             cfg.scenario, traj, self.teams, evaluated_team=cfg.learning_teams[0]
         )

@@ -33,7 +33,7 @@ def test_ppo_learns_jungle_tiny():
     assert int(runner.batch) == 20
 
 
-@pytest.mark.parametrize("algo", ["qmarl_ac", "qmarl_pg", "qmarl_ppo", "vanilla_pg"])
+@pytest.mark.parametrize("algo", ["qmarl_ac", "qmarl_pg", "qmarl_ppo", "vanilla_pg", "mha"])
 def test_every_algorithm_runs_and_updates(algo, tmp_path):
     config = make_config("battle", algo=algo, num_batches=2, **SMALL)
     trainer = Trainer(config)
@@ -115,6 +115,7 @@ def test_full_run_writes_every_artefact(tmp_path):
         ({"depth": 9}, "invalid config field 'depth'=9: needs a grid border of"),
         ({"node_budget": 0}, "invalid config field 'node_budget'=0: must be >= 1"),
         ({"budget_margin": 0.5}, "invalid config field 'budget_margin'=0.5: must be >= 1"),
+        ({"heads": 0}, "invalid config field 'heads'=0: must be >= 1"),
     ],
 )
 def test_config_errors_name_the_field(overrides, message):

@@ -1,0 +1,90 @@
+"""Evaluate a trained run: win / draw / loss with 95% intervals, terminal reward, Jungle oracle.
+
+    python -m experiments.evaluate --run RUN_DIR --opponent scripted --episodes 1000 --json out.json
+    python -m experiments.evaluate --run RUN_DIR --num-agents 28 --ensemble none --greedy
+
+``--opponent`` is ``scripted``, ``random`` or another run directory (its frozen policy plays every
+team this run did not learn). Prints a table and writes the JSON summary (``--json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from experiments.common import machine, write_json
+
+#: Headline values printed per scenario (every value is in the JSON).
+SHOWN = {
+    "jungle": ("score", "oracle", "survival", "food_contact"),
+    "battle": ("win", "draw", "loss", "terminal_reward"),
+    "deception": ("home_reward", "found", "covered"),
+}
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments.evaluate",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--run", required=True, help="training run directory")
+    parser.add_argument(
+        "--opponent",
+        default="scripted",
+        help="scripted, random or another run directory (default scripted)",
+    )
+    parser.add_argument("--episodes", type=int, default=1000)
+    parser.add_argument(
+        "--num-agents",
+        type=int,
+        default=None,
+        help="play at another scale (nearest preset's density)",
+    )
+    parser.add_argument("--ensemble", default=None, help="mean_prob, mean_logit or none")
+    parser.add_argument("--greedy", action="store_true", help="argmax instead of sampling")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch-size", type=int, default=500, help="episodes per jitted batch")
+    parser.add_argument("--json", default=None, help="write the summary here")
+    return parser.parse_args(argv)  # fmt: skip
+
+
+def report(summary: dict) -> str:
+    """A short text table of the headline values."""
+    lines = [
+        f"{summary['scenario']} / {summary['algo']}: {summary['episodes']} episodes, "
+        f"{summary['num_agents']} agents, opponent {summary['opponent'] or '-'}, ensemble "
+        f"{summary['ensemble']}, {'greedy' if summary['greedy'] else 'sampled'}"
+    ]
+    for name in SHOWN[summary["scenario"]]:
+        m = summary["metrics"][name]
+        lines.append(f"  {name:16s} {m['mean']:9.3f}   95% [{m['low']:.3f}, {m['high']:.3f}]")
+    if "score_vs_oracle" in summary:
+        lines.append(f"  {'score_vs_oracle':16s} {summary['score_vs_oracle']:9.3f}")
+    t = summary["timing"]
+    lines.append(f"  compile {t['compile_s']:.1f} s, play {t['play_s']:.1f} s")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    from qmarl_jax.evaluate import evaluate_run
+
+    try:
+        summary = evaluate_run(
+            args.run, episodes=args.episodes, opponent=args.opponent, num_agents=args.num_agents,
+            ensemble=args.ensemble, greedy=args.greedy, seed=args.seed,
+            batch_size=args.batch_size,
+        )  # fmt: skip
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    summary.pop("per_episode")
+    summary["machine"] = machine()
+    print(report(summary))
+    write_json(args.json, summary)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,363 @@
+"""Evaluation of a trained run: batched, jitted episodes -> rates and means with 95% intervals.
+
+``evaluate_run(run_dir, episodes=1000, opponent="scripted")`` plays whole episodes with the run's
+latest parameters (optionally at another scale, with another ensemble mode, greedily, or against
+another run's frozen policy) and returns a JSON-ready summary:
+
+* every per-episode value of ``metrics.episode_values`` as ``{mean, low, high}``: Wilson score
+  intervals for 0/1 outcomes (``win``, ``draw``, ``loss``), normal intervals for means;
+* Jungle: ``oracle`` (the SPEC's upper bound on the score of each start state, x100) and
+  ``score_vs_oracle`` (mean score / mean bound). Rewards are paid after moving, so an agent that
+  arrives next to food during step ``d`` earns on steps ``d .. T`` (``T + 1 - d``, about 77.6 on
+  ``tiny``); counting only the steps after arrival (``T - d``, about 74) would not bound the
+  score a policy can reach.
+
+The same seed gives the same numbers. The oracle runs on the host (a BFS per food-adjacent cell and
+one assignment problem per episode), so it is computed only up to ``ORACLE_MAX_AGENTS`` agents.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from envs.core import ADJACENT4
+from qmarl_jax import metrics as metrics_lib
+from qmarl_jax.config import LEARN, TrainConfig
+from qmarl_jax.ensemble import MODES
+from qmarl_jax.rollout import collect, reset_games
+
+#: Values that are 0/1 per episode (Wilson intervals); the rest get normal intervals.
+BINARY = ("win", "draw", "loss")
+#: Largest Jungle for which the oracle bound is computed (a dense N x cells assignment).
+ORACLE_MAX_AGENTS = 512
+OPPONENTS = ("scripted", "random", "<run directory>")
+Z95 = 1.959963984540054
+
+
+# ---- intervals ------------------------------------------------------------------------------
+def wilson_interval(successes: int, trials: int, z: float = Z95) -> tuple[float, float]:
+    """95% Wilson score interval of a binomial rate -> ``(low, high)`` in [0, 1]."""
+    if trials <= 0:
+        raise ValueError(f"invalid trials={trials}: must be >= 1")
+    rate = successes / trials
+    denom = 1 + z * z / trials
+    centre = (rate + z * z / (2 * trials)) / denom
+    half = z * math.sqrt(rate * (1 - rate) / trials + z * z / (4 * trials * trials)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def mean_interval(values: np.ndarray, z: float = Z95) -> tuple[float, float, float]:
+    """Mean and its 95% normal interval ``(mean, low, high)`` (sample standard deviation)."""
+    values = np.asarray(values, np.float64)
+    if values.size == 0:
+        raise ValueError("no values to summarise")
+    mean = float(values.mean())
+    if values.size == 1:
+        return mean, mean, mean
+    half = z * float(values.std(ddof=1)) / math.sqrt(values.size)
+    return mean, mean - half, mean + half
+
+
+def summarise(values: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
+    """``{name: {mean, low, high}}`` of per-episode values (see ``BINARY``)."""
+    out = {}
+    for name, v in values.items():
+        v = np.asarray(v, np.float64)
+        if name in BINARY:
+            low, high = wilson_interval(round(float(v.sum())), v.size)
+            out[name] = {"mean": float(v.mean()), "low": low, "high": high}
+        else:
+            mean, low, high = mean_interval(v)
+            out[name] = {"mean": mean, "low": low, "high": high}
+    return out
+
+
+# ---- the Jungle oracle ----------------------------------------------------------------------
+def _distances_from(source: tuple[int, int], free: np.ndarray) -> np.ndarray:
+    """4-connected BFS distances from ``source`` over ``free`` cells (-1: unreachable)."""
+    height, width = free.shape
+    dist = np.full(free.shape, -1, np.int64)
+    dist[source] = 0
+    queue = deque([source])
+    while queue:
+        r, c = queue.popleft()
+        for dr, dc in ADJACENT4:
+            nr, nc = r + int(dr), c + int(dc)
+            if 0 <= nr < height and 0 <= nc < width and free[nr, nc] and dist[nr, nc] < 0:
+                dist[nr, nc] = dist[r, c] + 1
+                queue.append((nr, nc))
+    return dist
+
+
+def oracle_rewards(positions, alive, food, height: int, width: int, steps: int) -> np.ndarray:
+    """Best reward each agent could earn at each food-adjacent cell -> ``int[N, C]``.
+
+    An agent ``d`` moves away from a free cell 4-adjacent to food arrives during step ``d`` and,
+    as the reward is paid after moving, earns +1 on steps ``max(d, 1) .. steps``: ``steps + 1 - d``
+    (``steps`` when already there), 0 if it cannot arrive in time. Food blocks movement; other
+    agents are ignored (an upper bound).
+    """
+    free = np.ones((height, width), bool)
+    food = np.asarray(food).reshape(-1, 2)
+    free[food[:, 0], food[:, 1]] = False
+    cells = sorted(
+        {
+            (r + int(dr), c + int(dc))
+            for r, c in food.tolist()
+            for dr, dc in ADJACENT4
+            if 0 <= r + dr < height and 0 <= c + dc < width and free[r + dr, c + dc]
+        }
+    )
+    rewards = np.zeros((len(positions), len(cells)), np.int64)
+    for j, cell in enumerate(cells):
+        dist = _distances_from(cell, free)
+        for i, (r, c) in enumerate(np.asarray(positions).tolist()):
+            d = dist[r, c]
+            if alive[i] and d >= 0:
+                rewards[i, j] = max(0, steps + 1 - max(d, 1))
+    return rewards
+
+
+def jungle_oracle(positions, alive, food, height: int, width: int, steps: int) -> float:
+    """The SPEC's oracle bound on the Jungle score x100 of one start state.
+
+    The best assignment of agents to distinct food-adjacent cells (``oracle_rewards``), as a mean
+    reward per agent per step x100.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    rewards = oracle_rewards(positions, alive, food, height, width, steps)
+    total = 0
+    if rewards.size:
+        rows, cols = linear_sum_assignment(rewards, maximize=True)
+        total = int(rewards[rows, cols].sum())
+    return 100.0 * total / (len(positions) * steps)
+
+
+# ---- playing episodes -----------------------------------------------------------------------
+def check_choices(opponent: str | None, ensemble: str | None) -> None:
+    """Raise a ValueError naming the field unless ``opponent`` and ``ensemble`` are valid."""
+    if ensemble is not None and ensemble not in MODES:
+        raise ValueError(f"invalid ensemble={ensemble!r}; choose one of: {', '.join(MODES)}")
+    if (
+        opponent is not None
+        and opponent not in ("scripted", "random")
+        and not Path(opponent).is_dir()
+    ):
+        raise ValueError(
+            f"invalid opponent={opponent!r}; choose one of: {', '.join(OPPONENTS)} (an existing "
+            "run directory)"
+        )
+
+
+def evaluation_config(
+    config: TrainConfig,
+    games: int,
+    num_agents: int | None = None,
+    ensemble: str | None = None,
+    opponent: str | None = "scripted",
+) -> TrainConfig:
+    """The run's config changed for evaluation (validated: errors name the field).
+
+    ``opponent`` replaces the controller of every team the run did not learn (a run directory:
+    ``learn``, with that run's parameters supplied by the caller); None keeps them.
+    """
+    check_choices(opponent, ensemble)
+    controllers = tuple(
+        kind if kind == LEARN or opponent is None
+        else (LEARN if Path(opponent).is_dir() else opponent)
+        for kind in config.controllers[: config.num_teams]
+    )  # fmt: skip
+    changes: dict[str, Any] = dict(
+        games_per_batch=games, controllers=controllers, node_budget=None, edge_budget=None
+    )
+    if num_agents is not None:
+        changes["num_agents"] = num_agents
+    if ensemble is not None:
+        changes["ensemble"] = ensemble
+    return dataclasses.replace(config, **changes)
+
+
+#: Fields that must agree between a run and an opponent run whose parameters it plays against.
+NETWORK_FIELDS = ("width", "num_blocks", "n_rbf", "algo", "heads")
+
+
+def opponent_params(config: TrainConfig, opponent_dir: str | Path, team: int):
+    """The frozen parameters another run learned, to control ``team``."""
+    from qmarl_jax.loop import load_runner
+
+    trainer, runner = load_runner(opponent_dir)
+    other = trainer.config
+    differ = [
+        f"{name}: run {getattr(config, name)!r}, opponent {getattr(other, name)!r}"
+        for name in NETWORK_FIELDS
+        if getattr(config, name) != getattr(other, name)
+    ]
+    if differ or other.scenario != config.scenario:
+        raise ValueError(
+            f"opponent run {opponent_dir} is incompatible (same scenario and network needed): "
+            + "; ".join(differ or [f"scenario: {config.scenario!r} vs {other.scenario!r}"])
+        )
+    teams = other.learning_teams
+    return runner.teams[teams.index(team) if team in teams else 0].params
+
+
+class Evaluator:
+    """Plays evaluation episodes of one config: compiled once, reused for any parameters.
+
+    Args:
+      config: an ``evaluation_config`` (its ``games_per_batch`` games per jitted batch).
+      greedy: argmax of the ensembled distribution instead of sampling.
+    """
+
+    def __init__(self, config: TrainConfig, greedy: bool = False):
+        from qmarl_jax.train import Trainer
+
+        self.config = config
+        self.trainer = Trainer(config)
+        self.greedy = greedy
+        self._compiled = None
+        self.compile_s = 0.0
+
+    def _play(self, params, key):
+        trainer, config = self.trainer, self.config
+        games = config.games_per_batch
+        start = reset_games(trainer.env, jax.random.split(key, 3)[0], games, trainer.env_params)
+        traj = collect(trainer.actor, params, key, trainer.env_params, self.greedy, start)
+        evaluated = config.learning_teams[0]
+        values = metrics_lib.episode_values(config.scenario, traj, trainer.teams, evaluated)
+        return values, metrics_lib.graph_metrics(traj), start[1]
+
+    def _batch(self, params, key):
+        if self._compiled is None:
+            start_time = time.perf_counter()
+            self._compiled = jax.jit(self._play).lower(params, key).compile()
+            self.compile_s = time.perf_counter() - start_time
+        return jax.device_get(self._compiled(params, key))
+
+    def __call__(self, params_by_team: tuple, episodes: int, seed: int = 0) -> dict[str, Any]:
+        """Play ``episodes`` episodes -> summary (``metrics``, ``graph``, ``timing``, Jungle
+        ``score_vs_oracle``, raw ``per_episode`` values).
+
+        Args:
+          params_by_team: parameters of each ``learn`` team of the config (in team order).
+          episodes: episodes to play (whole batches are played; exactly ``episodes`` are used).
+          seed: evaluation seed (batch ``b`` uses ``fold_in(PRNGKey(seed), b)``).
+        """
+        env, games = self.trainer.env, self.config.games_per_batch
+        key0 = jax.random.PRNGKey(seed)
+        self._batch(params_by_team, key0)  # compiles once (not timed as play)
+        start_time = time.perf_counter()
+        values: dict[str, list] = {}
+        graph_rows, oracle = [], []
+        with_oracle = self.config.scenario == "jungle" and env.num_agents <= ORACLE_MAX_AGENTS
+        for batch in range(math.ceil(episodes / games)):
+            batch_values, graph_stats, states = self._batch(
+                params_by_team, jax.random.fold_in(key0, batch)
+            )
+            for name, v in batch_values.items():
+                values.setdefault(name, []).append(v)
+            graph_rows.append(graph_stats)
+            if with_oracle:
+                cfg = env.config
+                oracle.extend(
+                    jungle_oracle(states.grid.positions[e], states.grid.alive[e], states.food[e],
+                                  cfg.height, cfg.width, cfg.max_steps)
+                    for e in range(games)
+                )  # fmt: skip
+        per_episode = {k: np.concatenate(v)[:episodes] for k, v in values.items()}
+        timing = {"compile_s": self.compile_s, "play_s": time.perf_counter() - start_time}
+        summary: dict[str, Any] = {"metrics": summarise(per_episode), "timing": timing}
+        if with_oracle:
+            bound = np.asarray(oracle[:episodes])
+            summary["metrics"]["oracle"] = summarise({"oracle": bound})["oracle"]
+            summary["score_vs_oracle"] = float(per_episode["score"].mean() / bound.mean())
+        summary["graph"] = {
+            k: float(np.max([row[k] for row in graph_rows]))
+            if k.endswith("max_nodes")
+            else float(np.mean([row[k] for row in graph_rows]))
+            for k in graph_rows[0]
+        }
+        summary["per_episode"] = per_episode
+        return summary
+
+
+def evaluate_params(
+    config: TrainConfig,
+    params_by_team: tuple,
+    episodes: int,
+    seed: int = 0,
+    greedy: bool = False,
+) -> dict[str, Any]:
+    """``Evaluator(config, greedy)(params_by_team, episodes, seed)``: one-off evaluation."""
+    return Evaluator(config, greedy)(params_by_team, episodes, seed)
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    episodes: int = 1000,
+    opponent: str = "scripted",
+    num_agents: int | None = None,
+    ensemble: str | None = None,
+    greedy: bool = False,
+    seed: int = 0,
+    batch_size: int = 500,
+) -> dict[str, Any]:
+    """Evaluate the latest checkpoint of a run; see the module docstring.
+
+    Args:
+      run_dir: a training run directory.
+      episodes: episodes to play (>= 1).
+      opponent: ``scripted``, ``random`` or another run directory (its frozen policy) for every
+        team the run did not learn.
+      num_agents: play at another scale (the nearest preset's density), e.g. twice the agents.
+      ensemble: override the run's ensemble mode (``mean_prob``, ``mean_logit``, ``none``).
+      greedy: argmax actions instead of sampling.
+      seed: evaluation seed.
+      batch_size: episodes per jitted batch.
+
+    Returns:
+      A JSON-ready dict: settings, ``metrics`` ``{name: {mean, low, high}}``, ``graph``
+      statistics and, for Jungle, ``score_vs_oracle``. ``per_episode`` holds the raw values.
+    """
+    from qmarl_jax.loop import load_runner
+
+    check_choices(opponent, ensemble)
+    if episodes < 1:
+        raise ValueError(f"invalid episodes={episodes}: must be >= 1")
+    if batch_size < 1:
+        raise ValueError(f"invalid batch_size={batch_size}: must be >= 1")
+    trainer, runner = load_runner(run_dir)
+    config = evaluation_config(
+        trainer.config, min(batch_size, episodes), num_agents, ensemble, opponent
+    )
+    params = [t.params for t in runner.teams]
+    learned = trainer.config.learning_teams
+    by_team = []
+    for team in config.learning_teams:
+        if team in learned:
+            by_team.append(params[learned.index(team)])
+        else:
+            by_team.append(opponent_params(trainer.config, opponent, team))
+    summary = evaluate_params(config, tuple(by_team), episodes, seed, greedy)
+    settings = {
+        "run": str(run_dir),
+        "scenario": config.scenario,
+        "algo": config.algo,
+        "num_agents": config.env_config.num_agents,
+        "episodes": episodes,
+        "opponent": opponent if config.num_teams > 1 else None,
+        "ensemble": config.ensemble,
+        "greedy": greedy,
+        "seed": seed,
+        "trained_batches": int(runner.batch),
+    }
+    return {**settings, **summary}

@@ -1,0 +1,66 @@
+"""Run in its own process with 8 forced CPU devices (see tests/test_sharding.py).
+
+Trains the same chunk on a 1-device and an 8-device mesh and prints a JSON report: the largest
+relative difference of the losses and parameters, and how the rollout arrays were placed.
+"""
+
+import os
+
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+os.environ["JAX_PLATFORMS"] = "cpu"
+
+import json
+import sys
+
+import jax
+import numpy as np
+
+from qmarl_jax import sharding
+from qmarl_jax.config import make_config
+from qmarl_jax.rollout import collect
+from qmarl_jax.train import Trainer
+
+
+def relative_gap(a, b) -> float:
+    gaps = jax.tree.map(
+        lambda x, y: float(np.max(np.abs(np.asarray(x) - np.asarray(y))
+                                  / (np.abs(np.asarray(y)) + 1e-6))), a, b)  # fmt: skip
+    return max(jax.tree.leaves(gaps))
+
+
+def main(algo: str) -> None:
+    config = make_config("battle", algo=algo, games_per_batch=8, max_steps=8, width=16,
+                         num_blocks=1, ppo_epochs=1, num_minibatches=2)  # fmt: skip
+    results = {}
+    for devices in (1, 8):
+        trainer = Trainer(config, sharding.make_mesh(devices))
+        runner = sharding.replicate(trainer.init(jax.random.PRNGKey(0)), trainer.mesh)
+        runner, logs = jax.jit(trainer.run_batches, static_argnums=1)(runner, 2)
+        results[devices] = (trainer, runner, logs)
+    (_, r1, l1), (t8, r8, l8) = results[1], results[8]
+    losses = [k for k in l1 if "loss" in k]
+
+    @jax.jit
+    def rollout(params, key):
+        place = lambda games: sharding.shard_games(games, t8.mesh)
+        return collect(t8.actor, params, key, t8.env_params, place=place)
+
+    traj = rollout(tuple(t.params for t in r8.teams), jax.random.PRNGKey(1))
+    placement = {
+        name: {"devices": len(x.sharding.device_set), "spec": str(x.sharding.spec),
+               "shard_shape": list(x.addressable_shards[0].data.shape), "shape": list(x.shape)}
+        for name, x in (("features", traj.features), ("reward", traj.reward),
+                        ("node_agent", traj.teams[0].graphs.nodes["agent"]))
+    }  # fmt: skip
+    report = {
+        "device_count": jax.device_count(),
+        "loss_gap": relative_gap({k: l8[k] for k in losses}, {k: l1[k] for k in losses}),
+        "losses_1": {k: np.asarray(l1[k]).tolist() for k in losses},
+        "param_gap": relative_gap(r8.teams, r1.teams),
+        "placement": placement,
+    }
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

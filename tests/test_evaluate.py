@@ -1,0 +1,217 @@
+"""Evaluation: the Jungle oracle on hand-solved states, intervals, per-episode metrics, the CLI."""
+
+import itertools
+import json
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import envs
+from experiments import evaluate as evaluate_cli
+from qmarl_jax import loop
+from qmarl_jax import metrics as metrics_lib
+from qmarl_jax.config import make_config
+from qmarl_jax.evaluate import (
+    evaluate_run,
+    jungle_oracle,
+    mean_interval,
+    oracle_rewards,
+    wilson_interval,
+)
+from qmarl_jax.rollout import Trajectory
+
+T = 30
+
+
+@pytest.mark.parametrize(
+    ("food", "positions", "expected_total"),
+    [
+        # Corner food: two free sides for four agents. (0,1) is there (30); (2,0) moves up to
+        # (1,0) in step 1 and is paid that step too (30); the others find no free side.
+        ([[0, 0]], [[0, 1], [2, 0], [4, 4], [3, 3]], 60),
+        # Edge food: three sides. (0,0)->(0,1) and (0,4)->(0,3) take 1 step (30 each); (4,2)
+        # reaches (1,2) in 3 steps (28); (4,0) is left over.
+        ([[0, 2]], [[0, 0], [0, 4], [4, 2], [4, 0]], 88),
+        # Centre food: each corner reaches its own side in 3 steps (28 each).
+        ([[2, 2]], [[0, 0], [0, 4], [4, 4], [4, 0]], 112),
+    ],
+)
+def test_jungle_oracle_on_hand_solved_start_states(food, positions, expected_total):
+    bound = jungle_oracle(np.array(positions), np.ones(4, bool), np.array(food), 5, 5, T)
+    assert bound == pytest.approx(100 * expected_total / (4 * T))
+
+
+def test_oracle_walks_around_food():
+    # From (2,0) to the right side of the centre food the straight path is blocked: 5 steps.
+    rewards = oracle_rewards(np.array([[2, 0]]), np.ones(1, bool), np.array([[2, 2]]), 5, 5, T)
+    assert sorted(rewards[0].tolist()) == [T + 1 - 5, T + 1 - 3, T + 1 - 3, T]
+
+
+def _brute_force_oracle(positions, food, side, steps):
+    free = np.ones((side, side), bool)
+    for r, c in food:
+        free[r, c] = False
+    sides = [(r + dr, c + dc) for r, c in food for dr, dc in ((1, 0), (-1, 0), (0, 1), (0, -1))]
+    cells = sorted({(r, c) for r, c in sides if 0 <= r < side and 0 <= c < side and free[r, c]})
+    # All-pairs shortest paths by Floyd-Warshall over free cells.
+    index = {cell: k for k, cell in enumerate(zip(*np.nonzero(free), strict=True))}
+    dist = np.full((len(index), len(index)), np.inf)
+    np.fill_diagonal(dist, 0)
+    for (r, c), k in index.items():
+        for nb in ((r + 1, c), (r - 1, c), (r, c + 1), (r, c - 1)):
+            if nb in index:
+                dist[k, index[nb]] = 1
+    for m in range(len(index)):
+        dist = np.minimum(dist, dist[:, m : m + 1] + dist[m : m + 1, :])
+    best = 0
+    slots = cells + [None] * len(positions)
+    for assignment in itertools.permutations(range(len(slots)), len(positions)):
+        total = 0
+        for agent, slot in enumerate(assignment):
+            if slots[slot] is not None:
+                d = dist[index[tuple(positions[agent])], index[slots[slot]]]
+                total += max(0, steps + 1 - max(d, 1)) if np.isfinite(d) else 0
+        best = max(best, total)
+    return 100 * best / (len(positions) * steps)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_jungle_oracle_matches_brute_force_assignment(seed):
+    rng = np.random.default_rng(seed)
+    cells = rng.permutation(36)[:6]
+    positions = np.stack([cells[:4] // 6, cells[:4] % 6], -1)
+    food = np.stack([cells[4:] // 6, cells[4:] % 6], -1)
+    steps = int(rng.integers(3, 12))
+    got = jungle_oracle(positions, np.ones(4, bool), food, 6, 6, steps)
+    assert got == pytest.approx(_brute_force_oracle(positions.tolist(), food.tolist(), 6, steps))
+
+
+def test_oracle_is_reached_by_the_optimal_plan():
+    env, params = envs.make("jungle", max_steps=T)
+    positions = [[0, 1], [2, 0], [4, 4], [3, 3]]
+    state = env.state_from(jnp.asarray(positions), jnp.asarray([[0, 0]]))
+    total = 0.0
+    for step in range(T):
+        actions = jnp.array([4, 0 if step == 0 else 4, 4, 4])  # agent 1 steps up once
+        _, state, reward, *_ = env.step_no_reset(jax.random.key(step), state, actions, params)
+        total += float(reward.sum())
+    bound = jungle_oracle(np.array(positions), np.ones(4, bool), np.array([[0, 0]]), 5, 5, T)
+    assert 100 * total / (4 * T) == pytest.approx(bound) == pytest.approx(50.0)
+
+
+def _wilson_by_search(successes, trials, z=1.959963984540054):
+    # Every p with |p_hat - p| <= z sqrt(p (1 - p) / n), found on a fine grid.
+    p = np.linspace(0, 1, 2_000_001)
+    inside = np.abs(successes / trials - p) <= z * np.sqrt(p * (1 - p) / trials)
+    return p[inside].min(), p[inside].max()
+
+
+@pytest.mark.parametrize(("successes", "trials"), [(0, 10), (5, 10), (9, 10), (37, 1000)])
+def test_wilson_interval_matches_its_definition(successes, trials):
+    low, high = wilson_interval(successes, trials)
+    ref_low, ref_high = _wilson_by_search(successes, trials)
+    assert low == pytest.approx(ref_low, abs=2e-6) and high == pytest.approx(ref_high, abs=2e-6)
+
+
+def test_mean_interval():
+    mean, low, high = mean_interval(np.array([1.0, 2.0, 3.0, 4.0]))
+    half = 1.959963984540054 * math.sqrt(5 / 3) / 2
+    assert (mean, low, high) == pytest.approx((2.5, 2.5 - half, 2.5 + half))
+    with pytest.raises(ValueError, match="trials=0"):
+        wilson_interval(0, 0)
+
+
+def _trajectory(reward, live, alive, info):
+    steps, num_envs, num_agents = reward.shape
+    zeros = jnp.zeros((steps + 1, num_envs, num_agents), jnp.int32)
+    return Trajectory(
+        features=jnp.zeros((steps + 1, num_envs, num_agents, 1)), alive=jnp.asarray(alive),
+        live=jnp.asarray(live), actions=zeros, reward=jnp.asarray(reward, jnp.float32),
+        terminated=jnp.zeros((steps, num_envs), bool), truncated=jnp.zeros((steps, num_envs), bool),
+        teams=(), info={k: jnp.asarray(v) for k, v in info.items()},
+    )  # fmt: skip
+
+
+def test_battle_episode_values_from_hand_made_outcomes():
+    # Three 2-agent games of up to 3 steps: team 0 wins at step 3, loses at step 1, draws.
+    outcome = np.zeros((3, 3, 2), np.int32)
+    outcome[2, 0] = [1, -1]
+    outcome[0, 1] = [-1, 1]
+    live = np.array([[1, 1, 1], [1, 0, 1], [1, 0, 1], [0, 0, 0]], bool)
+    alive = np.ones((4, 3, 2), bool)
+    traj = _trajectory(np.zeros((3, 3, 2)), live, alive, {"outcome": outcome})
+    values = metrics_lib.episode_values("battle", traj, np.array([0, 1]), evaluated_team=0)
+    assert values["win"].tolist() == [1, 0, 0]
+    assert values["loss"].tolist() == [0, 1, 0]
+    assert values["draw"].tolist() == [0, 0, 1]
+    assert values["terminal_reward"].tolist() == [100, -100, 0]
+    assert values["episode_length"].tolist() == [3, 1, 3]
+
+
+def test_jungle_episode_values_from_hand_made_rewards():
+    reward = np.zeros((2, 2, 2))
+    reward[:, 0, 0] = 1  # game 0: agent 0 fed twice
+    reward[1, 1, 1] = -1  # game 1: agent 1 dies in step 2
+    alive = np.ones((3, 2, 2), bool)
+    alive[2, 1, 1] = False
+    info = {"food_contact": reward > 0}
+    traj = _trajectory(reward, np.ones((3, 2), bool), alive, info)
+    values = metrics_lib.episode_values("jungle", traj, np.array([0, 0]), evaluated_team=0)
+    np.testing.assert_allclose(values["score"], [100 * 2 / 4, -100 / 4])
+    np.testing.assert_allclose(values["survival"], [1.0, 0.5])
+    np.testing.assert_allclose(values["food_contact"], [0.5, 0.0])
+
+
+SMALL = dict(num_batches=2, games_per_batch=4, width=16, num_blocks=1, batches_per_chunk=2)
+
+
+@pytest.fixture(scope="module")
+def jungle_run(tmp_path_factory):
+    config = make_config("jungle", **SMALL)
+    return loop.train(config, run_dir=tmp_path_factory.mktemp("j") / "run", progress=False,
+                      finish=False)  # fmt: skip
+
+
+def test_evaluate_run_is_reproducible_and_reports_the_oracle(jungle_run):
+    a = evaluate_run(jungle_run, episodes=50, seed=3, batch_size=20)
+    b = evaluate_run(jungle_run, episodes=50, seed=3, batch_size=20)
+    assert a["metrics"] == b["metrics"]
+    assert len(a["per_episode"]["score"]) == 50
+    m = a["metrics"]
+    assert m["score"]["low"] <= m["score"]["mean"] <= m["score"]["high"]
+    assert np.all(a["per_episode"]["score"] <= 100)
+    assert a["score_vs_oracle"] == pytest.approx(m["score"]["mean"] / m["oracle"]["mean"])
+    assert 60 < m["oracle"]["mean"] < 90
+    bigger = evaluate_run(jungle_run, episodes=10, num_agents=8, ensemble="none", greedy=True)
+    assert bigger["num_agents"] == 8 and bigger["ensemble"] == "none" and bigger["greedy"]
+
+
+def test_evaluate_cli_writes_json_and_rejects_bad_input(jungle_run, tmp_path, capsys):
+    out = tmp_path / "eval.json"
+    code = evaluate_cli.main(["--run", str(jungle_run), "--episodes", "20", "--json", str(out)])
+    assert code == 0
+    summary = json.loads(out.read_text())
+    assert summary["episodes"] == 20 and "score_vs_oracle" in summary
+    assert "score_vs_oracle" in capsys.readouterr().out
+    assert evaluate_cli.main(["--run", str(jungle_run), "--opponent", "nobody"]) == 2
+    assert "invalid opponent='nobody'; choose one of: scripted, random" in capsys.readouterr().err
+    assert evaluate_cli.main(["--run", str(jungle_run), "--ensemble", "max"]) == 2
+    assert evaluate_cli.main(["--run", str(tmp_path), "--episodes", "5"]) == 2
+
+
+def test_battle_against_another_runs_frozen_policy(tmp_path):
+    config = make_config("battle", max_steps=8, **SMALL)
+    first = loop.train(config, run_dir=tmp_path / "a", progress=False, finish=False)
+    second = loop.train(config.__class__(**{**config.to_dict(), "seed": 1}),
+                        run_dir=tmp_path / "b", progress=False, finish=False)  # fmt: skip
+    summary = evaluate_run(first, episodes=16, opponent=str(second))
+    m = summary["metrics"]
+    assert m["win"]["mean"] + m["draw"]["mean"] + m["loss"]["mean"] == pytest.approx(1.0)
+    assert summary["opponent"] == str(second)
+    wide = make_config("battle", max_steps=8, **{**SMALL, "width": 32})
+    third = loop.train(wide, run_dir=tmp_path / "c", progress=False, finish=False)
+    with pytest.raises(ValueError, match="width: run 16, opponent 32"):
+        evaluate_run(first, episodes=4, opponent=str(third))

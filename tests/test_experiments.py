@@ -1,0 +1,34 @@
+"""Smoke runs of the experiment commands on a tiny budget (real programs, tiny sizes)."""
+
+import json
+
+from experiments import reproduce, rollout
+from qmarl_jax import loop
+from qmarl_jax.config import make_config
+
+
+def test_reproduce_curves_table1_and_tables(tmp_path):
+    args = reproduce.Args(stage="curves", scenarios=("jungle",), algos=("qmarl_ac",), seeds=2,
+                          batches=1, games=2, episodes=4, out=str(tmp_path))  # fmt: skip
+    reproduce.main(args)
+    curves = json.loads((tmp_path / "curves.json").read_text())["results"]
+    assert len(curves["jungle/qmarl_ac"]["curves"]["score"]) == 2  # two seeds
+    reproduce.main(reproduce.Args(**{**vars(args), "stage": "table1"}))
+    table1 = json.loads((tmp_path / "table1.json").read_text())["results"]
+    assert set(table1) == {f"jungle/qmarl_ac/{size}/{mode}" for size in ("train", "test")
+                           for mode in ("mean_prob", "none")}  # fmt: skip
+    assert len(table1["jungle/qmarl_ac/test/none"]["score_vs_oracle"]["seeds"]) == 2
+    tables = (tmp_path / "tables.md").read_text()
+    assert "| jungle | qmarl_ac |" in tables and "Ensemble ablation" in tables
+
+
+def test_rollout_runs_a_trained_policy_at_another_scale(tmp_path):
+    config = make_config("battle", num_batches=1, games_per_batch=2, max_steps=4, width=16,
+                         num_blocks=1)  # fmt: skip
+    run = loop.train(config, run_dir=tmp_path / "run", progress=False, finish=False)
+    out = tmp_path / "big.gif"
+    assert rollout.main(["--run", str(run), "--num-agents", "60", "--out", str(out),
+                         "--json", str(tmp_path / "r.json")]) == 0  # fmt: skip
+    summary = json.loads((tmp_path / "r.json").read_text())
+    assert summary["num_agents"] == 60 and out.exists()
+    assert rollout.main(["--run", str(run), "--ensemble", "max"]) == 2
