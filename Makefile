@@ -9,7 +9,7 @@ PRESET ?=
 ARGS ?=
 SCENARIOS := jungle battle deception
 
-.PHONY: install test test-all lint format train bench render clean
+.PHONY: install test test-all lint format train bench bench-env reproduce render clean
 
 install: $(STAMP)
 
@@ -39,7 +39,13 @@ train: $(STAMP)
 	$(PY) -m experiments.train --scenario $(SCENARIO) $(if $(PRESET),--preset $(PRESET)) $(ARGS)
 
 bench: $(STAMP)
+	$(PY) -m experiments.bench_scaling --json bench/results.json --plot docs/media/scaling.png $(ARGS)
+
+bench-env: $(STAMP)
 	$(PY) -m experiments.bench_env --scenario $(SCENARIO) --num-agents 10000 --json bench/env_$(SCENARIO)_10000.json $(ARGS)
+
+reproduce: $(STAMP)
+	$(PY) -m experiments.reproduce all --out results/reproduce $(ARGS)
 
 render: $(STAMP)
 	$(PY) -m experiments.render --scenario $(SCENARIO) --preset tiny --out docs/media/$(SCENARIO).gif

@@ -14,8 +14,9 @@ ensembling (``mean_prob``) and without (``none``): Table 1 and the ensemble abla
 trains ``qmarl_ac`` at depth 1, 2 and 3 and reports score against seconds per batch. ``fig9`` runs
 the training benchmark for ``qmarl_ac`` and ``mha`` at each N (one process per point).
 
-Every stage writes ``OUT/<stage>.json`` when it finishes (``all`` skips stages already written;
-``--force`` redoes them) and ``tables`` renders ``OUT/tables.md`` and the PNGs from them.
+Every stage writes ``OUT/<stage>.json`` when it finishes, merged with the settings earlier calls
+measured (e.g. one scenario at a time; ``all`` skips stages already written, ``--force`` redoes
+them) and ``tables`` renders ``OUT/tables.md`` and the PNGs from them.
 """
 
 from __future__ import annotations
@@ -41,7 +42,10 @@ STAGES = ("curves", "table1", "depth", "fig9")
 class Args:
     """Reproduction settings (defaults: CPU-sized, about an hour on 2 cores)."""
 
-    stage: Literal["curves", "table1", "depth", "fig9", "tables", "all"] = "all"
+    stage: tyro.conf.Positional[Literal["curves", "table1", "depth", "fig9", "tables", "all"]] = (
+        "all"
+    )
+    """Which stage to run (all: every stage not yet done, then the tables)."""
     scenarios: tuple[str, ...] = ("jungle", "battle", "deception")
     algos: tuple[str, ...] = ("qmarl_ac", "qmarl_pg", "vanilla_pg", "mha")
     seeds: int = 3
@@ -212,6 +216,8 @@ def main(args: Args) -> None:
             continue
         start = time.perf_counter()
         results = RUNNERS[stage](args, out)
+        if path.exists():  # keep the settings measured by earlier calls (other scenarios)
+            results = {**json.loads(path.read_text())["results"], **results}
         payload = {"stage": stage, "settings": dataclasses.asdict(args),
                    "seconds": time.perf_counter() - start, "machine": machine(),
                    "results": results}  # fmt: skip

@@ -77,6 +77,8 @@ class TrainConfig:
     """Learning-rate factor after ``lr_patience`` batches without improvement of the return."""
     lr_patience: int = 10
     """Batches without improvement before the learning rate decays."""
+    lr_anneal: bool = False
+    """Also decay the learning rate linearly to 0 over ``num_batches`` (PureJaxRL's anneal_lr)."""
     max_grad_norm: float = 1.0
     """Global gradient-norm clip (0 = off)."""
 

@@ -125,19 +125,21 @@ class Trainer:
         return RunnerState(tuple(teams), keys[0], jnp.int32(0), jnp.bool_(False))
 
     # ---- one batch -----------------------------------------------------------------------
-    def _apply(self, team: TeamState, grads) -> TeamState:
+    def _apply(self, team: TeamState, grads, scale: jax.Array) -> TeamState:
         updates, opt_state = self.tx.update(grads, team.opt_state, team.params)
-        updates = jax.tree.map(lambda u: u * team.plateau.scale, updates)
+        updates = jax.tree.map(lambda u: u * team.plateau.scale * scale, updates)
         return team.replace(params=optax.apply_updates(team.params, updates), opt_state=opt_state)
 
-    def _gradient_step(self, team: TeamState, batch: common.TeamBatch):
+    def _gradient_step(self, team: TeamState, batch: common.TeamBatch, scale: jax.Array):
         loss_fn = LOSSES[self.config.loss_kind]
         (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             team.params, self.heads, batch, self.config
         )
-        return self._apply(team, grads), {"loss": loss, **aux}
+        return self._apply(team, grads, scale), {"loss": loss, **aux}
 
-    def _ppo_steps(self, team: TeamState, batch: common.TeamBatch, key: jax.Array):
+    def _ppo_steps(
+        self, team: TeamState, batch: common.TeamBatch, key: jax.Array, scale: jax.Array
+    ):
         cfg = self.config
         samples = qmarl_ppo.prepare(team.params, self.heads, batch, cfg)
         num_samples = samples.features.shape[0]
@@ -154,12 +156,19 @@ class Trainer:
                 (loss, aux), grads = jax.value_and_grad(qmarl_ppo.loss, has_aux=True)(
                     team.params, self.heads, mb, cfg
                 )
-                return self._apply(team, grads), {"loss": loss, **aux}
+                return self._apply(team, grads, scale), {"loss": loss, **aux}
 
             return jax.lax.scan(step, team, shuffled)
 
         team, logs = jax.lax.scan(epoch, team, jax.random.split(key, cfg.ppo_epochs))
         return team, jax.tree.map(jnp.mean, logs)
+
+    def anneal_scale(self, batch: jax.Array) -> jax.Array:
+        """Learning-rate factor of batch ``batch``: linear from 1 to 0 over the run when
+        ``lr_anneal``, else 1 (it multiplies the plateau factor)."""
+        if not self.config.lr_anneal:
+            return jnp.float32(1.0)
+        return 1.0 - batch.astype(jnp.float32) / self.config.num_batches
 
     def update(self, runner: RunnerState) -> tuple[RunnerState, dict]:
         """Collect one batch of episodes and update every learning team."""
@@ -173,14 +182,15 @@ class Trainer:
         )
         new_teams = []
         finite = jnp.bool_(True)
+        anneal = self.anneal_scale(runner.batch)
         for index, (team_state, team) in enumerate(
             zip(runner.teams, cfg.learning_teams, strict=True)
         ):
             batch = team_batch(traj, index, team, self.teams)
             if cfg.loss_kind == "ppo":
-                updated, losses = self._ppo_steps(team_state, batch, update_key)
+                updated, losses = self._ppo_steps(team_state, batch, update_key, anneal)
             else:
-                updated, losses = self._gradient_step(team_state, batch)
+                updated, losses = self._gradient_step(team_state, batch, anneal)
             finite &= jnp.all(jnp.array([jnp.all(jnp.isfinite(v)) for v in losses.values()]))
             plateau = team_state.plateau.observe(
                 logs[f"return/team{team}"], cfg.lr_decay, cfg.lr_patience
@@ -188,7 +198,7 @@ class Trainer:
             new_teams.append(updated.replace(plateau=plateau))
             prefix = "" if index == 0 else f"team{team}/"
             logs.update({f"{prefix}{k}": v for k, v in losses.items()})
-            logs[f"{prefix}lr"] = cfg.lr * plateau.scale
+            logs[f"{prefix}lr"] = cfg.lr * plateau.scale * anneal
         halted = runner.halted | ~finite
         # A non-finite loss keeps the last good parameters and stops every later update.
         teams = jax.tree.map(

@@ -138,3 +138,20 @@ def test_paper_preset_holds_the_papers_settings():
     assert (config.lr, config.lr_decay, config.lr_patience) == (0.01, 0.95, 10)
     assert (config.games_per_batch, config.num_batches, config.gamma) == (100, 120, 0.99)
     assert config.algo == "qmarl_ac"
+
+
+def test_linear_lr_anneal_scales_every_update():
+    config = make_config("jungle", algo="qmarl_ac", lr_anneal=True, num_batches=4, **SMALL)
+    trainer = Trainer(config)
+    runner = trainer.init(jax.random.PRNGKey(0))
+    state, metrics = jax.jit(trainer.run_batches, static_argnums=1)(runner, 3)
+    np.testing.assert_allclose(metrics["lr"], config.lr * np.array([1.0, 0.75, 0.5]))
+    # The update of batch 4 is a quarter of an un-annealed one: same Adam state, same gradient.
+    plain = Trainer(TrainConfig(**{**config.to_dict(), "lr_anneal": False}))
+    step_annealed, logs = trainer.update(state)
+    assert float(logs["lr"]) == pytest.approx(0.25 * config.lr)
+    step_plain, _ = plain.update(state)
+    for a, p, s in zip(jax.tree.leaves(step_annealed.teams[0].params),
+                       jax.tree.leaves(step_plain.teams[0].params),
+                       jax.tree.leaves(state.teams[0].params), strict=True):  # fmt: skip
+        np.testing.assert_allclose(a - s, 0.25 * (p - s), rtol=1e-4, atol=1e-7)
