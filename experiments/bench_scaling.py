@@ -41,18 +41,29 @@ class Args:
     plot: str = "docs/media/scaling.png"
 
 
-def run_module(module: str, *flags: str) -> list[dict]:
-    """Run ``python -m module ... --json tmp`` in a fresh process and return its rows."""
+def run_module(module: str, *flags: str, failures: list | None = None) -> list[dict]:
+    """Run ``python -m module ... --json tmp`` in a fresh process and return its rows.
+
+    With ``failures``, a failing run (e.g. out of memory) is recorded there with the end of its
+    error output instead of stopping the benchmark.
+    """
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "out.json"
         command = [sys.executable, "-m", module, *flags, "--json", str(out)]
-        subprocess.run(command, check=True)
+        done = subprocess.run(command, stderr=subprocess.PIPE, text=True)
+        if done.returncode != 0:
+            if failures is None:
+                raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-2000:]}")
+            error = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else ""
+            failures.append({"command": " ".join(command[1:-2]), "error": error})
+            print(f"FAILED: {' '.join(command[1:-2])}: {error}", file=sys.stderr)
+            return []
         rows = json.loads(out.read_text())
     return rows if isinstance(rows, list) else [rows]
 
 
 def measure(args: Args) -> dict:
-    env_rows, train_rows, density_rows = [], [], []
+    env_rows, train_rows, density_rows, failures = [], [], [], []
     if not args.skip_env:
         sizes = [str(n) for n in args.sizes]
         env_rows = run_module("experiments.bench_env", "--scenario", args.scenario,
@@ -61,15 +72,17 @@ def measure(args: Args) -> dict:
         for n in args.sizes:
             train_rows += run_module("experiments.bench_train", "--scenario", args.scenario,
                                      "--num-agents", str(n), "--algo", algo,
-                                     "--repeats", str(args.repeats))  # fmt: skip
+                                     "--repeats", str(args.repeats),
+                                     failures=failures)  # fmt: skip
     if not args.skip_density:
         for density in args.densities:
             density_rows += run_module(
                 "experiments.bench_train", "--scenario", args.scenario,
                 "--num-agents", str(args.density_agents), "--density", str(density),
-                "--repeats", str(args.repeats),
+                "--repeats", str(args.repeats), failures=failures,
             )  # fmt: skip
-    return {"env": env_rows, "train": train_rows, "density": density_rows, "machine": machine()}
+    return {"env": env_rows, "train": train_rows, "density": density_rows, "failed": failures,
+            "machine": machine()}  # fmt: skip
 
 
 def plot(results: dict, path: str) -> Path:

@@ -148,9 +148,9 @@ def test_linear_lr_anneal_scales_every_update():
     np.testing.assert_allclose(metrics["lr"], config.lr * np.array([1.0, 0.75, 0.5]))
     # The update of batch 4 is a quarter of an un-annealed one: same Adam state, same gradient.
     plain = Trainer(TrainConfig(**{**config.to_dict(), "lr_anneal": False}))
-    step_annealed, logs = trainer.update(state)
+    step_annealed, logs = jax.jit(trainer.update)(state)
     assert float(logs["lr"]) == pytest.approx(0.25 * config.lr)
-    step_plain, _ = plain.update(state)
+    step_plain, _ = jax.jit(plain.update)(state)
     for a, p, s in zip(jax.tree.leaves(step_annealed.teams[0].params),
                        jax.tree.leaves(step_plain.teams[0].params),
                        jax.tree.leaves(state.teams[0].params), strict=True):  # fmt: skip
