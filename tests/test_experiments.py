@@ -2,7 +2,9 @@
 
 import json
 
-from experiments import reproduce, rollout
+import pytest
+
+from experiments import bench_scaling, reproduce, rollout
 from qmarl_jax import loop
 from qmarl_jax.config import make_config
 
@@ -32,3 +34,26 @@ def test_rollout_runs_a_trained_policy_at_another_scale(tmp_path):
     summary = json.loads((tmp_path / "r.json").read_text())
     assert summary["num_agents"] == 60 and out.exists()
     assert rollout.main(["--run", str(run), "--ensemble", "max"]) == 2
+
+
+def test_reproduce_depth_stage(tmp_path):
+    args = reproduce.Args(stage="depth", scenarios=("jungle",), depths=(1,), seeds=2, batches=1,
+                          games=2, episodes=4, out=str(tmp_path))  # fmt: skip
+    reproduce.main(args)
+    depth = json.loads((tmp_path / "depth.json").read_text())["results"]
+    row = depth["jungle/depth1"]
+    assert row["seconds_per_batch"] > 0 and len(row["evaluation"]["score"]["seeds"]) == 2
+    assert "Depth sensitivity" in (tmp_path / "tables.md").read_text()
+
+
+@pytest.mark.slow
+def test_reproduce_fig9_and_bench_scaling(tmp_path):
+    reproduce.main(reproduce.Args(stage="fig9", sizes=(10,), out=str(tmp_path)))
+    rows = json.loads((tmp_path / "fig9.json").read_text())["results"]["rows"]
+    assert {r["algo"] for r in rows} == {"qmarl_ac", "mha"}
+    results = bench_scaling.main(bench_scaling.Args(
+        sizes=(10,), algos=("mha",), densities=(0.1,), density_agents=20, repeats=1,
+        json=str(tmp_path / "bench.json"), plot=str(tmp_path / "scaling.png"),
+    ))  # fmt: skip
+    assert results["env"] and results["train"] and results["density"]
+    assert (tmp_path / "scaling.png").exists() and not results["failed"]
