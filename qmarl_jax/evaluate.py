@@ -176,9 +176,11 @@ def evaluation_config(
         else (LEARN if Path(opponent).is_dir() else opponent)
         for kind in config.controllers[: config.num_teams]
     )  # fmt: skip
+    # Evaluation and inference run on one device (any batch size is valid there).
     changes: dict[str, Any] = dict(
-        games_per_batch=games, controllers=controllers, node_budget=None, edge_budget=None
-    )
+        games_per_batch=games, controllers=controllers, node_budget=None, edge_budget=None,
+        num_devices=1,
+    )  # fmt: skip
     if num_agents is not None:
         changes["num_agents"] = num_agents
     if ensemble is not None:

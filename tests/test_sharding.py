@@ -25,6 +25,7 @@ def test_eight_devices_match_one_device_and_shard_the_games():
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["device_count"] == 8
     assert report["loss_gap"] < 1e-5, report
+    assert report["eval_mesh_devices"] == 1
     for name, placed in report["placement"].items():
         assert placed["devices"] == 8, name
         assert placed["spec"] == "P(None, 'data')", name

@@ -17,6 +17,7 @@ import numpy as np
 
 from qmarl_jax import sharding
 from qmarl_jax.config import make_config
+from qmarl_jax.evaluate import evaluation_config
 from qmarl_jax.rollout import collect
 from qmarl_jax.train import Trainer
 
@@ -52,7 +53,10 @@ def main(algo: str) -> None:
         for name, x in (("features", traj.features), ("reward", traj.reward),
                         ("node_agent", traj.teams[0].graphs.nodes["agent"]))
     }  # fmt: skip
+    # Evaluation / inference (one game) still builds with 8 devices visible: it uses one.
+    single = Trainer(evaluation_config(config, games=1))
     report = {
+        "eval_mesh_devices": single.mesh.devices.size,
         "device_count": jax.device_count(),
         "loss_gap": relative_gap({k: l8[k] for k in losses}, {k: l1[k] for k in losses}),
         "losses_1": {k: np.asarray(l1[k]).tolist() for k in losses},
