@@ -238,11 +238,15 @@ class Evaluator:
         values = metrics_lib.episode_values(config.scenario, traj, trainer.teams, evaluated)
         return values, metrics_lib.graph_metrics(traj), start[1]
 
-    def _batch(self, params, key):
+    def _compile(self, params, key) -> None:
+        """Compile the batch program once (shapes only: nothing is played)."""
         if self._compiled is None:
             start_time = time.perf_counter()
             self._compiled = jax.jit(self._play).lower(params, key).compile()
             self.compile_s = time.perf_counter() - start_time
+
+    def _batch(self, params, key):
+        self._compile(params, key)
         return jax.device_get(self._compiled(params, key))
 
     def __call__(self, params_by_team: tuple, episodes: int, seed: int = 0) -> dict[str, Any]:
@@ -256,7 +260,7 @@ class Evaluator:
         """
         env, games = self.trainer.env, self.config.games_per_batch
         key0 = jax.random.PRNGKey(seed)
-        self._batch(params_by_team, key0)  # compiles once (not timed as play)
+        self._compile(params_by_team, key0)  # not timed as play
         start_time = time.perf_counter()
         values: dict[str, list] = {}
         graph_rows, oracle = [], []
