@@ -32,8 +32,8 @@ import numpy as np
 import tyro
 
 from experiments.common import machine, write_json
+from qmarl_jax.metrics import HEADLINE
 
-HEADLINE = {"jungle": "score", "battle": "terminal_reward", "deception": "home_reward"}
 TEST_AGENTS = {"jungle": 8, "battle": 28, "deception": 6}
 STAGES = ("curves", "table1", "depth", "fig9")
 
@@ -135,16 +135,14 @@ def evaluate_seeds(config, params_per_seed, episodes: int) -> dict:
 
 
 def stage_table1(args: Args, out: Path) -> dict:
+    from qmarl_jax.config import config_from_dict
     from qmarl_jax.evaluate import evaluation_config
 
     curves = json.loads((out / "curves.json").read_text())["results"]
     results = {}
     for name, run in curves.items():
         scenario, algo = name.split("/")
-        from qmarl_jax.config import TrainConfig
-
-        config = TrainConfig(**{k: tuple(v) if isinstance(v, list) else v
-                                for k, v in run["config"].items()})  # fmt: skip
+        config = config_from_dict(run["config"], source=f"curves.json[{name}]")
         with open(out / f"params-{scenario}-{algo}.pkl", "rb") as file:
             params = pickle.load(file)
         # Baselines have one node per agent (no ego-graph overlap): ensembling cannot apply.
@@ -160,13 +158,13 @@ def stage_table1(args: Args, out: Path) -> dict:
 
 
 def stage_depth(args: Args, out: Path) -> dict:
+    from qmarl_jax.evaluate import evaluation_config
+
     results = {}
     for scenario in args.scenarios:
         for depth in args.depths:
             config = train_config(args, scenario, "qmarl_ac", depth=depth)
             params, curves, seconds = train_seeds(config, args.seeds)
-            from qmarl_jax.evaluate import evaluation_config
-
             evaluated = evaluate_seeds(
                 evaluation_config(config, args.episodes), params, args.episodes
             )

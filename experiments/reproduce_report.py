@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-HEADLINE = {"jungle": "score", "battle": "terminal_reward", "deception": "home_reward"}
+from qmarl_jax.metrics import HEADLINE
+
 #: The paper's Q-MARL-AC numbers (x100) quoted by the SPEC; Battle 28 agents from Table 1.
 PAPER = {"jungle": 91.16, "battle": 90.16, "deception": 35.90}
 PAPER_TEST = {"battle": 85.3}

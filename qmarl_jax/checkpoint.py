@@ -20,7 +20,7 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
-from qmarl_jax.config import TrainConfig
+from qmarl_jax.config import TrainConfig, config_from_dict
 
 #: Fields that may change when resuming (they do not change what a batch computes).
 RESUMABLE_FIELDS = ("num_batches", "batches_per_chunk", "num_devices")
@@ -40,13 +40,7 @@ def load_config(run_dir: Path) -> TrainConfig:
     path = Path(run_dir) / CONFIG_FILE
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: {run_dir} is not a qmarl-jax run directory")
-    fields = json.loads(path.read_text())
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(fields) - known)
-    if unknown:
-        raise ValueError(f"{path} has fields this version does not know: {unknown}")
-    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
-    return TrainConfig(**fields)
+    return config_from_dict(json.loads(path.read_text()), source=str(path))
 
 
 def check_compatible(saved: TrainConfig, requested: TrainConfig) -> None:

@@ -206,6 +206,19 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
+def config_from_dict(fields: dict[str, Any], source: str = "config") -> TrainConfig:
+    """A ``TrainConfig`` from its ``to_dict()`` / JSON form (lists back to tuples, validated).
+
+    Raises:
+      ValueError: a field this version does not know (``source`` names where it came from).
+    """
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise ValueError(f"{source} has fields this version does not know: {unknown}")
+    return TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
+
+
 def _one_of(field: str, value: Any, allowed) -> None:
     if value not in allowed:
         raise ValueError(

@@ -17,6 +17,9 @@ import numpy as np
 
 from qmarl_jax.rollout import Trajectory
 
+#: The metric each scenario is judged by (the paper's "%"), x100.
+HEADLINE = {"jungle": "score", "battle": "terminal_reward", "deception": "home_reward"}
+
 
 def episode_values(scenario: str, traj: Trajectory, teams: np.ndarray, evaluated_team: int):
     """Per-episode metrics ``{name: float32[E]}`` of a trajectory; see the module docstring."""

@@ -8,9 +8,7 @@ import jax
 
 from envs import render
 from qmarl_jax.config import TrainConfig
-
-#: The metric plotted per scenario.
-CURVE_METRIC = {"jungle": "score", "battle": "terminal_reward", "deception": "home_reward"}
+from qmarl_jax.metrics import HEADLINE
 
 
 def learning_curve(history: list[dict], config: TrainConfig, path: Path) -> Path:
@@ -20,7 +18,7 @@ def learning_curve(history: list[dict], config: TrainConfig, path: Path) -> Path
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    metric = CURVE_METRIC[config.scenario]
+    metric = HEADLINE[config.scenario]
     batches = [row["batch"] for row in history]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
     for ax, key in zip(axes, (metric, f"return/team{config.learning_teams[0]}"), strict=True):
