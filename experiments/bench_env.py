@@ -12,19 +12,14 @@ after a warm-up call.
 from __future__ import annotations
 
 import dataclasses
-import json
 import statistics
-import subprocess
-import sys
-import tempfile
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import tyro
 
 import envs
-from experiments.common import machine, peak_rss_mb, time_compiled, write_json
+from experiments.common import machine, peak_rss_mb, run_module, time_compiled, write_json
 
 
 @dataclasses.dataclass
@@ -113,31 +108,11 @@ def main(args: Args) -> list[dict]:
         ]
     else:  # one fresh process per size, so each peak RSS is its own
         rows = []
-        with tempfile.TemporaryDirectory() as tmp:
-            for n in args.num_agents:
-                out = Path(tmp) / f"{n}.json"
-                cmd = [
-                    sys.executable,
-                    "-m",
-                    "experiments.bench_env",
-                    "--scenario",
-                    args.scenario,
-                    "--num-agents",
-                    str(n),
-                    "--num-envs",
-                    str(args.num_envs),
-                    "--steps",
-                    str(args.steps),
-                    "--repeats",
-                    str(args.repeats),
-                    "--seed",
-                    str(args.seed),
-                    "--json",
-                    str(out),
-                    "--quiet",
-                ]
-                subprocess.run(cmd, check=True)
-                rows.extend(json.loads(out.read_text()))
+        for n in args.num_agents:
+            rows += run_module("experiments.bench_env", "--scenario", args.scenario,
+                               "--num-agents", str(n), "--num-envs", str(args.num_envs),
+                               "--steps", str(args.steps), "--repeats", str(args.repeats),
+                               "--seed", str(args.seed), "--quiet")  # fmt: skip
     if not args.quiet:
         header = f"{'N':>7} {'envs':>5} {'steps':>6} {'agent-steps/s':>14} {'ns/agent-step':>14}"
         print(f"{args.scenario} on {rows[0]['backend']} ({rows[0]['device']})")

@@ -13,15 +13,11 @@ row; the PNG is log-log.
 from __future__ import annotations
 
 import dataclasses
-import json
-import subprocess
-import sys
-import tempfile
 from pathlib import Path
 
 import tyro
 
-from experiments.common import machine, write_json
+from experiments.common import machine, run_module, write_json
 
 
 @dataclasses.dataclass
@@ -39,27 +35,6 @@ class Args:
     skip_density: bool = False
     json: str = "bench/results.json"
     plot: str = "docs/media/scaling.png"
-
-
-def run_module(module: str, *flags: str, failures: list | None = None) -> list[dict]:
-    """Run ``python -m module ... --json tmp`` in a fresh process and return its rows.
-
-    With ``failures``, a failing run (e.g. out of memory) is recorded there with the end of its
-    error output instead of stopping the benchmark.
-    """
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "out.json"
-        command = [sys.executable, "-m", module, *flags, "--json", str(out)]
-        done = subprocess.run(command, stderr=subprocess.PIPE, text=True)
-        if done.returncode != 0:
-            if failures is None:
-                raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-2000:]}")
-            error = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else ""
-            failures.append({"command": " ".join(command[1:-2]), "error": error})
-            print(f"FAILED: {' '.join(command[1:-2])}: {error}", file=sys.stderr)
-            return []
-        rows = json.loads(out.read_text())
-    return rows if isinstance(rows, list) else [rows]
 
 
 def measure(args: Args) -> dict:

@@ -6,7 +6,9 @@ import json
 import os
 import platform
 import resource
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -60,3 +62,24 @@ def write_json(path: str | None, payload: Any) -> None:
     tmp = target.with_suffix(target.suffix + ".tmp")
     tmp.write_text(json.dumps(payload, indent=2) + "\n")
     tmp.replace(target)
+
+
+def run_module(module: str, *flags: str, failures: list | None = None) -> list[dict]:
+    """Run ``python -m module ... --json tmp`` in a fresh process and return its rows.
+
+    With ``failures``, a failing run (e.g. out of memory) is recorded there with the end of its
+    error output instead of stopping the benchmark.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "out.json"
+        command = [sys.executable, "-m", module, *flags, "--json", str(out)]
+        done = subprocess.run(command, stderr=subprocess.PIPE, text=True)
+        if done.returncode != 0:
+            if failures is None:
+                raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-2000:]}")
+            error = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else ""
+            failures.append({"command": " ".join(command[1:-2]), "error": error})
+            print(f"FAILED: {' '.join(command[1:-2])}: {error}", file=sys.stderr)
+            return []
+        rows = json.loads(out.read_text())
+    return rows if isinstance(rows, list) else [rows]

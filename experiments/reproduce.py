@@ -31,7 +31,7 @@ from typing import Literal
 import numpy as np
 import tyro
 
-from experiments.common import machine, write_json
+from experiments.common import machine, run_module, write_json
 from qmarl_jax.metrics import HEADLINE
 
 TEST_AGENTS = {"jungle": 8, "battle": 28, "deception": 6}
@@ -180,8 +180,6 @@ def stage_depth(args: Args, out: Path) -> dict:
 
 
 def stage_fig9(args: Args, out: Path) -> dict:
-    from experiments.bench_scaling import run_module
-
     rows = []
     for algo in ("qmarl_ac", "mha"):
         for n in args.sizes:
