@@ -29,6 +29,8 @@ class Args:
     algos: tuple[str, ...] = ("qmarl_ac", "mha")
     densities: tuple[float, ...] = (0.04, 0.10, 0.20, 0.40)
     density_agents: int = 10000
+    density_update_chunks: int = 10
+    """Time chunks of the density sweep's update (bounds its memory; the same gradient)."""
     repeats: int = 3
     """Timed repeats per training measurement (the median is reported)."""
     skip_env: bool = False
@@ -54,6 +56,7 @@ def measure(args: Args) -> dict:
             density_rows += run_module(
                 "experiments.bench_train", "--scenario", args.scenario,
                 "--num-agents", str(args.density_agents), "--density", str(density),
+                "--update-chunks", str(args.density_update_chunks),
                 "--repeats", str(args.repeats), failures=failures,
             )  # fmt: skip
     return {"env": env_rows, "train": train_rows, "density": density_rows, "failed": failures,

@@ -44,6 +44,8 @@ class Args:
     depth: int = 2
     width: int = 64
     max_steps: int = 30
+    update_chunks: int = 1
+    """Time chunks of the qmarl_ac / mha update (gradient accumulation: less memory)."""
     repeats: int = 3
     seed: int = 0
     json: str | None = None
@@ -57,6 +59,7 @@ def measure(args: Args) -> dict:
         args.scenario, num_agents=args.num_agents, density=args.density,
         max_steps=args.max_steps, algo=args.algo, depth=args.depth, width=args.width,
         games_per_batch=games, controllers=opponents, seed=args.seed,
+        update_chunks=args.update_chunks,
     )  # fmt: skip
     trainer = Trainer(config)
     # Placed as the chunks' outputs are, so the timed calls reuse the first call's compile.
@@ -85,6 +88,7 @@ def measure(args: Args) -> dict:
         "max_steps": config.env_config.max_steps,
         "node_budget": trainer.actor.node_budget,
         "edge_budget": trainer.actor.edge_budget,
+        "update_chunks": args.update_chunks,
         "seconds_per_batch": seconds,
         "seconds_per_100_episodes": seconds * 100 / games,
         "seconds_per_episodes": seconds * args.episodes / games,

@@ -70,6 +70,11 @@ class TrainConfig:
     normalize_advantages: bool = True
     """Standardise advantages (PG returns, PPO GAE) over the batch."""
 
+    update_chunks: int = 1
+    """qmarl_ac / mha: compute the update's gradient over this many time chunks of the batch and
+    sum them (the same gradient; the activations of one chunk at a time, for dense crowds and
+    large N). Must divide the episode length. qmarl_ppo bounds memory with num_minibatches."""
+
     # --- optimiser ---
     lr: float = 0.003
     """Adam learning rate (the paper: 0.01)."""
@@ -92,9 +97,14 @@ class TrainConfig:
     beyond the budget are dropped and counted (``overflow_nodes``)."""
     edge_budget: int | None = None
     """Directed-edge slots of one env-step; None: calibrated. Dropped edges are counted."""
-    budget_margin: float = 2.0
+    budget_margin: float = 1.25
     """Calibrated budgets = margin x the largest total seen on random starts of 64 envs, capped
-    by the worst case (which never drops anything)."""
+    by the worst case (which never drops anything). Training grows them when they overflow
+    (``grow_budgets``)."""
+    grow_budgets: bool = True
+    """Training loop: when a chunk's ego-graphs overflowed a budget, raise both budgets 1.5x and
+    rerun the chunk (a recompile), so training never drops a node; the grown budgets are saved
+    in the run's config. False: overflowing nodes are dropped and counted."""
     width: int = 64
     """Hidden width of the message-passing network."""
     num_blocks: int = 2
@@ -151,6 +161,20 @@ class TrainConfig:
         for name in ("clip_eps", "entropy_coef", "critic_coef", "max_grad_norm"):
             require(getattr(self, name) >= 0, name, getattr(self, name), "must be >= 0")
         require(self.depth >= 0, "depth", self.depth, "must be >= 0")
+        require(self.update_chunks >= 1, "update_chunks", self.update_chunks, "must be >= 1")
+        require(
+            self.update_chunks == 1 or self.loss_kind == "ac",
+            "update_chunks",
+            self.update_chunks,
+            f"must be 1 for algo={self.algo!r} (chunked updates: qmarl_ac and mha; qmarl_ppo "
+            "bounds memory with num_minibatches)",
+        )
+        require(
+            env_config.max_steps % self.update_chunks == 0,
+            "update_chunks",
+            self.update_chunks,
+            f"must divide the episode length max_steps={env_config.max_steps}",
+        )
         border = envs.make_env(env_config).spec.pad
         require(
             self.graph_depth * env_config.graph_radius <= border,

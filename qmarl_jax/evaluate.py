@@ -176,10 +176,12 @@ def evaluation_config(
         else (LEARN if Path(opponent).is_dir() else opponent)
         for kind in config.controllers[: config.num_teams]
     )  # fmt: skip
-    # Evaluation and inference run on one device (any batch size is valid there).
+    # Evaluation and inference run on one device (any batch size is valid there). They cannot
+    # regrow overflowing budgets as training does, so they calibrate with a wider margin (the
+    # summary still counts any overflow).
     changes: dict[str, Any] = dict(
         games_per_batch=games, controllers=controllers, node_budget=None, edge_budget=None,
-        num_devices=1,
+        budget_margin=max(EVALUATION_BUDGET_MARGIN, config.budget_margin), num_devices=1,
     )  # fmt: skip
     if num_agents is not None:
         changes["num_agents"] = num_agents
@@ -187,6 +189,9 @@ def evaluation_config(
         changes["ensemble"] = ensemble
     return dataclasses.replace(config, **changes)
 
+
+#: Least budget margin of evaluation and inference (``TrainConfig.budget_margin``).
+EVALUATION_BUDGET_MARGIN = 2.0
 
 #: Fields that must agree between a run and an opponent run whose parameters it plays against.
 NETWORK_FIELDS = ("width", "num_blocks", "n_rbf", "algo", "heads")

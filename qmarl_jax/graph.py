@@ -7,9 +7,17 @@ vmapped over agents, no BFS queue, O(N x window) — never O(N^2).
 
 All ego-graphs of one environment step are packed into one flat ``jraph.GraphsTuple`` padded to a
 *total* node and edge budget (not every ego-graph to its worst case): at 4% density the mean
-ego-graph has about 1.4 nodes. Nodes are compacted with a running count of the masks. A node that
+ego-graph has about 1.2 nodes. Nodes are compacted with a running count of the masks. A node that
 does not fit the budget is dropped *and counted* (``EgoStats.overflow_nodes``); so are nodes beyond
 the per-graph cap ``max_nodes`` (``EgoStats.truncated_nodes``).
+
+**Layout: agent-aligned singleton slots, then the budget.** An agent with no neighbour has a
+one-node ego-graph without edges and appears in no other ego-graph (about 72% of the agents at 4%
+density). Node slot ``i < N`` is reserved for agent ``i``'s singleton ego-graph (padding when agent
+``i`` has neighbours or is not a centre); the ``node_budget`` slots after them hold the ego-graphs
+of two or more nodes, and every edge joins two of those. The network computes the edgeless slots
+per agent without message passing (``nmp.MessagePassing``: their message sums are zero), so the
+padded message-passing work scales with the agents that have neighbours, not with N.
 """
 
 from __future__ import annotations
@@ -30,7 +38,8 @@ class EgoStats(NamedTuple):
 
     Attributes:
       num_graphs: alive agents (= non-empty ego-graphs).
-      num_nodes: nodes kept in the flat batch.
+      num_nodes: nodes kept in the flat batch (singleton slots included).
+      singletons: one-node ego-graphs (held in the agent-aligned slots, outside the budget).
       num_edges: directed edges kept.
       max_graph_nodes: largest ego-graph (after the cap).
       truncated_nodes: nodes beyond ``max_nodes`` in their ego-graph (dropped by the cap).
@@ -41,6 +50,7 @@ class EgoStats(NamedTuple):
 
     num_graphs: jax.Array
     num_nodes: jax.Array
+    singletons: jax.Array
     num_edges: jax.Array
     max_graph_nodes: jax.Array
     truncated_nodes: jax.Array
@@ -115,6 +125,7 @@ def ego_graphs(
     node_budget: int,
     edge_budget: int,
     centres: jax.Array | None = None,
+    singleton_slots: bool = True,
 ) -> tuple[jraph.GraphsTuple, EgoStats]:
     """Decompose one environment's agent graph into padded ego-graphs.
 
@@ -124,19 +135,24 @@ def ego_graphs(
       depth: hops d of an ego-graph (the centre is hop 0).
       radius: graph radius r (edge iff Chebyshev distance <= r).
       max_nodes: cap on nodes per ego-graph; the closest by hop, then distance are kept.
-      node_budget: total node slots B_n of the flat batch.
+      node_budget: node slots B of the ego-graphs with two or more nodes (the N singleton slots
+        come on top).
       edge_budget: total directed-edge slots B_e of the flat batch.
       centres: optional bool[N]: build ego-graphs only around these agents (e.g. one team's);
         every alive agent can still appear as a node.
+      singleton_slots: put one-node ego-graphs in the agent-aligned slots (default). False puts
+        them in the budget like any other ego-graph (the reference layout of the tests).
 
     Returns:
-      ``(graphs, stats)``. ``graphs`` is a ``jraph.GraphsTuple`` with N + 1 graphs (graph i is the
-      ego-graph of agent i, empty if it is dead; the last graph holds the padding) and
-      ``nodes = {"agent": int32[B_n] global agent id (N on padding), "graph": int32[B_n] ego-graph
-      id (N on padding), "hop": int32[B_n]}``, ``edges = {"distance": float32[B_e]}``,
-      ``senders/receivers int32[B_e]`` flat node indices (padding edges point at node slot B_n,
-      outside the node arrays, so segment sums drop them). Within an ego-graph the nodes are
-      ordered by (hop, distance, row, column): the centre first.
+      ``(graphs, stats)``. ``graphs`` is a ``jraph.GraphsTuple`` with ``B_n = N + B`` nodes and
+      N + 1 graphs (graph i is the ego-graph of agent i, empty if it is dead; the last graph holds
+      the padding) and ``nodes = {"agent": int32[B_n] global agent id (N on padding), "graph":
+      int32[B_n] ego-graph id (N on padding), "hop": int32[B_n]}``, ``edges = {"distance":
+      float32[B_e]}``, ``senders/receivers int32[B_e]`` flat node indices (padding edges point at
+      node slot B_n, outside the node arrays, so segment sums drop them). Slot ``i < N`` holds
+      agent i's one-node ego-graph, if it has one; the larger ego-graphs follow in agent order,
+      each with its nodes ordered by (hop, distance, row, column): the centre first. Every edge
+      joins two slots ``>= N``.
     """
     if depth * radius > spec.pad:
         raise ValueError(
@@ -147,6 +163,7 @@ def ego_graphs(
     window, _, _, order_rank, pairs, pair_distance = window_geometry(depth, radius)
     num_agents = grid.alive.shape[0]
     num_slots = len(window)
+    total_slots = num_agents + node_budget
     ids = spec.gather(grid.occupancy, grid.positions, window)
     is_centre = grid.alive if centres is None else grid.alive & centres
     hop = hop_distances(ids, is_centre, depth, radius)
@@ -158,15 +175,21 @@ def ego_graphs(
     rank = jnp.sum(before, axis=-1, dtype=jnp.int32)
     kept = reached & (rank < max_nodes)
     graph_size = jnp.sum(kept, axis=-1, dtype=jnp.int32)
+    singleton = (graph_size == 1) & singleton_slots  # [N]: kept only its centre
+    packed_size = jnp.where(singleton, 0, graph_size)
 
-    # Flat node slots: ego-graph i occupies [offset_i, offset_i + size_i) while within budget.
-    flat = _exclusive_cumsum(graph_size)[:, None] + rank
-    fits = kept & (flat < node_budget)
-    flat = jnp.where(fits, flat, node_budget)
-    agent_of_graph = jnp.broadcast_to(jnp.arange(num_agents, dtype=jnp.int32)[:, None], ids.shape)
+    # Flat node slots: singleton i sits in slot i; a larger ego-graph i occupies
+    # [N + offset_i, N + offset_i + size_i) while within the budget.
+    agents = jnp.arange(num_agents, dtype=jnp.int32)
+    packed = _exclusive_cumsum(packed_size)[:, None] + rank
+    in_budget = kept & (packed < node_budget)
+    fits = jnp.where(singleton[:, None], kept, in_budget)
+    flat = jnp.where(singleton[:, None], agents[:, None], num_agents + packed)
+    flat = jnp.where(fits, flat, total_slots)
+    agent_of_graph = jnp.broadcast_to(agents[:, None], ids.shape)
 
     def scatter(values, fill):
-        return jnp.full(node_budget, fill, jnp.int32).at[flat].set(values, mode="drop")
+        return jnp.full(total_slots, fill, jnp.int32).at[flat].set(values, mode="drop")
 
     nodes = {
         "agent": scatter(ids, num_agents),
@@ -186,8 +209,8 @@ def ego_graphs(
         values = jnp.broadcast_to(values, edge_ok.shape).astype(dtype)
         return jnp.full(edge_budget, fill, dtype).at[edge_flat].set(values, mode="drop")
 
-    senders = scatter_edges(flat[:, pairs[:, 0]], 0)
-    receivers = scatter_edges(flat[:, pairs[:, 1]], node_budget)
+    senders = scatter_edges(flat[:, pairs[:, 0]], num_agents)
+    receivers = scatter_edges(flat[:, pairs[:, 1]], total_slots)
     distance = scatter_edges(jnp.asarray(pair_distance)[None, :], 0.0, jnp.float32)
     n_edge = jnp.sum(edge_fits, axis=-1, dtype=jnp.int32)
 
@@ -199,12 +222,13 @@ def ego_graphs(
         senders=senders,
         receivers=receivers,
         globals=None,
-        n_node=jnp.append(n_node, node_budget - total_nodes),
+        n_node=jnp.append(n_node, total_slots - total_nodes),
         n_edge=jnp.append(n_edge, edge_budget - total_edges),
     )
     stats = EgoStats(
         num_graphs=jnp.sum(is_centre, dtype=jnp.int32),
         num_nodes=total_nodes,
+        singletons=jnp.sum(singleton & is_centre, dtype=jnp.int32),
         num_edges=total_edges,
         max_graph_nodes=jnp.max(n_node),
         truncated_nodes=jnp.sum(reached & ~kept, dtype=jnp.int32),
@@ -235,7 +259,8 @@ def worst_case_budgets(num_agents: int, depth: int, radius: int, max_nodes: int)
 
 def calibrate_budgets(spec, reset, depth, radius, max_nodes, margin, key, num_envs=64):
     """Budgets from the ego-graphs of ``num_envs`` random starts: ``margin`` x the largest totals
-    seen (at least 8 slots), capped by the worst case.
+    seen (at least 8 slots), capped by the worst case. The node budget counts the nodes of
+    ego-graphs with two or more nodes (singletons have their own slots).
 
     Args:
       spec: the env's grid geometry.
@@ -255,7 +280,7 @@ def calibrate_budgets(spec, reset, depth, radius, max_nodes, margin, key, num_en
         # The barrier keeps XLA from constant-folding the all-alive start (slow at 10k agents).
         grid = jax.lax.optimization_barrier(reset(key).grid)
         _, stats = ego_graphs(spec, grid, depth, radius, max_nodes, worst_nodes, worst_edges)
-        return stats.num_nodes, stats.num_edges
+        return stats.num_nodes - stats.singletons, stats.num_edges
 
     nodes, edges = jax.vmap(totals)(jax.random.split(key, num_envs))
     node_budget = min(worst_nodes, max(8, int(np.ceil(margin * int(nodes.max())))))
@@ -270,8 +295,9 @@ def neighbour_graph(
 
     Node i is agent i (padding where dead); edge slot ``i * K + k`` joins neighbour slot k of
     agent i to i (``K = (2r+1)^2 - 1``), padding where the slot is empty. Same layout as
-    ``ego_graphs`` (every node is hop 0 of its own one-node "ego-graph"), so the losses, the
-    ensembling and the masks work unchanged; budgets are exactly ``N`` nodes and ``N * K`` edges,
+    ``ego_graphs`` (every node is hop 0 of its own one-node "ego-graph", in the agent-aligned slots,
+    but with edges: only the ``mha`` trunk reads this layout), so the losses, the ensembling and
+    the masks work unchanged; budgets are exactly ``N`` nodes and ``N * K`` edges,
     so nothing can overflow. Cost O(N x K).
 
     Args:
@@ -308,6 +334,7 @@ def neighbour_graph(
     stats = EgoStats(
         num_graphs=jnp.sum(is_centre, dtype=jnp.int32),
         num_nodes=jnp.sum(grid.alive, dtype=jnp.int32),
+        singletons=zero,
         num_edges=jnp.sum(degree),
         max_graph_nodes=1 + jnp.max(jnp.where(is_centre, degree, 0)),
         truncated_nodes=zero,

@@ -19,6 +19,10 @@ class ProgressBar:
         self.bar.set_postfix({k: f"{last[k]:.3g}" for k in headline if k in last})
         self.bar.update(len(rows))
 
+    def write(self, message: str) -> None:
+        """Print a line above the bar."""
+        self.bar.write(message)
+
     def close(self) -> None:
         self.bar.close()
 

@@ -1,7 +1,9 @@
 """The thin host loop: runs jitted chunks of batches and does all the I/O between them.
 
 Per chunk: progress bar with live metrics, one JSONL line and TensorBoard scalars per batch, an
-atomic orbax checkpoint. At the end: a learning-curve PNG and a GIF of the trained policy.
+atomic orbax checkpoint. A chunk whose ego-graphs overflowed the node or edge budget is rerun
+with larger budgets (``grow_budgets``). At the end: a learning-curve PNG and a GIF of the trained
+policy.
 ``resume`` continues a run and gives the same numbers as an uninterrupted one (every batch is a
 pure function of the checkpointed state). Ctrl-C exits cleanly after the last saved chunk; a
 non-finite loss stops the run with a clear message and keeps the last good checkpoint.
@@ -9,7 +11,9 @@ non-finite loss stops the run with a clear message and keeps the last good check
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -21,6 +25,9 @@ from qmarl_jax import sharding
 from qmarl_jax.checkpoint import Checkpointer, check_compatible, load_config, save_config
 from qmarl_jax.config import TrainConfig
 from qmarl_jax.train import RunnerState, Trainer
+
+#: Factor on both ego-graph budgets when a chunk overflowed them (``TrainConfig.grow_budgets``).
+BUDGET_GROWTH = 1.5
 
 #: Metrics shown in the progress bar, when present.
 HEADLINE = ("score", "win", "terminal_reward", "home_reward", "return/team0", "loss")
@@ -126,6 +133,17 @@ def train(
             start = time.perf_counter()
             next_runner, metrics = jax.block_until_ready(chunk(runner, size))
             rows = _chunk_rows(metrics, done, time.perf_counter() - start)
+            if config.grow_budgets and _overflowed(rows):
+                # Dropping nodes changes the learning problem: rerun the chunk from its saved
+                # start with larger budgets (a recompile), so no node is ever lost in training.
+                config = grown_budgets(config, trainer)
+                save_config(run_dir, config)
+                trainer = Trainer(config)
+                chunk = jax.jit(trainer.run_batches, static_argnums=1)
+                bar.write(f"ego-graph budget overflow: budgets raised to {config.node_budget} "
+                          f"nodes / {config.edge_budget} edges, rerunning batches {done + 1}-"
+                          f"{done + size}")  # fmt: skip
+                continue
             if any(row["nonfinite"] > 0 for row in rows):
                 bad = next(row["batch"] for row in rows if row["nonfinite"] > 0)
                 raise NonFiniteLoss(
@@ -152,6 +170,25 @@ def train(
         learning_curve(history, config, run_dir / "curve.png")
         policy_gif(trainer, runner, run_dir / "policy.gif")
     return run_dir
+
+
+def _overflowed(rows: list[dict]) -> bool:
+    return any(
+        value > 0
+        for row in rows
+        for name, value in row.items()
+        if name.endswith(("_overflow_nodes", "_overflow_edges"))
+    )
+
+
+def grown_budgets(config: TrainConfig, trainer: Trainer) -> TrainConfig:
+    """``config`` with both ego-graph budgets fixed at ``BUDGET_GROWTH`` x the trainer's."""
+    actor = trainer.actor
+    return dataclasses.replace(
+        config,
+        node_budget=math.ceil(BUDGET_GROWTH * actor.node_budget),
+        edge_budget=math.ceil(BUDGET_GROWTH * actor.edge_budget),
+    )
 
 
 def load_runner(run_dir: str | Path) -> tuple[Trainer, RunnerState]:

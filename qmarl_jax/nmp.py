@@ -70,18 +70,31 @@ class MessagePassing(nn.Module):
     def __call__(self, observations: jax.Array, graphs: jraph.GraphsTuple):
         """Node states of every ego-graph.
 
+        The first N node slots are agent-aligned singleton ego-graphs (``graph.ego_graphs``):
+        they have no edges, so their message sums are zero and each block only adds the constant
+        ``h_lin(h_rel(0))``; they are computed per agent. Message passing runs on the other
+        ``B_n - N`` slots, which hold every edge.
+
         Args:
           observations: float32[N, F] per-agent features.
-          graphs: flat ego-graphs with B_n nodes and B_e edges.
+          graphs: flat ego-graphs with B_n >= N nodes and B_e edges.
 
         Returns:
           ``(s float32[B_n, H], z float32[B_e, H or n_rbf])`` node and edge states.
         """
-        num_nodes = graphs.nodes["agent"].shape[0]
-        s = gather_nodes(nn.Dense(self.width, name="embed")(observations), graphs)
+        num_aligned = observations.shape[0]
+        embedded = nn.Dense(self.width, name="embed")(observations)
+        rest = jraph.GraphsTuple(
+            nodes={"agent": graphs.nodes["agent"][num_aligned:]},
+            edges=graphs.edges, senders=graphs.senders - num_aligned,
+            receivers=graphs.receivers - num_aligned, globals=None, n_node=None, n_edge=None,
+        )  # fmt: skip
+        num_nodes = rest.nodes["agent"].shape[0]
+        s = gather_nodes(embedded, rest)
         z = rbf_expand(graphs.edges["distance"], self.n_rbf, self.d_max)
-        senders, receivers = graphs.senders, graphs.receivers
-        safe_receivers = jnp.minimum(receivers, num_nodes - 1)  # padding edges: dropped below
+        senders, receivers = rest.senders, rest.receivers
+        safe_receivers = jnp.clip(receivers, 0, num_nodes - 1)  # padding edges: dropped below
+        edgeless = embedded
         for block in range(self.num_blocks):
             # z_ij = h_rel([s_i, s_j, z_ij]) with i the receiver, as three Dense maps summed.
             z = nn.relu(
@@ -93,9 +106,12 @@ class MessagePassing(nn.Module):
                 nn.Dense(self.width, name=f"filter_{block}")(z)
             )
             incoming = jax.ops.segment_sum(message, receivers, num_segments=num_nodes)
-            hidden = nn.relu(nn.Dense(self.width, name=f"vertex_{block}_hidden")(incoming))
-            s = s + nn.Dense(self.width, name=f"vertex_{block}_out")(hidden)
-        return s, z
+            vertex_hidden = nn.Dense(self.width, name=f"vertex_{block}_hidden")
+            vertex_out = nn.Dense(self.width, name=f"vertex_{block}_out")
+            s = s + vertex_out(nn.relu(vertex_hidden(incoming)))
+            no_message = jnp.zeros((1, self.width), s.dtype)
+            edgeless = edgeless + vertex_out(nn.relu(vertex_hidden(no_message)))
+        return jnp.concatenate([edgeless, s]), z
 
 
 def neighbour_attention(q, k, v, senders, receivers):

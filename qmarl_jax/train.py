@@ -131,11 +131,36 @@ class Trainer:
         return team.replace(params=optax.apply_updates(team.params, updates), opt_state=opt_state)
 
     def _gradient_step(self, team: TeamState, batch: common.TeamBatch, scale: jax.Array):
-        loss_fn = LOSSES[self.config.loss_kind]
-        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            team.params, self.heads, batch, self.config
-        )
+        cfg = self.config
+        if cfg.update_chunks == 1:
+            (loss, aux), grads = jax.value_and_grad(LOSSES[cfg.loss_kind], has_aux=True)(
+                team.params, self.heads, batch, cfg
+            )
+        else:
+            (loss, aux), grads = self._chunked_gradient(team.params, batch)
         return self._apply(team, grads, scale), {"loss": loss, **aux}
+
+    def _chunked_gradient(self, params, batch: common.TeamBatch):
+        """The qmarl_ac loss and gradient as a sum over ``update_chunks`` time chunks: the same
+        numbers as in one piece, with the activations of one chunk alive at a time."""
+        counts = common.loss_counts(batch)
+
+        def add_chunk(total, chunk):
+            out = jax.value_and_grad(qmarl_ac.loss, has_aux=True)(
+                params, self.heads, chunk, self.config, counts
+            )
+            return jax.tree.map(jnp.add, total, out), None
+
+        zeros = jax.eval_shape(
+            lambda: jax.value_and_grad(qmarl_ac.loss, has_aux=True)(
+                params, self.heads, batch, self.config, counts
+            )
+        )
+        zeros = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), zeros)
+        total, _ = jax.lax.scan(
+            add_chunk, zeros, common.time_chunks(batch, self.config.update_chunks)
+        )
+        return total
 
     def _ppo_steps(
         self, team: TeamState, batch: common.TeamBatch, key: jax.Array, scale: jax.Array

@@ -119,20 +119,53 @@ def test_ego_graphs_match_brute_force_bfs(density, depth, radius, max_nodes):
 
 def test_budgets_drop_nodes_and_edges_only_with_a_count():
     env, params = envs.make("battle", height=6, width=6, num_agents=16)
+    n = env.num_agents
     grid = random_grid(env, params, jax.random.key(3), dead_fraction=0.0)
     full, full_stats = graph.ego_graphs(env.spec, grid, 2, 1, 25, 16 * 25, 16 * 200)
     total_nodes, total_edges = int(full_stats.num_nodes), int(full_stats.num_edges)
-    node_budget, edge_budget = total_nodes // 2, total_edges // 3
+    singletons = int(full_stats.singletons)
+    packed = total_nodes - singletons  # nodes of ego-graphs with >= 2 nodes: these use the budget
+    node_budget, edge_budget = packed // 2, total_edges // 3
     graphs, stats = graph.ego_graphs(env.spec, grid, 2, 1, 25, node_budget, edge_budget)
-    assert int(stats.num_nodes) == node_budget
-    assert int(stats.overflow_nodes) == total_nodes - node_budget
+    assert int(stats.num_nodes) == singletons + node_budget
+    assert int(stats.overflow_nodes) == packed - node_budget
     assert int(stats.num_edges) == edge_budget
     assert int(stats.num_edges) + int(stats.overflow_edges) <= total_edges
-    # The nodes kept are exactly the first node_budget slots of the unconstrained layout.
-    np.testing.assert_array_equal(graphs.nodes["agent"], full.nodes["agent"][:node_budget])
-    assert np.all(np.asarray(graph.node_mask(graphs)))
+    # The nodes kept are the singleton slots and the first node_budget packed slots of the
+    # unconstrained layout.
+    slots = n + node_budget
+    np.testing.assert_array_equal(graphs.nodes["agent"], full.nodes["agent"][:slots])
+    assert np.all(np.asarray(graph.node_mask(graphs))[n:])
     assert int(np.sum(graph.edge_mask(graphs))) == edge_budget
-    assert int(graphs.n_node.sum()) == node_budget and int(graphs.n_edge.sum()) == edge_budget
+    assert int(graphs.n_node.sum()) == slots and int(graphs.n_edge.sum()) == edge_budget
+
+
+def test_singleton_ego_graphs_sit_in_agent_aligned_slots():
+    env, params = envs.make("battle", height=9, width=9, num_agents=12)
+    n = env.num_agents
+    build = jax.jit(
+        lambda grid, aligned: graph.ego_graphs(
+            env.spec, grid, 2, 1, 25, n * 25, n * 200, singleton_slots=aligned
+        ),
+        static_argnums=1,
+    )
+    for trial in range(4):
+        grid = random_grid(env, params, jax.random.key(10 + trial))
+        graphs, stats = build(grid, True)
+        reference, _ = build(grid, False)
+        positions, alive = np.asarray(grid.positions), np.asarray(grid.alive)
+        expected = brute_force_ego_graphs(positions, alive, 2, 1, 25)
+        lonely = [c for c, (nodes, _) in expected.items() if len(nodes) == 1]
+        agent = np.asarray(graphs.nodes["agent"])
+        assert int(stats.singletons) == len(lonely) > 0
+        assert agent[:n].tolist() == [i if i in lonely else n for i in range(n)]
+        assert np.all(np.asarray(graphs.nodes["hop"])[:n] == 0)
+        real = np.asarray(graph.edge_mask(graphs))
+        assert np.all(np.asarray(graphs.senders)[real] >= n)
+        assert np.all(np.asarray(graphs.receivers)[real] >= n)
+        # Both layouts hold the same ego-graphs; the reference keeps the aligned slots empty.
+        assert unpack(graphs, n) == unpack(reference, n)
+        assert np.all(np.asarray(reference.nodes["agent"])[:n] == n)
 
 
 def test_padding_graph_and_masks():
@@ -142,7 +175,7 @@ def test_padding_graph_and_masks():
     mask = np.asarray(graph.node_mask(graphs))
     assert mask.sum() == int(graphs.n_node[:-1].sum())
     assert np.all(np.asarray(graphs.nodes["graph"])[~mask] == env.num_agents)
-    assert int(graphs.n_node[-1]) == 64 - mask.sum()
+    assert int(graphs.n_node[-1]) == env.num_agents + 64 - mask.sum()
 
 
 def test_depth_beyond_the_grid_border_is_refused():

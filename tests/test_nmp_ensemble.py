@@ -39,7 +39,8 @@ def test_node_permutation_invariance():
     params = init(features, graphs, n)
     logits = MODEL.apply(params, features, graphs, method=MODEL.logits)
     budget = graphs.nodes["agent"].shape[0]
-    perm = np.random.default_rng(0).permutation(budget)  # new slot k holds old node perm[k]
+    # New slot k holds old node perm[k]; the agent-aligned singleton slots [0, n) stay in place.
+    perm = np.concatenate([np.arange(n), n + np.random.default_rng(0).permutation(budget - n)])
     inverse = np.argsort(perm)
     edges = np.random.default_rng(1).permutation(graphs.senders.shape[0])
     receivers = np.asarray(graphs.receivers)[edges]
@@ -79,6 +80,32 @@ def test_invariance_to_rotating_and_reflecting_the_grid(transform):
     assert before.keys() == after.keys()
     for key in before:
         np.testing.assert_allclose(after[key], before[key], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("head", ["logits", "values", "q_values"])
+def test_singleton_fast_path_equals_message_passing_on_every_node(head):
+    """Edgeless ego-graphs computed per agent give what the full network gives them."""
+    n = len(POSITIONS)
+    env, state = setup_graphs(POSITIONS)[:2]
+    build = lambda aligned: graph.ego_graphs(env.spec, state.grid, 2, 1, 25, n * 25, n * 200,
+                                             singleton_slots=aligned)[0]  # fmt: skip
+    fast, reference = build(True), build(False)
+    assert int(np.sum(np.asarray(fast.nodes["agent"])[:n] < n)) >= 1  # [0, 7] has no neighbour
+    features = jax.random.normal(jax.random.key(8), (n, 12))
+    actions = jax.random.randint(jax.random.key(9), (n,), 0, 5)
+    params = init(features, fast, n)
+    extra = (actions,) if head == "q_values" else ()
+
+    def per_graph(graphs):
+        out = np.asarray(MODEL.apply(params, features, graphs, *extra,
+                                     method=getattr(MODEL, head)))  # fmt: skip
+        agent, owner = np.asarray(graphs.nodes["agent"]), np.asarray(graphs.nodes["graph"])
+        return {(int(owner[i]), int(agent[i])): out[i] for i in np.flatnonzero(agent < n)}
+
+    got, expected = per_graph(fast), per_graph(reference)
+    assert got.keys() == expected.keys()
+    for key in expected:
+        np.testing.assert_allclose(got[key], expected[key], rtol=1e-5, atol=1e-5)
 
 
 def loop_ensemble(logits, graphs, num_agents, mode, weight):

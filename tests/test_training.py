@@ -45,6 +45,59 @@ def test_every_algorithm_runs_and_updates(algo, tmp_path):
     assert any(jax.tree.leaves(changed))
 
 
+@pytest.mark.parametrize("algo", ["qmarl_ac", "mha"])
+def test_chunked_update_equals_the_update_in_one_piece(algo):
+    import dataclasses
+
+    from qmarl_jax.algos import qmarl_ac
+    from qmarl_jax.rollout import collect, team_batch
+
+    config = make_config("battle", algo=algo, num_batches=1, **{**SMALL, "max_steps": 12})
+    trainer = Trainer(config)
+    chunked = Trainer(dataclasses.replace(config, update_chunks=4))
+    params = trainer.init(jax.random.PRNGKey(0)).teams[0].params
+    traj = jax.jit(lambda key: collect(trainer.actor, (params,), key, trainer.env_params))(
+        jax.random.PRNGKey(1)
+    )
+    batch = team_batch(traj, 0, 0, trainer.teams)
+    (loss, aux), grads = jax.jit(
+        jax.value_and_grad(lambda p: qmarl_ac.loss(p, trainer.heads, batch, config), has_aux=True)
+    )(params)
+    (loss4, aux4), grads4 = jax.jit(chunked._chunked_gradient)(params, batch)
+    assert abs(float(loss4) - float(loss)) <= 1e-5 * max(1.0, abs(float(loss)))
+    for name in aux:
+        np.testing.assert_allclose(aux4[name], aux[name], rtol=1e-5, atol=1e-6)
+    flat, flat4 = jax.tree.leaves(grads), jax.tree.leaves(grads4)
+    assert any(np.abs(g).max() > 0 for g in flat)
+    for g, g4 in zip(flat, flat4, strict=True):
+        np.testing.assert_allclose(g4, g, rtol=1e-4, atol=1e-6)
+
+
+def test_overflowing_budgets_grow_and_the_chunk_reruns(tmp_path):
+    import dataclasses
+
+    from qmarl_jax.checkpoint import load_config
+
+    config = make_config("jungle", num_batches=4, node_budget=3, edge_budget=3, **SMALL)
+    grown = loop.train(config, tmp_path / "grown", progress=False, finish=False)
+    saved = load_config(grown)
+    assert saved.node_budget > 3 and saved.edge_budget > 3
+    got = rows(grown)
+    assert [row["batch"] for row in got] == [1, 2, 3, 4]
+    assert all(row["graph_overflow_nodes"] == 0 == row["graph_overflow_edges"] for row in got)
+    # The same numbers as a run that had the final budgets from the start.
+    fixed = dataclasses.replace(config, node_budget=saved.node_budget,
+                                edge_budget=saved.edge_budget)  # fmt: skip
+    expected = rows(loop.train(fixed, tmp_path / "fixed", progress=False, finish=False))
+    for a, b in zip(got, expected, strict=True):
+        assert a.keys() == b.keys()
+        np.testing.assert_allclose([a[k] for k in a], [b[k] for k in a], rtol=1e-4, atol=1e-5)
+    # Without growth the overflow is dropped and counted.
+    kept = dataclasses.replace(config, grow_budgets=False)
+    dropped = rows(loop.train(kept, tmp_path / "dropped", progress=False, finish=False))
+    assert sum(row["graph_overflow_nodes"] for row in dropped) > 0
+
+
 def test_checkpoint_round_trip(tmp_path):
     config = make_config("deception", num_batches=1, **SMALL)
     trainer = Trainer(config)
@@ -116,6 +169,14 @@ def test_full_run_writes_every_artefact(tmp_path):
         ({"node_budget": 0}, "invalid config field 'node_budget'=0: must be >= 1"),
         ({"budget_margin": 0.5}, "invalid config field 'budget_margin'=0.5: must be >= 1"),
         ({"heads": 0}, "invalid config field 'heads'=0: must be >= 1"),
+        (
+            {"update_chunks": 7, "algo": "qmarl_ac"},
+            "invalid config field 'update_chunks'=7: must divide the episode length",
+        ),
+        (
+            {"update_chunks": 2, "algo": "qmarl_pg"},
+            "invalid config field 'update_chunks'=2: must be 1 for algo='qmarl_pg'",
+        ),
     ],
 )
 def test_config_errors_name_the_field(overrides, message):

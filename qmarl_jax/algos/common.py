@@ -11,6 +11,7 @@ is the mean over ego-graphs (SPEC section 7).
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -99,6 +100,57 @@ def num_graphs(batch: TeamBatch) -> jax.Array:
     return jnp.maximum(jnp.sum(batch.valid[:-1]), 1).astype(jnp.float32)
 
 
+class LossCounts(NamedTuple):
+    """Normalisers of a batch's loss (float32[] each, at least 1).
+
+    Attributes:
+      graphs: ego-graphs in the loss (``num_graphs``).
+      nodes: nodes of acting team agents over the T steps (the entropy's mean).
+    """
+
+    graphs: jax.Array
+    nodes: jax.Array
+
+
+def loss_counts(batch: TeamBatch) -> LossCounts:
+    """The ``LossCounts`` of a whole batch."""
+    nodes = jnp.sum(node_masks(batch)[1][:-1])
+    return LossCounts(num_graphs(batch), jnp.maximum(nodes, 1).astype(jnp.float32))
+
+
+def time_chunks(batch: TeamBatch, num_chunks: int) -> TeamBatch:
+    """Split a batch of T steps into ``num_chunks`` chunks of ``k = T / num_chunks`` steps.
+
+    Chunk c holds steps ``[c k, (c + 1) k)`` and, for the ``[T + 1]`` fields, the state after
+    them (step ``(c + 1) k``), which its TD targets bootstrap from; so a loss that sums
+    per-step terms (normalised by the whole batch's ``LossCounts``) sums over the chunks to the
+    whole batch's loss.
+
+    Returns:
+      The batch with a leading chunk axis C on every field (``[C, k + 1, ...]`` / ``[C, k, ...]``).
+    """
+    steps = batch.reward.shape[0]
+    if steps % num_chunks:
+        raise ValueError(f"{num_chunks} chunks do not divide the {steps} steps of a batch")
+    if num_chunks == 1:
+        return jax.tree.map(lambda x: x[None], batch)
+    length = steps // num_chunks
+    start = jnp.arange(num_chunks)[:, None] * length
+    with_next, steps_only = start + jnp.arange(length + 1), start + jnp.arange(length)
+    take = lambda index: lambda x: x[index]
+    return batch.replace(
+        features=batch.features[with_next],
+        graphs=jax.tree.map(take(with_next), batch.graphs),
+        actions=batch.actions[with_next],
+        node_logp=batch.node_logp[steps_only],
+        reward=batch.reward[steps_only],
+        terminated=batch.terminated[steps_only],
+        alive=batch.alive[with_next],
+        live=batch.live[with_next],
+        team_member=jnp.broadcast_to(batch.team_member, (num_chunks, *batch.team_member.shape)),
+    )
+
+
 def masked_rewards(batch: TeamBatch) -> jax.Array:
     """float32[T, E, N] rewards of acting agents (0 after death or after the episode ended)."""
     return batch.reward * batch.valid[:-1]
@@ -176,29 +228,49 @@ def node_labels(batch: TeamBatch) -> jax.Array:
 def merge_graphs(graphs: jraph.GraphsTuple, num_agents: int) -> jraph.GraphsTuple:
     """Merge a ``[G, ...]`` batch of flat ego-graph batches into one flat batch.
 
-    Agent ids are offset by ``g * N`` and node indices by ``g * B``; padding stays out of range
-    (agent ``G * N``, receiver ``G * B``). The network then runs one big graph with big matmuls
-    and 1-D segment sums instead of G small ones.
+    The agent-aligned first N slots of every batch come first (slot ``g * N + i``: agent i of
+    batch g, so they stay aligned with the merged ``[G * N]`` observations), then the remaining
+    ``B`` slots of every batch (slot ``G * N + g * B + k``). Agent ids are offset by ``g * N``;
+    padding stays out of range (agent ``G * N``, receiver ``G * (N + B)``). The network then runs
+    one big graph with big matmuls and 1-D segment sums instead of G small ones;
+    ``split_merged`` undoes the node order.
     """
     agent = graphs.nodes["agent"]
-    num_graphs, budget = agent.shape
-    agent_offset = (jnp.arange(num_graphs) * num_agents)[:, None]
-    node_offset = (jnp.arange(num_graphs) * budget)[:, None]
-    total_agents, total_nodes = num_graphs * num_agents, num_graphs * budget
+    num_graphs, slots = agent.shape
+    rest = slots - num_agents
+    batch = jnp.arange(num_graphs)[:, None]
+    total_agents, total_nodes = num_graphs * num_agents, num_graphs * slots
+
+    def node_order(x):
+        return jnp.concatenate([x[:, :num_agents].ravel(), x[:, num_agents:].ravel()])
+
+    def new_index(k):
+        moved = jnp.where(
+            k < num_agents, batch * num_agents + k, total_agents + batch * rest + k - num_agents
+        )
+        return jnp.where(k < slots, moved, total_nodes).ravel()
+
+    merged_agent = jnp.where(agent < num_agents, agent + batch * num_agents, total_agents)
     return graphs._replace(
         nodes={
-            "agent": jnp.where(agent < num_agents, agent + agent_offset, total_agents).ravel(),
-            "graph": graphs.nodes["graph"].ravel(),
-            "hop": graphs.nodes["hop"].ravel(),
+            "agent": node_order(merged_agent),
+            "graph": node_order(graphs.nodes["graph"]),
+            "hop": node_order(graphs.nodes["hop"]),
         },
         edges=jax.tree.map(jnp.ravel, graphs.edges),
-        senders=(graphs.senders + node_offset).ravel(),
-        receivers=jnp.where(
-            graphs.receivers < budget, graphs.receivers + node_offset, total_nodes
-        ).ravel(),
+        senders=new_index(graphs.senders),
+        receivers=new_index(graphs.receivers),
         n_node=graphs.n_node.ravel(),
         n_edge=graphs.n_edge.ravel(),
     )
+
+
+def split_merged(values: jax.Array, num_graphs: int, num_agents: int) -> jax.Array:
+    """Node values of a merged batch ``[G * B_n, ...]`` back to ``[G, B_n, ...]``."""
+    aligned = num_graphs * num_agents
+    head = values[:aligned].reshape(num_graphs, num_agents, *values.shape[1:])
+    tail = values[aligned:].reshape(num_graphs, -1, *values.shape[1:])
+    return jnp.concatenate([head, tail], axis=1)
 
 
 class Heads:
@@ -225,7 +297,8 @@ class Heads:
             *(x.reshape(count * num_agents) for x in per_agent),
             method=method,
         )
-        return out.reshape(*lead, budget, *out.shape[1:])
+        out = split_merged(out, count, num_agents)
+        return out.reshape(*lead, budget, *out.shape[2:])
 
     def logits(self, params, features, graphs):
         """float32[..., B, 5] from ``features [..., N, F]`` and matching graphs."""

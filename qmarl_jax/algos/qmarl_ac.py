@@ -14,8 +14,14 @@ import jax.numpy as jnp
 from qmarl_jax.algos import common
 
 
-def loss(params, heads: common.Heads, batch: common.TeamBatch, config):
-    """Scalar loss and metrics for one team's batch."""
+def loss(params, heads: common.Heads, batch: common.TeamBatch, config, counts=None):
+    """Scalar loss and metrics for one team's batch.
+
+    Args:
+      counts: ``common.LossCounts`` of the whole batch when ``batch`` is one time chunk of it
+        (``common.time_chunks``): the chunks' losses and gradients then sum to the whole batch's.
+        Default: the batch's own.
+    """
     logits = heads.logits(params, batch.features, batch.graphs)  # [T+1, E, B, 5]
     q = heads.q_values(params, batch.features, batch.graphs, batch.actions)
     labels = common.node_labels(batch)
@@ -29,7 +35,8 @@ def loss(params, heads: common.Heads, batch: common.TeamBatch, config):
 
     q_taken = jnp.take_along_axis(q, labels[..., None], axis=-1)[..., 0][:-1]
     weight = valid_nodes[:-1]
-    graphs = common.num_graphs(batch)
+    counts = common.loss_counts(batch) if counts is None else counts
+    graphs = counts.graphs
     critic_loss = jnp.sum(weight * (q_taken - common.per_node(target, batch.node_agent[:-1])) ** 2)
     advantage = jax.lax.stop_gradient(q_taken - node_value[:-1])
     log_prob = common.label_log_probs(logits[:-1], labels[:-1])
@@ -39,5 +46,5 @@ def loss(params, heads: common.Heads, batch: common.TeamBatch, config):
     return total, {
         "actor_loss": actor_loss / graphs,
         "critic_loss": critic_loss / graphs,
-        "entropy": entropy / jnp.maximum(jnp.sum(weight), 1),
+        "entropy": entropy / counts.nodes,
     }
