@@ -59,6 +59,10 @@ class TrainConfig:
     """GAE lambda (qmarl_ppo)."""
     clip_eps: float = 0.2
     """PPO clip range."""
+    dual_clip: float = 3.0
+    """Dual-clip PPO bound c (Ye et al. 2020): a negative-advantage node's objective is at least
+    ``c * advantage``. A node's label is the ensemble's action, which the node's own policy may
+    give a tiny probability, so its ratio can explode; 0 = off (plain PPO). Must be > 1 or 0."""
     ppo_epochs: int = 4
     """PPO epochs per batch."""
     num_minibatches: int = 4
@@ -161,6 +165,8 @@ class TrainConfig:
         for name in ("clip_eps", "entropy_coef", "critic_coef", "max_grad_norm"):
             require(getattr(self, name) >= 0, name, getattr(self, name), "must be >= 0")
         require(self.depth >= 0, "depth", self.depth, "must be >= 0")
+        require(self.dual_clip == 0 or self.dual_clip > 1, "dual_clip", self.dual_clip,
+                "must be > 1 (or 0: off)")  # fmt: skip
         require(self.update_chunks >= 1, "update_chunks", self.update_chunks, "must be >= 1")
         require(
             self.update_chunks == 1 or self.loss_kind == "ac",

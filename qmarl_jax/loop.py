@@ -30,7 +30,7 @@ from qmarl_jax.train import RunnerState, Trainer
 BUDGET_GROWTH = 1.5
 
 #: Metrics shown in the progress bar, when present.
-HEADLINE = ("score", "win", "terminal_reward", "home_reward", "return/team0", "loss")
+HEADLINE = ("score", "win", "terminal_reward", "home_reward", "return/team0", "total_loss")
 
 
 class NonFiniteLoss(RuntimeError):

@@ -138,7 +138,7 @@ class Trainer:
             )
         else:
             (loss, aux), grads = self._chunked_gradient(team.params, batch)
-        return self._apply(team, grads, scale), {"loss": loss, **aux}
+        return self._apply(team, grads, scale), {"total_loss": loss, **aux}
 
     def _chunked_gradient(self, params, batch: common.TeamBatch):
         """The qmarl_ac loss and gradient as a sum over ``update_chunks`` time chunks: the same
@@ -181,7 +181,7 @@ class Trainer:
                 (loss, aux), grads = jax.value_and_grad(qmarl_ppo.loss, has_aux=True)(
                     team.params, self.heads, mb, cfg
                 )
-                return self._apply(team, grads, scale), {"loss": loss, **aux}
+                return self._apply(team, grads, scale), {"total_loss": loss, **aux}
 
             return jax.lax.scan(step, team, shuffled)
 

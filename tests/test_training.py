@@ -169,6 +169,7 @@ def test_full_run_writes_every_artefact(tmp_path):
         ({"node_budget": 0}, "invalid config field 'node_budget'=0: must be >= 1"),
         ({"budget_margin": 0.5}, "invalid config field 'budget_margin'=0.5: must be >= 1"),
         ({"heads": 0}, "invalid config field 'heads'=0: must be >= 1"),
+        ({"dual_clip": 0.5}, "invalid config field 'dual_clip'=0.5: must be > 1 (or 0: off)"),
         (
             {"update_chunks": 7, "algo": "qmarl_ac"},
             "invalid config field 'update_chunks'=7: must divide the episode length",

@@ -83,6 +83,9 @@ def loss(params, heads: common.Heads, samples: PPOSamples, config):
     ratio = jnp.exp(log_ratio)
     clipped = jnp.clip(ratio, 1 - config.clip_eps, 1 + config.clip_eps)
     surrogate = jnp.minimum(ratio * samples.advantage, clipped * samples.advantage)
+    if config.dual_clip:
+        bound = config.dual_clip * samples.advantage
+        surrogate = jnp.where(samples.advantage < 0, jnp.maximum(surrogate, bound), surrogate)
     graphs = jnp.maximum(jnp.sum(weight & (samples.graphs.nodes["hop"] == 0)), 1)
     actor_loss = -jnp.sum(jnp.where(weight, surrogate, 0.0))
     critic_loss = jnp.sum(jnp.where(weight, (values - samples.target) ** 2, 0.0))
