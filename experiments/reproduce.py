@@ -60,6 +60,8 @@ class Args:
     sizes: tuple[int, ...] = (10, 100, 1000, 10000)
     """Agent counts of the Figure 9 timing."""
     out: str = "results/reproduce"
+    media: str = "docs/media"
+    """Where the tables stage writes its PNGs."""
     force: bool = False
 
 

@@ -38,6 +38,8 @@ class TrainConfig:
     """With ``num_agents``: agents per cell of the resized grid (default: the preset's)."""
     max_steps: int | None = None
     """Override the episode length."""
+    view_radius: int | None = None
+    """Override the observation window radius r (a (2r+1)^2 window; the SPEC's default is 1)."""
     shaping: float | None = None
     """Override Battle's dense shaping weight (the env's default is 0: sparse terminal reward)."""
     controllers: tuple[str, ...] = ("learn", "scripted")
@@ -198,6 +200,8 @@ class TrainConfig:
         overrides: dict[str, Any] = {}
         if self.max_steps is not None:
             overrides["max_steps"] = self.max_steps
+        if self.view_radius is not None:
+            overrides["view_radius"] = self.view_radius
         if self.shaping is not None:
             require(self.scenario == "battle", "shaping", self.shaping, "only Battle has one")
             overrides["shaping"] = self.shaping

@@ -11,7 +11,8 @@ from qmarl_jax.config import make_config
 
 def test_reproduce_curves_table1_and_tables(tmp_path):
     args = reproduce.Args(stage="curves", scenarios=("jungle",), algos=("qmarl_ac",), seeds=2,
-                          batches=1, games=2, episodes=4, out=str(tmp_path))  # fmt: skip
+                          batches=1, games=2, episodes=4, out=str(tmp_path),
+                          media=str(tmp_path / "media"))  # fmt: skip
     reproduce.main(args)
     curves = json.loads((tmp_path / "curves.json").read_text())["results"]
     assert len(curves["jungle/qmarl_ac"]["curves"]["score"]) == 2  # two seeds
@@ -22,6 +23,7 @@ def test_reproduce_curves_table1_and_tables(tmp_path):
     assert len(table1["jungle/qmarl_ac/test/none"]["score_vs_oracle"]["seeds"]) == 2
     tables = (tmp_path / "tables.md").read_text()
     assert "| jungle | qmarl_ac |" in tables and "Ensemble ablation" in tables
+    assert (tmp_path / "media" / "fig6-jungle.png").exists()  # not the repository's docs/media
 
 
 def test_rollout_runs_a_trained_policy_at_another_scale(tmp_path):
@@ -57,3 +59,17 @@ def test_reproduce_fig9_and_bench_scaling(tmp_path):
     ))  # fmt: skip
     assert results["env"] and results["train"] and results["density"]
     assert (tmp_path / "scaling.png").exists() and not results["failed"]
+
+
+def test_battle_reference_policies(tmp_path):
+    from experiments import battle_reference
+
+    out = tmp_path / "ref.json"
+    result = battle_reference.main(battle_reference.Args(episodes=300, json=str(out)))
+    rows = json.loads(out.read_text())["references"]
+    assert set(rows) == set(battle_reference.REFERENCES) == set(result["references"])
+    for r in rows.values():
+        assert r["win"]["mean"] + r["draw"]["mean"] + r["loss"]["mean"] == pytest.approx(1.0)
+    mirror = rows["scripted"]["terminal_reward"]
+    assert mirror["low"] <= 0 <= mirror["high"]  # the mirror match is symmetric
+    assert rows["random"]["terminal_reward"]["mean"] < rows["stay"]["terminal_reward"]["mean"]

@@ -1,0 +1,92 @@
+"""Reference policies for Battle: what fixed team-0 controllers score against the scripted team.
+
+    python -m experiments.battle_reference --episodes 2000 --json out.json
+
+Team 0 plays ``stay`` (every agent holds), ``random`` or ``scripted`` (the mirror match); team 1
+is always ``scripted`` (walks at the nearest enemy in sight, else at the enemy centroid: it sees
+the whole map, a learner sees its 3x3 window). Prints and saves win / draw / loss rates with 95%
+Wilson intervals and the mean terminal reward x100 of team 0 — the yardsticks for a learned Battle
+policy (README "Results").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import tyro
+
+import envs
+from envs.opponents import make_controller
+from experiments.common import machine, write_json
+from qmarl_jax.evaluate import summarise
+
+REFERENCES = ("stay", "random", "scripted")
+
+
+@dataclasses.dataclass
+class Args:
+    """Battle reference settings."""
+
+    preset: str = "tiny"
+    """Battle preset (tiny = the paper's 7 vs 7 on 10x10)."""
+    episodes: int = 2000
+    seed: int = 0
+    json: str | None = None
+
+
+def outcomes(env, params, reference: str, keys: jax.Array) -> jax.Array:
+    """Team 0's outcome (+1 / 0 / -1) of one episode per key -> ``int32[E]``."""
+    scripted = make_controller("scripted", env)
+    own = make_controller("random" if reference == "random" else "scripted", env)
+    team0 = jnp.asarray(env.teams) == 0
+
+    def play(key):
+        reset_key, steps_key = jax.random.split(key)
+        _, state = env.reset(reset_key, params)
+
+        def body(carry, key):
+            state, done, outcome = carry
+            own_key, other_key, step_key = jax.random.split(key, 3)
+            mine = own(own_key, state, None)
+            if reference == "stay":
+                mine = jnp.full_like(mine, envs.core.NUM_ACTIONS - 1)
+            actions = jnp.where(team0, mine, scripted(other_key, state, None))
+            _, state, _, terminated, truncated, info = env.step_no_reset(
+                step_key, state, actions, params
+            )
+            outcome = jnp.where(done, outcome, info["outcome"][0])
+            return (state, done | terminated | truncated, outcome), None
+
+        steps = jax.random.split(steps_key, env.config.max_steps)
+        (_, _, outcome), _ = jax.lax.scan(body, (state, False, jnp.int32(0)), steps)
+        return outcome
+
+    return jax.jit(jax.vmap(play))(keys)
+
+
+def main(args: Args) -> dict:
+    env, params = envs.make("battle", args.preset)
+    keys = jax.random.split(jax.random.PRNGKey(args.seed), args.episodes)
+    rows = {}
+    for reference in REFERENCES:
+        outcome = np.asarray(outcomes(env, params, reference, keys))
+        values = {"win": outcome > 0, "draw": outcome == 0, "loss": outcome < 0,
+                  "terminal_reward": 100.0 * outcome}  # fmt: skip
+        rows[reference] = summarise(values)
+        r = rows[reference]
+        print(f"{reference:8s} vs scripted: win {r['win']['mean']:.3f} "
+              f"[{r['win']['low']:.3f}, {r['win']['high']:.3f}], draw {r['draw']['mean']:.3f}, "
+              f"loss {r['loss']['mean']:.3f}, terminal reward x100 "
+              f"{r['terminal_reward']['mean']:.1f} [{r['terminal_reward']['low']:.1f}, "
+              f"{r['terminal_reward']['high']:.1f}]")  # fmt: skip
+    result = {"preset": args.preset, "episodes": args.episodes, "seed": args.seed,
+              "references": rows, **machine()}  # fmt: skip
+    write_json(args.json, result)
+    return result
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))
