@@ -22,7 +22,6 @@ import orbax.checkpoint as ocp
 
 from qmarl_jax.config import TrainConfig, config_from_dict
 
-#: Fields that may change when resuming (they do not change what a batch computes).
 #: Fields a resumed run may change: its length, its chunking, its devices, and the ego-graph
 #: budgets (padding only: the training loop grows them on overflow).
 RESUMABLE_FIELDS = ("num_batches", "batches_per_chunk", "num_devices", "node_budget",

@@ -40,6 +40,9 @@ BINARY = ("win", "draw", "loss")
 ORACLE_MAX_AGENTS = 512
 OPPONENTS = ("scripted", "random", "<run directory>")
 Z95 = 1.959963984540054
+#: Least budget margin of evaluation and inference (``TrainConfig.budget_margin``): they cannot
+#: regrow an overflowing budget as training does.
+EVALUATION_BUDGET_MARGIN = 2.0
 
 
 # ---- intervals ------------------------------------------------------------------------------
@@ -189,9 +192,6 @@ def evaluation_config(
         changes["ensemble"] = ensemble
     return dataclasses.replace(config, **changes)
 
-
-#: Least budget margin of evaluation and inference (``TrainConfig.budget_margin``).
-EVALUATION_BUDGET_MARGIN = 2.0
 
 #: Fields that must agree between a run and an opponent run whose parameters it plays against.
 NETWORK_FIELDS = ("width", "num_blocks", "n_rbf", "algo", "heads")

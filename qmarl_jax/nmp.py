@@ -45,10 +45,11 @@ def rbf_expand(distance: jax.Array, n_rbf: int, d_max: float) -> jax.Array:
     return jnp.exp(-((distance[:, None] - centres[None, :]) ** 2) / step)
 
 
-def gather_nodes(agent_table: jax.Array, graphs: jraph.GraphsTuple) -> jax.Array:
-    """Rows of a per-agent table ``[N, D]`` for every node -> ``[B_n, D]`` (zeros on padding)."""
+def gather_nodes(agent_table: jax.Array, node_agents: jax.Array) -> jax.Array:
+    """Rows of a per-agent table ``[N, D]`` for nodes standing for ``node_agents int32[B]``
+    -> ``[B, D]`` (zeros on padding, agent id N)."""
     padded = jnp.concatenate([agent_table, jnp.zeros_like(agent_table[:1])], axis=0)
-    return padded[graphs.nodes["agent"]]
+    return padded[node_agents]
 
 
 class MessagePassing(nn.Module):
@@ -84,15 +85,11 @@ class MessagePassing(nn.Module):
         """
         num_aligned = observations.shape[0]
         embedded = nn.Dense(self.width, name="embed")(observations)
-        rest = jraph.GraphsTuple(
-            nodes={"agent": graphs.nodes["agent"][num_aligned:]},
-            edges=graphs.edges, senders=graphs.senders - num_aligned,
-            receivers=graphs.receivers - num_aligned, globals=None, n_node=None, n_edge=None,
-        )  # fmt: skip
-        num_nodes = rest.nodes["agent"].shape[0]
-        s = gather_nodes(embedded, rest)
+        s = gather_nodes(embedded, graphs.nodes["agent"][num_aligned:])
+        num_nodes = s.shape[0]
         z = rbf_expand(graphs.edges["distance"], self.n_rbf, self.d_max)
-        senders, receivers = rest.senders, rest.receivers
+        # Every edge joins two slots >= num_aligned: index them within the message-passing part.
+        senders, receivers = graphs.senders - num_aligned, graphs.receivers - num_aligned
         safe_receivers = jnp.clip(receivers, 0, num_nodes - 1)  # padding edges: dropped below
         edgeless = embedded
         for block in range(self.num_blocks):
@@ -165,7 +162,7 @@ class AttentionTrunk(nn.Module):
     def __call__(self, observations: jax.Array, graphs: jraph.GraphsTuple):
         """``(s float32[B_n, H], z float32[B_e, n_rbf])`` like ``MessagePassing``."""
         head_dim = max(1, self.width // self.heads)
-        s = gather_nodes(nn.Dense(self.width, name="embed")(observations), graphs)
+        s = gather_nodes(nn.Dense(self.width, name="embed")(observations), graphs.nodes["agent"])
         for block in range(self.num_blocks):
 
             def project(name, s=s, block=block):
@@ -251,7 +248,7 @@ class ActorCritic(nn.Module):
         """
         s, z = self.critic(observations, graphs)
         num_nodes = s.shape[0]
-        node_actions = gather_nodes(jax.nn.one_hot(actions, NUM_ACTIONS), graphs)
+        node_actions = gather_nodes(jax.nn.one_hot(actions, NUM_ACTIONS), graphs.nodes["agent"])
         senders = graphs.senders
         message = nn.relu(
             self.action_message(jnp.concatenate([s[senders], node_actions[senders], z], -1))

@@ -71,15 +71,24 @@ def test_invariance_to_rotating_and_reflecting_the_grid(transform):
     features = jax.random.normal(jax.random.key(2), (n, 12))  # per-agent inputs held fixed
     params = init(features, graphs, n)
 
-    def per_graph_outputs(graphs):
-        logits = np.asarray(MODEL.apply(params, features, graphs, method=MODEL.logits))
-        agent, owner = np.asarray(graphs.nodes["agent"]), np.asarray(graphs.nodes["graph"])
-        return {(int(owner[i]), int(agent[i])): logits[i] for i in np.flatnonzero(agent < n)}
+    assert_same_outputs(
+        outputs_by_graph(params, features, moved_graphs, "logits"),
+        outputs_by_graph(params, features, graphs, "logits"),
+    )
 
-    before, after = per_graph_outputs(graphs), per_graph_outputs(moved_graphs)
-    assert before.keys() == after.keys()
-    for key in before:
-        np.testing.assert_allclose(after[key], before[key], rtol=1e-5, atol=1e-5)
+
+def outputs_by_graph(params, features, graphs, head, *extra):
+    """``{(ego-graph, agent): output}`` of one head over the real nodes of ``graphs``."""
+    out = np.asarray(MODEL.apply(params, features, graphs, *extra, method=getattr(MODEL, head)))
+    agent, owner = np.asarray(graphs.nodes["agent"]), np.asarray(graphs.nodes["graph"])
+    real = np.flatnonzero(agent < features.shape[0])
+    return {(int(owner[i]), int(agent[i])): out[i] for i in real}
+
+
+def assert_same_outputs(got, expected):
+    assert got.keys() == expected.keys()
+    for key in expected:
+        np.testing.assert_allclose(got[key], expected[key], rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("head", ["logits", "values", "q_values"])
@@ -95,17 +104,10 @@ def test_singleton_fast_path_equals_message_passing_on_every_node(head):
     actions = jax.random.randint(jax.random.key(9), (n,), 0, 5)
     params = init(features, fast, n)
     extra = (actions,) if head == "q_values" else ()
-
-    def per_graph(graphs):
-        out = np.asarray(MODEL.apply(params, features, graphs, *extra,
-                                     method=getattr(MODEL, head)))  # fmt: skip
-        agent, owner = np.asarray(graphs.nodes["agent"]), np.asarray(graphs.nodes["graph"])
-        return {(int(owner[i]), int(agent[i])): out[i] for i in np.flatnonzero(agent < n)}
-
-    got, expected = per_graph(fast), per_graph(reference)
-    assert got.keys() == expected.keys()
-    for key in expected:
-        np.testing.assert_allclose(got[key], expected[key], rtol=1e-5, atol=1e-5)
+    assert_same_outputs(
+        outputs_by_graph(params, features, fast, head, *extra),
+        outputs_by_graph(params, features, reference, head, *extra),
+    )
 
 
 def loop_ensemble(logits, graphs, num_agents, mode, weight):

@@ -132,8 +132,6 @@ def time_chunks(batch: TeamBatch, num_chunks: int) -> TeamBatch:
     steps = batch.reward.shape[0]
     if steps % num_chunks:
         raise ValueError(f"{num_chunks} chunks do not divide the {steps} steps of a batch")
-    if num_chunks == 1:
-        return jax.tree.map(lambda x: x[None], batch)
     length = steps // num_chunks
     start = jnp.arange(num_chunks)[:, None] * length
     with_next, steps_only = start + jnp.arange(length + 1), start + jnp.arange(length)
