@@ -40,27 +40,32 @@ class Args:
 
 
 def measure(args: Args) -> dict:
-    env_rows, train_rows, density_rows, failures = [], [], [], []
+    """Every row, saved to ``args.json`` after each measurement (a run cut short keeps them)."""
+    results = {"env": [], "train": [], "density": [], "failed": [], "machine": machine()}
+
+    def record(part: str, rows: list[dict]) -> None:
+        results[part] += rows
+        write_json(args.json, results)
+
     if not args.skip_env:
         sizes = [str(n) for n in args.sizes]
-        env_rows = run_module("experiments.bench_env", "--scenario", args.scenario,
-                              "--num-agents", *sizes)  # fmt: skip
+        record("env", run_module("experiments.bench_env", "--scenario", args.scenario,
+                                 "--num-agents", *sizes))  # fmt: skip
     for algo in args.algos:
         for n in args.sizes:
-            train_rows += run_module("experiments.bench_train", "--scenario", args.scenario,
-                                     "--num-agents", str(n), "--algo", algo,
-                                     "--repeats", str(args.repeats),
-                                     failures=failures)  # fmt: skip
+            record("train", run_module("experiments.bench_train", "--scenario", args.scenario,
+                                       "--num-agents", str(n), "--algo", algo,
+                                       "--repeats", str(args.repeats),
+                                       failures=results["failed"]))  # fmt: skip
     if not args.skip_density:
         for density in args.densities:
-            density_rows += run_module(
+            record("density", run_module(
                 "experiments.bench_train", "--scenario", args.scenario,
                 "--num-agents", str(args.density_agents), "--density", str(density),
                 "--update-chunks", str(args.density_update_chunks),
-                "--repeats", str(args.repeats), failures=failures,
-            )  # fmt: skip
-    return {"env": env_rows, "train": train_rows, "density": density_rows, "failed": failures,
-            "machine": machine()}  # fmt: skip
+                "--repeats", str(args.repeats), failures=results["failed"],
+            ))  # fmt: skip
+    return results
 
 
 def plot(results: dict, path: str) -> Path:
@@ -101,15 +106,16 @@ def plot(results: dict, path: str) -> Path:
 
 def main(args: Args) -> dict:
     results = measure(args)
-    write_json(args.json, results)
     if results["train"]:
         plot(results, args.plot)
     for r in results["train"] + results["density"]:
+        device_peak = f" (device {r['device_peak_mb']:.0f} MB)" if r.get("device_peak_mb") else ""
         print(f"{r['algo']:9s} N={r['num_agents']:6d} density={r['density']:.3f}: "
               f"{r['seconds_per_100_episodes']:9.1f} s / 100 episodes, "
               f"{r['agent_steps_per_s']:11,.0f} agent-steps/s, ego-graph "
               f"{r['graph_nodes_mean']:.2f} nodes (max {r['graph_nodes_max']:.0f}), "
-              f"truncated {r['truncated_nodes']:.0f}, peak {r['peak_rss_mb']:.0f} MB")  # fmt: skip
+              f"truncated {r['truncated_nodes']:.0f}, "
+              f"peak {r['peak_rss_mb']:.0f} MB{device_peak}")  # fmt: skip
     return results
 
 

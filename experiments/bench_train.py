@@ -19,7 +19,7 @@ import jax
 import numpy as np
 import tyro
 
-from experiments.common import machine, peak_rss_mb, time_compiled, write_json
+from experiments.common import device_peak_mb, machine, peak_rss_mb, time_compiled, write_json
 from qmarl_jax import sharding
 from qmarl_jax.config import make_config
 from qmarl_jax.train import Trainer
@@ -51,7 +51,12 @@ class Args:
     json: str | None = None
 
 
-def measure(args: Args) -> dict:
+def make_batch(args: Args):
+    """The benchmark's trainer, a placed runner state and the jitted one-batch step.
+
+    Returns:
+      ``(trainer, runner, batch)`` where ``batch(runner, 1) -> (runner, metrics [1])``.
+    """
     games = args.games or max(1, 1000 // args.num_agents)
     opponents = {"jungle": ("learn",), "battle": ("learn", "scripted"),
                  "deception": ("learn", "scripted")}[args.scenario]  # fmt: skip
@@ -64,7 +69,13 @@ def measure(args: Args) -> dict:
     trainer = Trainer(config)
     # Placed as the chunks' outputs are, so the timed calls reuse the first call's compile.
     runner = sharding.replicate(trainer.init(jax.random.PRNGKey(args.seed)), trainer.mesh)
-    batch = jax.jit(trainer.run_batches, static_argnums=1)
+    return trainer, runner, jax.jit(trainer.run_batches, static_argnums=1)
+
+
+def measure(args: Args) -> dict:
+    trainer, runner, batch = make_batch(args)
+    config = trainer.config
+    games = config.games_per_batch
     state = {"runner": runner, "metrics": None}
 
     def run():
@@ -97,6 +108,7 @@ def measure(args: Args) -> dict:
         "compile_s": first - seconds,
         "repeats": args.repeats,
         "peak_rss_mb": peak_rss_mb(),
+        "device_peak_mb": device_peak_mb(),
         "graph_nodes_mean": metrics["graph_nodes"],
         "graph_nodes_max": metrics["graph_max_nodes"],
         "truncated_nodes": metrics["graph_truncated_nodes"],

@@ -23,6 +23,12 @@ def peak_rss_mb() -> float:
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 
 
+def device_peak_mb() -> float | None:
+    """Peak memory the first accelerator allocated, in MiB (None on CPU, which reports none)."""
+    stats = jax.devices()[0].memory_stats()
+    return stats["peak_bytes_in_use"] / 2**20 if stats and "peak_bytes_in_use" in stats else None
+
+
 def machine() -> dict[str, Any]:
     """Where a benchmark ran: JAX backend, device kind, CPU count, host."""
     device = jax.devices()[0]

@@ -45,11 +45,26 @@ def rbf_expand(distance: jax.Array, n_rbf: int, d_max: float) -> jax.Array:
     return jnp.exp(-((distance[:, None] - centres[None, :]) ** 2) / step)
 
 
+def take_rows(table: jax.Array, index: jax.Array) -> jax.Array:
+    """Rows ``table[index]`` of ``table [M, ...]`` for ``index int32[K]``, zeros where ``index``
+    is out of range (padding).
+
+    The gradient is a scatter-add that skips out-of-range rows, so padding entries never pile
+    their (zero) updates onto one row: on a GPU such a pile serialises the scatter's atomics.
+    """
+    return jnp.take(table, index, axis=0, mode="fill", fill_value=0)
+
+
 def gather_nodes(agent_table: jax.Array, node_agents: jax.Array) -> jax.Array:
     """Rows of a per-agent table ``[N, D]`` for nodes standing for ``node_agents int32[B]``
     -> ``[B, D]`` (zeros on padding, agent id N)."""
-    padded = jnp.concatenate([agent_table, jnp.zeros_like(agent_table[:1])], axis=0)
-    return padded[node_agents]
+    return take_rows(agent_table, node_agents)
+
+
+def padded_senders(senders: jax.Array, receivers: jax.Array, num_nodes: int) -> jax.Array:
+    """``senders`` with padding edges (``receivers >= num_nodes``) moved out of range too, so
+    ``take_rows`` gives them zeros instead of a real node's row."""
+    return jnp.where(receivers < num_nodes, senders, num_nodes)
 
 
 class MessagePassing(nn.Module):
@@ -88,20 +103,22 @@ class MessagePassing(nn.Module):
         s = gather_nodes(embedded, graphs.nodes["agent"][num_aligned:])
         num_nodes = s.shape[0]
         z = rbf_expand(graphs.edges["distance"], self.n_rbf, self.d_max)
-        # Every edge joins two slots >= num_aligned: index them within the message-passing part.
-        senders, receivers = graphs.senders - num_aligned, graphs.receivers - num_aligned
-        safe_receivers = jnp.clip(receivers, 0, num_nodes - 1)  # padding edges: dropped below
+        # Every edge joins two slots >= num_aligned: index them within the message-passing part
+        # (padding edges: out of range at both ends, dropped by the gathers and the sums).
+        receivers = graphs.receivers - num_aligned
+        senders = padded_senders(graphs.senders - num_aligned, receivers, num_nodes)
         edgeless = embedded
         for block in range(self.num_blocks):
             # z_ij = h_rel([s_i, s_j, z_ij]) with i the receiver, as three Dense maps summed.
             z = nn.relu(
-                nn.Dense(self.width, name=f"edge_{block}_receiver")(s)[safe_receivers]
-                + nn.Dense(self.width, use_bias=False, name=f"edge_{block}_sender")(s)[senders]
+                take_rows(nn.Dense(self.width, name=f"edge_{block}_receiver")(s), receivers)
+                + take_rows(
+                    nn.Dense(self.width, use_bias=False, name=f"edge_{block}_sender")(s), senders
+                )
                 + nn.Dense(self.width, use_bias=False, name=f"edge_{block}_edge")(z)
             )
-            message = nn.Dense(self.width, name=f"message_{block}")(s)[senders] * nn.relu(
-                nn.Dense(self.width, name=f"filter_{block}")(z)
-            )
+            message = take_rows(nn.Dense(self.width, name=f"message_{block}")(s), senders)
+            message = message * nn.relu(nn.Dense(self.width, name=f"filter_{block}")(z))
             incoming = jax.ops.segment_sum(message, receivers, num_segments=num_nodes)
             vertex_hidden = nn.Dense(self.width, name=f"vertex_{block}_hidden")
             vertex_out = nn.Dense(self.width, name=f"vertex_{block}_out")
@@ -123,18 +140,18 @@ def neighbour_attention(q, k, v, senders, receivers):
     """
     num_nodes, _, dim = q.shape
     scale = 1.0 / jnp.sqrt(jnp.float32(dim))
-    safe_receivers = jnp.minimum(receivers, num_nodes - 1)
-    edge_score = jnp.sum(q[safe_receivers] * k[senders], axis=-1) * scale  # [B_e, heads]
+    senders = padded_senders(senders, receivers, num_nodes)
+    edge_score = jnp.sum(take_rows(q, receivers) * take_rows(k, senders), -1) * scale  # [B_e, M]
     self_score = jnp.sum(q * k, axis=-1) * scale  # [B_n, heads]
     # Any per-node constant keeps the softmax exact; the max keeps it stable (no gradient).
     top = jax.lax.stop_gradient(
         jnp.maximum(jax.ops.segment_max(edge_score, receivers, num_segments=num_nodes), self_score)
     )
-    edge_weight = jnp.exp(edge_score - top[safe_receivers])
+    edge_weight = jnp.exp(edge_score - take_rows(top, receivers))
     self_weight = jnp.exp(self_score - top)
     total = self_weight + jax.ops.segment_sum(edge_weight, receivers, num_segments=num_nodes)
     mixed = self_weight[..., None] * v + jax.ops.segment_sum(
-        edge_weight[..., None] * v[senders], receivers, num_segments=num_nodes
+        edge_weight[..., None] * take_rows(v, senders), receivers, num_segments=num_nodes
     )
     return mixed / total[..., None]
 
@@ -249,9 +266,11 @@ class ActorCritic(nn.Module):
         s, z = self.critic(observations, graphs)
         num_nodes = s.shape[0]
         node_actions = gather_nodes(jax.nn.one_hot(actions, NUM_ACTIONS), graphs.nodes["agent"])
-        senders = graphs.senders
+        senders = padded_senders(graphs.senders, graphs.receivers, num_nodes)
         message = nn.relu(
-            self.action_message(jnp.concatenate([s[senders], node_actions[senders], z], -1))
+            self.action_message(
+                jnp.concatenate([take_rows(s, senders), take_rows(node_actions, senders), z], -1)
+            )
         )
         incoming = jax.ops.segment_sum(message, graphs.receivers, num_segments=num_nodes)
         return self.q_out(nn.relu(self.q_hidden(jnp.concatenate([s, incoming], -1))))

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from experiments import bench_scaling, reproduce, rollout
+from experiments import bench_scaling, profile_train, reproduce, rollout
 from qmarl_jax import loop
 from qmarl_jax.config import make_config
 
@@ -73,3 +73,31 @@ def test_battle_reference_policies(tmp_path):
     mirror = rows["scripted"]["terminal_reward"]
     assert mirror["low"] <= 0 <= mirror["high"]  # the mirror match is symmetric
     assert rows["random"]["terminal_reward"]["mean"] < rows["stay"]["terminal_reward"]["mean"]
+
+
+def test_profile_train_names_kernels_by_source_scope(tmp_path):
+    import flax.linen as nn
+    import jax
+    import jax.numpy as jnp
+
+    class Tiny(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return nn.Dense(3, name="head")(jnp.tanh(x))
+
+    x = jnp.ones((2, 4))
+    params = Tiny().init(jax.random.key(0), x)
+    text = jax.jit(Tiny().apply).lower(params, x).compile().as_text()
+    names = profile_train.op_names(text).values()
+    assert any(name.endswith("head/dot_general") for name in names)
+    assert profile_train.scope("jit(f)/while/body/eval_jaxpr/Tiny/head/dot_general", 8) == (
+        "Tiny/head"
+    )
+    assert profile_train.scope("copy.12", 8) == "hlo:copy"
+    result = profile_train.main(profile_train.Args(
+        num_agents=10, games=2, batches=1, repeats=1, json=str(tmp_path / "profile.json"),
+    ))  # fmt: skip
+    assert result["device_ms_per_batch"] > 0 and result["kernels_per_batch"] > 0
+    scopes = dict(profile_train.by_scope(result["ms_per_op_name"], 1))
+    assert any(name.startswith("transpose(jvp(ActorCritic") for name in scopes)  # the update
+    assert json.loads((tmp_path / "profile.json").read_text())["ms_per_op_name"]

@@ -298,3 +298,51 @@ def test_ppo_surrogate_and_dual_clip_match_a_hand_computation(dual_clip):
         assert abs(float(aux["actor_loss"])) <= dual_clip * np.abs(advantage).sum()
     else:  # plain PPO: the exploded ratios dominate
         assert float(aux["actor_loss"]) > 1e3
+
+
+def test_take_rows_fills_out_of_range_and_its_gradient_skips_them():
+    table = jax.random.normal(jax.random.key(3), (4, 3))
+    index = jnp.array([2, 4, 0, 2, 9, 3], jnp.int32)  # 4 and 9: out of range (padding)
+    rows = np.asarray(nmp.take_rows(table, index))
+    for k, i in enumerate(np.asarray(index)):
+        expected = np.asarray(table[i]) if i < 4 else np.zeros(3)
+        np.testing.assert_array_equal(rows[k], expected)
+    weights = jax.random.normal(jax.random.key(4), (6, 3))
+    grad = jax.grad(lambda t: jnp.sum(nmp.take_rows(t, index) * weights))(table)
+    expected = np.zeros((4, 3))
+    for k, i in enumerate(np.asarray(index)):
+        if i < 4:
+            expected[i] += np.asarray(weights[k])
+    np.testing.assert_allclose(grad, expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize("head", ["logits", "values", "q_values"])
+def test_padding_edges_change_no_output_or_gradient(head):
+    """Padding edges (receiver out of range) may carry any sender and distance."""
+    n = len(POSITIONS)
+    _, _, graphs = setup_graphs(POSITIONS)
+    features = jax.random.normal(jax.random.key(5), (n, 12))
+    actions = jax.random.randint(jax.random.key(6), (n,), 0, 5)
+    params = init(features, graphs, n)
+    padding = np.asarray(graphs.receivers) >= graphs.nodes["agent"].shape[0]
+    assert padding.any() and (~padding).any()
+    scrambled = graphs._replace(
+        senders=jnp.where(padding, jnp.arange(padding.size) % (n + 3), graphs.senders),
+        edges={"distance": jnp.where(padding, 1.3, graphs.edges["distance"])},
+    )
+    extra = (actions,) if head == "q_values" else ()
+
+    def summed(p, g):
+        return jnp.sum(MODEL.apply(p, features, g, *extra, method=getattr(MODEL, head)) ** 2)
+
+    np.testing.assert_allclose(
+        MODEL.apply(params, features, scrambled, *extra, method=getattr(MODEL, head)),
+        MODEL.apply(params, features, graphs, *extra, method=getattr(MODEL, head)),
+        rtol=1e-6, atol=1e-6,
+    )  # fmt: skip
+    for a, b in zip(
+        jax.tree.leaves(jax.grad(summed)(params, scrambled)),
+        jax.tree.leaves(jax.grad(summed)(params, graphs)),
+        strict=True,
+    ):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
