@@ -46,6 +46,8 @@ class Args(BenchArgs):
     scope_depth: int = 8
     """Name-stack components kept per scope (the primitive name is always dropped)."""
     keep_command_buffers: bool = False
+    """GPU: keep XLA's command buffers (a loop body then shows as one op). Applies to the command
+    line only: the flag must be set before the backend starts."""
 
 
 def op_names(hlo_text: str) -> dict[str, str]:
