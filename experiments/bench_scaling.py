@@ -29,8 +29,9 @@ class Args:
     algos: tuple[str, ...] = ("qmarl_ac", "mha")
     densities: tuple[float, ...] = (0.04, 0.10, 0.20, 0.40)
     density_agents: int = 10000
-    density_update_chunks: int = 10
-    """Time chunks of the density sweep's update (bounds its memory; the same gradient)."""
+    density_update_chunks: int = 0
+    """Time chunks of the density sweep's update (bounds its memory; the same gradient; 0 = the
+    training default)."""
     repeats: int = 3
     """Timed repeats per training measurement (the median is reported)."""
     skip_env: bool = False

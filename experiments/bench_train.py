@@ -44,8 +44,9 @@ class Args:
     depth: int = 2
     width: int = 64
     max_steps: int = 30
-    update_chunks: int = 1
-    """Time chunks of the qmarl_ac / mha update (gradient accumulation: less memory)."""
+    update_chunks: int = 0
+    """Time chunks of the qmarl_ac / mha update (0 = auto: one per step on CPU, one piece on an
+    accelerator; the row records the number used)."""
     repeats: int = 3
     seed: int = 0
     json: str | None = None
@@ -99,7 +100,7 @@ def measure(args: Args) -> dict:
         "max_steps": config.env_config.max_steps,
         "node_budget": trainer.actor.node_budget,
         "edge_budget": trainer.actor.edge_budget,
-        "update_chunks": args.update_chunks,
+        "update_chunks": trainer.update_chunks,
         "seconds_per_batch": seconds,
         "seconds_per_100_episodes": seconds * 100 / games,
         "seconds_per_episodes": seconds * args.episodes / games,

@@ -109,7 +109,7 @@ def device_events(profile: ProfileData) -> list[tuple[str, float]]:
 
 
 def measure(args: Args) -> dict:
-    _, runner, batch = make_batch(args)
+    trainer, runner, batch = make_batch(args)
     compiled = batch.lower(runner, 1).compile()
     names = op_names(compiled.as_text())
     runner, _ = compiled(runner)
@@ -124,8 +124,8 @@ def measure(args: Args) -> dict:
     per_op = collections.defaultdict(float)
     for op, ms in events:
         per_op[names.get(op, op)] += ms / args.batches
-    return {"num_agents": args.num_agents, "algo": args.algo, "update_chunks": args.update_chunks,
-            "device_ms_per_batch": sum(per_op.values()),
+    return {"num_agents": args.num_agents, "algo": args.algo,
+            "update_chunks": trainer.update_chunks, "device_ms_per_batch": sum(per_op.values()),
             "kernels_per_batch": len(events) / args.batches,
             "ms_per_op_name": dict(per_op), **machine()}  # fmt: skip
 

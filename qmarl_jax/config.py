@@ -76,10 +76,12 @@ class TrainConfig:
     normalize_advantages: bool = True
     """Standardise advantages (PG returns, PPO GAE) over the batch."""
 
-    update_chunks: int = 1
+    update_chunks: int = 0
     """qmarl_ac / mha: compute the update's gradient over this many time chunks of the batch and
-    sum them (the same gradient; the activations of one chunk at a time, for dense crowds and
-    large N). Must divide the episode length. qmarl_ppo bounds memory with num_minibatches."""
+    sum them (the same gradient; the activations of one chunk at a time). Must divide the episode
+    length. 0 = auto: one chunk per step on CPU (measured 1.5-2x faster than one piece: the
+    working set stays in cache), one piece on GPU/TPU. Other algos: 0 or 1 (qmarl_ppo bounds
+    memory with num_minibatches)."""
 
     # --- optimiser ---
     lr: float = 0.003
@@ -169,16 +171,17 @@ class TrainConfig:
         require(self.depth >= 0, "depth", self.depth, "must be >= 0")
         require(self.dual_clip == 0 or self.dual_clip > 1, "dual_clip", self.dual_clip,
                 "must be > 1 (or 0: off)")  # fmt: skip
-        require(self.update_chunks >= 1, "update_chunks", self.update_chunks, "must be >= 1")
+        require(self.update_chunks >= 0, "update_chunks", self.update_chunks,
+                "must be >= 0 (0 = auto)")  # fmt: skip
         require(
-            self.update_chunks == 1 or self.loss_kind == "ac",
+            self.update_chunks <= 1 or self.loss_kind == "ac",
             "update_chunks",
             self.update_chunks,
-            f"must be 1 for algo={self.algo!r} (chunked updates: qmarl_ac and mha; qmarl_ppo "
-            "bounds memory with num_minibatches)",
+            f"must be 0 or 1 for algo={self.algo!r} (chunked updates: qmarl_ac and mha; "
+            "qmarl_ppo bounds memory with num_minibatches)",
         )
         require(
-            env_config.max_steps % self.update_chunks == 0,
+            env_config.max_steps % max(self.update_chunks, 1) == 0,
             "update_chunks",
             self.update_chunks,
             f"must divide the episode length max_steps={env_config.max_steps}",

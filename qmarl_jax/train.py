@@ -82,6 +82,16 @@ class RunnerState:
     halted: jax.Array
 
 
+def update_chunks(config: TrainConfig, backend: str) -> int:
+    """Time chunks of the gradient step: ``config.update_chunks``, or for 0 (auto) one per step
+    on CPU and one for the whole batch on an accelerator (always 1 for losses without chunks)."""
+    if config.loss_kind != "ac":
+        return 1
+    if config.update_chunks:
+        return config.update_chunks
+    return config.env_config.max_steps if backend == "cpu" else 1
+
+
 class Trainer:
     """Builds the pure functions of a run from its config (nothing is compiled here)."""
 
@@ -104,6 +114,7 @@ class Trainer:
         clip = [optax.clip_by_global_norm(config.max_grad_norm)] if config.max_grad_norm else []
         self.tx = optax.chain(*clip, optax.adam(config.lr))
         self.teams = np.asarray(self.env.teams)
+        self.update_chunks = update_chunks(config, jax.default_backend())
 
     # ---- initialisation ------------------------------------------------------------------
     def init_params(self, key: jax.Array, team: int) -> dict:
@@ -132,7 +143,7 @@ class Trainer:
 
     def _gradient_step(self, team: TeamState, batch: common.TeamBatch, scale: jax.Array):
         cfg = self.config
-        if cfg.update_chunks == 1:
+        if self.update_chunks == 1:
             (loss, aux), grads = jax.value_and_grad(LOSSES[cfg.loss_kind], has_aux=True)(
                 team.params, self.heads, batch, cfg
             )
@@ -142,23 +153,27 @@ class Trainer:
 
     def _chunked_gradient(self, params, batch: common.TeamBatch):
         """The qmarl_ac loss and gradient as a sum over ``update_chunks`` time chunks: the same
-        numbers as in one piece, with the activations of one chunk alive at a time."""
+        numbers as in one piece, with the activations of one chunk alive at a time. The chunks
+        run last first, each handing the value of its first step to the one before it."""
         counts = common.loss_counts(batch)
+        chunks = common.time_chunks(batch, self.update_chunks)
 
-        def add_chunk(total, chunk):
-            out = jax.value_and_grad(qmarl_ac.loss, has_aux=True)(
-                params, self.heads, chunk, self.config, counts
+        def gradient(chunk, next_value):
+            return jax.value_and_grad(qmarl_ac.chunk_loss, has_aux=True)(
+                params, self.heads, chunk, self.config, counts, next_value
             )
-            return jax.tree.map(jnp.add, total, out), None
 
-        zeros = jax.eval_shape(
-            lambda: jax.value_and_grad(qmarl_ac.loss, has_aux=True)(
-                params, self.heads, batch, self.config, counts
-            )
-        )
-        zeros = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), zeros)
-        total, _ = jax.lax.scan(
-            add_chunk, zeros, common.time_chunks(batch, self.config.update_chunks)
+        def add_chunk(carry, chunk):
+            total, next_value = carry
+            (loss, (metrics, first_value)), grads = gradient(chunk, next_value)
+            total = jax.tree.map(jnp.add, total, ((loss, metrics), grads))
+            return (total, first_value), None
+
+        next_value = qmarl_ac.final_value(params, self.heads, batch)
+        shapes = jax.eval_shape(gradient, jax.tree.map(lambda x: x[0], chunks), next_value)
+        (loss, (metrics, _)), grads = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shapes)
+        (total, _), _ = jax.lax.scan(
+            add_chunk, (((loss, metrics), grads), next_value), chunks, reverse=True
         )
         return total
 

@@ -73,6 +73,81 @@ def test_chunked_update_equals_the_update_in_one_piece(algo):
         np.testing.assert_allclose(g4, g, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("scenario", ["battle", "jungle"])
+def test_ac_loss_matches_a_python_loop_over_steps_and_nodes(scenario):
+    """The TD(0) targets, counterfactual advantage and entropy of qmarl_ac against a plain loop
+    over the network's outputs on all T + 1 steps (Battle: deaths and terminal steps; Jungle:
+    a truncated last step that bootstraps from the state after it)."""
+    from qmarl_jax.algos import qmarl_ac
+    from qmarl_jax.rollout import collect, team_batch
+
+    controllers = ("learn", "scripted")[: 2 if scenario == "battle" else 1]
+    config = make_config(scenario, algo="qmarl_ac", num_batches=1, controllers=controllers,
+                         **{**SMALL, "max_steps": 12})  # fmt: skip
+    trainer = Trainer(config)
+    params = trainer.init(jax.random.PRNGKey(0)).teams[0].params
+    traj = jax.jit(lambda key: collect(trainer.actor, (params,), key, trainer.env_params))(
+        jax.random.PRNGKey(3)
+    )
+    batch = team_batch(traj, 0, 0, trainer.teams)
+    _, metrics = jax.jit(lambda p: qmarl_ac.loss(p, trainer.heads, batch, config))(params)
+    h = trainer.heads
+    logits = np.asarray(h.logits(params, batch.features, batch.graphs), np.float64)
+    q = np.asarray(h.q_values(params, batch.features, batch.graphs, batch.actions), np.float64)
+    b = jax.tree.map(np.asarray, batch)
+    node_agent, n = b.graphs.nodes["agent"], b.actions.shape[-1]
+    steps, envs, slots = node_agent.shape
+    member = b.team_member
+    probs = np.exp(logits - logits.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    node_value = (probs * q).sum(-1)
+    value_sum, value_count = np.zeros((steps, envs, n)), np.zeros((steps, envs, n))
+    for t in range(steps):
+        for e in range(envs):
+            for k in range(slots):
+                i = node_agent[t, e, k]
+                if i < n and member[i] and b.alive[t, e, i]:
+                    value_sum[t, e, i] += node_value[t, e, k]
+                    value_count[t, e, i] += 1
+    agent_value = value_sum / np.maximum(value_count, 1)
+    actor = critic = entropy = 0.0
+    acting = nodes = 0
+    for t in range(steps - 1):
+        for e in range(envs):
+            for i in range(n):
+                acting += bool(member[i] and b.alive[t, e, i] and b.live[t, e])
+            for k in range(slots):
+                i = node_agent[t, e, k]
+                if not (i < n and member[i] and b.alive[t, e, i] and b.live[t, e]):
+                    continue
+                nodes += 1
+                label = b.actions[t, e, i]
+                target = b.reward[t, e, i]
+                if not b.terminated[t, e] and b.alive[t + 1, e, i]:
+                    target += config.gamma * agent_value[t + 1, e, i]
+                critic += (q[t, e, k, label] - target) ** 2
+                advantage = q[t, e, k, label] - node_value[t, e, k]
+                actor -= advantage * np.log(probs[t, e, k, label])
+                entropy -= np.sum(probs[t, e, k] * np.log(probs[t, e, k]))
+    if scenario == "battle":
+        assert np.any(b.terminated) and not np.all(b.alive)
+    else:
+        assert np.any(b.live[-2] & ~b.terminated[-1]) and np.any(agent_value[-1] != 0)
+    np.testing.assert_allclose(metrics["critic_loss"], critic / acting, rtol=1e-4)
+    np.testing.assert_allclose(metrics["actor_loss"], actor / acting, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(metrics["entropy"], entropy / nodes, rtol=1e-5)
+
+
+def test_auto_update_chunks_are_one_per_step_on_cpu_and_one_piece_elsewhere():
+    from qmarl_jax.train import update_chunks
+
+    ac = make_config("jungle", algo="qmarl_ac", max_steps=12)
+    assert update_chunks(ac, "cpu") == 12
+    assert update_chunks(ac, "gpu") == update_chunks(ac, "tpu") == 1
+    assert update_chunks(make_config("jungle", algo="qmarl_ac", update_chunks=3), "cpu") == 3
+    assert update_chunks(make_config("jungle", algo="qmarl_ppo"), "cpu") == 1
+
+
 def test_overflowing_budgets_grow_and_the_chunk_reruns(tmp_path):
     import dataclasses
 
@@ -170,13 +245,14 @@ def test_full_run_writes_every_artefact(tmp_path):
         ({"budget_margin": 0.5}, "invalid config field 'budget_margin'=0.5: must be >= 1"),
         ({"heads": 0}, "invalid config field 'heads'=0: must be >= 1"),
         ({"dual_clip": 0.5}, "invalid config field 'dual_clip'=0.5: must be > 1 (or 0: off)"),
+        ({"update_chunks": -1}, "invalid config field 'update_chunks'=-1: must be >= 0 (0 = auto)"),
         (
             {"update_chunks": 7, "algo": "qmarl_ac"},
             "invalid config field 'update_chunks'=7: must divide the episode length",
         ),
         (
             {"update_chunks": 2, "algo": "qmarl_pg"},
-            "invalid config field 'update_chunks'=2: must be 1 for algo='qmarl_pg'",
+            "invalid config field 'update_chunks'=2: must be 0 or 1 for algo='qmarl_pg'",
         ),
     ],
 )

@@ -4,6 +4,11 @@ The critic ``q(G, a)`` gives node j a value for each of j's actions, conditioned
 actions but not on j's own. Advantage ``q_j(a_j) - sum_a pi_j(a) q_j(a)``; the critic regresses on
 the TD(0) target ``r + gamma V(next)`` where ``V`` of an agent is the mean over the ego-graphs
 holding it of ``sum_a pi(a) q(a)`` (no bootstrap through a terminal step or a death).
+
+The network runs on the T acting steps only; ``V`` of the state after the last of them (the
+bootstrap of step T - 1) comes in as ``next_value``. A batch cut into time chunks
+(``common.time_chunks``) is then processed last chunk first, each chunk handing the ``V`` of its
+first step to the chunk before it (``chunk_loss``): no step is run twice.
 """
 
 from __future__ import annotations
@@ -14,37 +19,78 @@ import jax.numpy as jnp
 from qmarl_jax.algos import common
 
 
-def loss(params, heads: common.Heads, batch: common.TeamBatch, config, counts=None):
-    """Scalar loss and metrics for one team's batch.
+def _node_values(params, heads: common.Heads, features, graphs, actions):
+    """``(logits [..., B, 5], q [..., B, 5], sum_a pi(a) q(a) [..., B] without gradient)``."""
+    logits = heads.logits(params, features, graphs)
+    q = heads.q_values(params, features, graphs, actions)
+    node_value = jax.lax.stop_gradient(jnp.sum(jax.nn.softmax(logits) * q, axis=-1))
+    return logits, q, node_value
+
+
+def final_value(params, heads: common.Heads, batch: common.TeamBatch) -> jax.Array:
+    """float32[E, N] (no gradient) ``V`` of every agent in the batch's last state (step T): the
+    bootstrap of its last step."""
+    last = lambda x: x[-1:]
+    _, _, node_value = _node_values(
+        params, heads, last(batch.features), jax.tree.map(last, batch.graphs), last(batch.actions)
+    )
+    alive_nodes = last(common.node_masks(batch)[0])
+    return common.agent_mean(node_value, last(batch.node_agent), alive_nodes, batch.num_agents)[0]
+
+
+def chunk_loss(
+    params,
+    heads: common.Heads,
+    batch: common.TeamBatch,
+    config,
+    counts: common.LossCounts,
+    next_value: jax.Array,
+):
+    """The loss terms of T steps given the value of the state after them.
 
     Args:
-      counts: ``common.LossCounts`` of the whole batch when ``batch`` is one time chunk of it
-        (``common.time_chunks``): the chunks' losses and gradients then sum to the whole batch's.
-        Default: the batch's own.
+      batch: a batch (or one time chunk of one) with T acting steps.
+      counts: the normalisers of the whole batch (``common.loss_counts``).
+      next_value: float32[E, N] ``V`` of every agent at step T (``final_value``, or the first
+        value of the next chunk).
+
+    Returns:
+      ``(loss, (metrics, first_value float32[E, N]))``: ``first_value`` is ``V`` at step 0, the
+      ``next_value`` of the chunk before this one.
     """
-    logits = heads.logits(params, batch.features, batch.graphs)  # [T+1, E, B, 5]
-    q = heads.q_values(params, batch.features, batch.graphs, batch.actions)
-    labels = common.node_labels(batch)
+    steps = common.drop_last
+    logits, q, node_value = _node_values(
+        params, heads, steps(batch.features), steps(batch.graphs), steps(batch.actions)
+    )  # [T, E, B, 5], [T, E, B, 5], [T, E, B]
+    labels = common.node_labels(batch)[:-1]
     alive_nodes, valid_nodes = common.node_masks(batch)
-
-    policy = jax.nn.softmax(logits)
-    node_value = jax.lax.stop_gradient(jnp.sum(policy * q, axis=-1))  # [T+1, E, B]
-    agent_value = common.agent_mean(node_value, batch.node_agent, alive_nodes, batch.num_agents)
+    agents = batch.node_agent[:-1]
+    agent_value = common.agent_mean(node_value, agents, alive_nodes[:-1], batch.num_agents)
+    following = jnp.concatenate([agent_value[1:], next_value[None]])  # V at step t + 1
     bootstrap = (~batch.terminated)[..., None] & batch.alive[1:]
-    target = common.masked_rewards(batch) + config.gamma * bootstrap * agent_value[1:]
+    target = common.masked_rewards(batch) + config.gamma * bootstrap * following
 
-    q_taken = jnp.take_along_axis(q, labels[..., None], axis=-1)[..., 0][:-1]
+    q_taken = jnp.take_along_axis(q, labels[..., None], axis=-1)[..., 0]
     weight = valid_nodes[:-1]
-    counts = common.loss_counts(batch) if counts is None else counts
     graphs = counts.graphs
-    critic_loss = jnp.sum(weight * (q_taken - common.per_node(target, batch.node_agent[:-1])) ** 2)
-    advantage = jax.lax.stop_gradient(q_taken - node_value[:-1])
-    log_prob = common.label_log_probs(logits[:-1], labels[:-1])
+    critic_loss = jnp.sum(weight * (q_taken - common.per_node(target, agents)) ** 2)
+    advantage = jax.lax.stop_gradient(q_taken - node_value)
+    log_prob = common.label_log_probs(logits, labels)
     actor_loss = -jnp.sum(weight * advantage * log_prob)
-    entropy = jnp.sum(weight * common.entropy(logits[:-1]))
+    entropy = jnp.sum(weight * common.entropy(logits))
     total = (actor_loss + config.critic_coef * critic_loss - config.entropy_coef * entropy) / graphs
-    return total, {
+    metrics = {
         "actor_loss": actor_loss / graphs,
         "critic_loss": critic_loss / graphs,
         "entropy": entropy / counts.nodes,
     }
+    return total, (metrics, agent_value[0])
+
+
+def loss(params, heads: common.Heads, batch: common.TeamBatch, config):
+    """Scalar loss and metrics for one team's whole batch."""
+    next_value = final_value(params, heads, batch)
+    total, (metrics, _) = chunk_loss(
+        params, heads, batch, config, common.loss_counts(batch), next_value
+    )
+    return total, metrics
