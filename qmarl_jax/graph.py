@@ -198,21 +198,26 @@ def ego_graphs(
     }
     n_node = jnp.sum(fits, axis=-1, dtype=jnp.int32)
 
-    # Directed edges: window slot pairs at graph distance, both endpoints stored.
-    edge_ok = fits[:, pairs[:, 0]] & fits[:, pairs[:, 1]]  # [N, P]
+    # Directed edges: window slot pairs at graph distance, both endpoints stored, in (agent,
+    # pair) order. Edge slot e holds the (e+1)-th such pair, found by binary search on their
+    # running count: a gather per edge slot instead of a scatter of every agent's P pairs.
+    no_pairs = len(pairs) == 0  # depth 0: one-node graphs; a never-kept dummy pair keeps shapes
+    if no_pairs:
+        pairs, pair_distance = np.zeros((1, 2), np.int32), np.zeros(1, np.float32)
+    num_pairs = len(pairs)
+    edge_ok = fits[:, pairs[:, 0]] & fits[:, pairs[:, 1]] & (not no_pairs)  # [N, P]
     edges_per_graph = jnp.sum(edge_ok, axis=-1, dtype=jnp.int32)
-    edge_flat = _exclusive_cumsum(edges_per_graph)[:, None] + jnp.cumsum(edge_ok, axis=-1) - 1
-    edge_fits = edge_ok & (edge_flat < edge_budget)
-    edge_flat = jnp.where(edge_fits, edge_flat, edge_budget)
-
-    def scatter_edges(values, fill, dtype=jnp.int32):
-        values = jnp.broadcast_to(values, edge_ok.shape).astype(dtype)
-        return jnp.full(edge_budget, fill, dtype).at[edge_flat].set(values, mode="drop")
-
-    senders = scatter_edges(flat[:, pairs[:, 0]], num_agents)
-    receivers = scatter_edges(flat[:, pairs[:, 1]], total_slots)
-    distance = scatter_edges(jnp.asarray(pair_distance)[None, :], 0.0, jnp.float32)
-    n_edge = jnp.sum(edge_fits, axis=-1, dtype=jnp.int32)
+    running = jnp.cumsum(edge_ok.ravel(), dtype=jnp.int32)  # [N * P]
+    slot = jnp.arange(edge_budget, dtype=jnp.int32)
+    real = slot < running[-1]
+    found = jnp.where(real, jnp.searchsorted(running, slot + 1, side="left"), 0)
+    graph_of_edge, pair = found // num_pairs, found % num_pairs
+    pair_ends = jnp.asarray(pairs)[pair]  # [B_e, 2]
+    senders = jnp.where(real, flat[graph_of_edge, pair_ends[:, 0]], num_agents)
+    receivers = jnp.where(real, flat[graph_of_edge, pair_ends[:, 1]], total_slots)
+    distance = jnp.where(real, jnp.asarray(pair_distance)[pair], 0.0)
+    first_edge = _exclusive_cumsum(edges_per_graph)
+    n_edge = jnp.clip(edge_budget - first_edge, 0, edges_per_graph)
 
     total_nodes = jnp.sum(n_node)
     total_edges = jnp.sum(n_edge)
@@ -233,7 +238,7 @@ def ego_graphs(
         max_graph_nodes=jnp.max(n_node),
         truncated_nodes=jnp.sum(reached & ~kept, dtype=jnp.int32),
         overflow_nodes=jnp.sum(kept & ~fits, dtype=jnp.int32),
-        overflow_edges=jnp.sum(edge_ok & ~edge_fits, dtype=jnp.int32),
+        overflow_edges=jnp.sum(edges_per_graph) - total_edges,
     )
     return graphs, stats
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from experiments import bench_scaling, profile_train, reproduce, rollout
+from experiments import bench_scaling, flop_floor, profile_train, reproduce, rollout
 from qmarl_jax import loop
 from qmarl_jax.config import make_config
 
@@ -101,3 +101,18 @@ def test_profile_train_names_kernels_by_source_scope(tmp_path):
     scopes = dict(profile_train.by_scope(result["ms_per_op_name"], 1))
     assert any(name.startswith("transpose(jvp(ActorCritic") for name in scopes)  # the update
     assert json.loads((tmp_path / "profile.json").read_text())["ms_per_op_name"]
+
+
+def test_flop_floor_counts_products_and_the_batch(tmp_path):
+    import jax.numpy as jnp
+
+    x, w = jnp.ones((6, 4)), jnp.ones((4, 3))
+    assert flop_floor.cost_flops(lambda x, w: x @ w, x, w) == 2 * 6 * 4 * 3
+    row = flop_floor.main(flop_floor.Args(
+        num_agents=10, games=2, repeats=1, matmul_rows=64, matmul_chain=2,
+        json=str(tmp_path / "floor.json"),
+    ))  # fmt: skip
+    # The update runs both trunks forward and backward; acting runs the actor forward only.
+    assert row["update_gflop_per_batch"] > 2 * row["acting_gflop_per_batch"] > 0
+    assert row["matmul_gflop_per_s"] > 0 and row["floor_s_per_100_episodes"] > 0
+    assert json.loads((tmp_path / "floor.json").read_text())["update_chunks"] == 30

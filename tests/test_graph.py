@@ -75,7 +75,7 @@ def unpack(graphs, num_agents):
 
 @pytest.mark.parametrize("density", [0.1, 0.3, 0.6])
 @pytest.mark.parametrize(
-    ("depth", "radius", "max_nodes"), [(2, 1, 25), (2, 1, 5), (1, 2, 9), (3, 1, 12)]
+    ("depth", "radius", "max_nodes"), [(2, 1, 25), (2, 1, 5), (1, 2, 9), (3, 1, 12), (0, 1, 4)]
 )
 def test_ego_graphs_match_brute_force_bfs(density, depth, radius, max_nodes):
     height, width = 8, 9
@@ -102,6 +102,9 @@ def test_ego_graphs_match_brute_force_bfs(density, depth, radius, max_nodes):
         n_node = np.asarray(graphs.n_node)
         assert n_node[:-1].tolist() == [
             len(expected.get(i, ([], set()))[0]) for i in range(num_agents)
+        ]
+        assert np.asarray(graphs.n_edge)[:-1].tolist() == [
+            len(expected.get(i, ([], set()))[1]) for i in range(num_agents)
         ]
         assert int(stats.num_nodes) == sum(len(v[0]) for v in expected.values())
         assert int(stats.num_edges) == sum(len(v[1]) for v in expected.values())
