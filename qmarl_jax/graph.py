@@ -64,9 +64,10 @@ def window_geometry(depth: int, radius: int):
 
     Returns:
       ``(window [W, 2], centre, neighbour_slots [W, K], order_rank [W], pairs [P, 2],
-      pair_distance [P])``: the window displacements; the centre slot; for each slot the slots of
-      its graph neighbours inside the window (``W`` = outside); each slot's rank by (Euclidean
-      distance, row, column); every ordered pair of window slots joined by an edge; its length.
+      pair_distance [P], pair_ring [P])``: the window displacements; the centre slot; for each
+      slot the slots of its graph neighbours inside the window (``W`` = outside); each slot's
+      rank by (Euclidean distance, row, column); every ordered pair ``(s, t)`` of window slots
+      joined by an edge; its length; the ring slot k of its displacement (``t = s + ring[k]``).
     """
     window = core.window_displacements(depth * radius)
     ring = core.ring_displacements(radius)
@@ -80,13 +81,16 @@ def window_geometry(depth: int, radius: int):
     order = np.lexsort((window[:, 1], window[:, 0], squared))
     order_rank = np.empty(num_slots, np.int32)
     order_rank[order] = np.arange(num_slots)
-    pairs = np.array(
-        [(s, t) for s in range(num_slots) for t in neighbour_slots[s] if t < num_slots],
+    pairs_and_ring = np.array(
+        [(s, t, k) for s in range(num_slots) for k, t in enumerate(neighbour_slots[s])
+         if t < num_slots],
         dtype=np.int32,
-    ).reshape(-1, 2)
+    ).reshape(-1, 3)  # fmt: skip
+    pairs, pair_ring = pairs_and_ring[:, :2], pairs_and_ring[:, 2]
     pair_distance = np.linalg.norm(window[pairs[:, 1]] - window[pairs[:, 0]], axis=-1)
     centre = slot_of[(0, 0)]
-    return window, centre, neighbour_slots, order_rank, pairs, pair_distance.astype(np.float32)
+    return (window, centre, neighbour_slots, order_rank, pairs, pair_distance.astype(np.float32),
+            pair_ring)  # fmt: skip
 
 
 def hop_distances(ids: jax.Array, alive: jax.Array, depth: int, radius: int) -> jax.Array:
@@ -99,7 +103,7 @@ def hop_distances(ids: jax.Array, alive: jax.Array, depth: int, radius: int) -> 
       depth: hops d >= 0.
       radius: graph radius r >= 1.
     """
-    _, centre, neighbour_slots, _, _, _ = window_geometry(depth, radius)
+    _, centre, neighbour_slots, *_ = window_geometry(depth, radius)
     occupied = ids >= 0
     unreached = depth + 1
     hop = (
@@ -148,7 +152,9 @@ def ego_graphs(
       N + 1 graphs (graph i is the ego-graph of agent i, empty if it is dead; the last graph holds
       the padding) and ``nodes = {"agent": int32[B_n] global agent id (N on padding), "graph":
       int32[B_n] ego-graph id (N on padding), "hop": int32[B_n]}``, ``edges = {"distance":
-      float32[B_e]}``, ``senders/receivers int32[B_e]`` flat node indices (padding edges point at
+      float32[B_e], "ring": int32[B_e]}`` (``ring``: the slot k of the ring displacement from
+      sender to receiver, ``receiver = sender + ring[k]``: with the receiver's agent it names the
+      neighbour pair), ``senders/receivers int32[B_e]`` flat node indices (padding edges point at
       node slot B_n, outside the node arrays, so segment sums drop them). Slot ``i < N`` holds
       agent i's one-node ego-graph, if it has one; the larger ego-graphs follow in agent order,
       each with its nodes ordered by (hop, distance, row, column): the centre first. Every edge
@@ -160,7 +166,7 @@ def ego_graphs(
             f"border of {depth * radius} but the environment has {spec.pad}; raise the env's "
             f"sight_radius or lower depth"
         )
-    window, _, _, order_rank, pairs, pair_distance = window_geometry(depth, radius)
+    window, _, _, order_rank, pairs, pair_distance, pair_ring = window_geometry(depth, radius)
     num_agents = grid.alive.shape[0]
     num_slots = len(window)
     total_slots = num_agents + node_budget
@@ -203,7 +209,7 @@ def ego_graphs(
     # running count: a gather per edge slot instead of a scatter of every agent's P pairs.
     no_pairs = len(pairs) == 0  # depth 0: one-node graphs; a never-kept dummy pair keeps shapes
     if no_pairs:
-        pairs, pair_distance = np.zeros((1, 2), np.int32), np.zeros(1, np.float32)
+        pairs, pair_distance, pair_ring = np.zeros((1, 2), np.int32), np.zeros(1), np.zeros(1)
     num_pairs = len(pairs)
     edge_ok = fits[:, pairs[:, 0]] & fits[:, pairs[:, 1]] & (not no_pairs)  # [N, P]
     edges_per_graph = jnp.sum(edge_ok, axis=-1, dtype=jnp.int32)
@@ -215,7 +221,8 @@ def ego_graphs(
     pair_ends = jnp.asarray(pairs)[pair]  # [B_e, 2]
     senders = jnp.where(real, flat[graph_of_edge, pair_ends[:, 0]], num_agents)
     receivers = jnp.where(real, flat[graph_of_edge, pair_ends[:, 1]], total_slots)
-    distance = jnp.where(real, jnp.asarray(pair_distance)[pair], 0.0)
+    distance = jnp.where(real, jnp.asarray(pair_distance, jnp.float32)[pair], 0.0)
+    ring = jnp.where(real, jnp.asarray(pair_ring, jnp.int32)[pair], 0)
     first_edge = _exclusive_cumsum(edges_per_graph)
     n_edge = jnp.clip(edge_budget - first_edge, 0, edges_per_graph)
 
@@ -223,7 +230,7 @@ def ego_graphs(
     total_edges = jnp.sum(n_edge)
     graphs = jraph.GraphsTuple(
         nodes=nodes,
-        edges={"distance": distance},
+        edges={"distance": distance, "ring": ring},
         senders=senders,
         receivers=receivers,
         globals=None,

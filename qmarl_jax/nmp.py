@@ -67,20 +67,84 @@ def padded_senders(senders: jax.Array, receivers: jax.Array, num_nodes: int) -> 
     return jnp.where(receivers < num_nodes, senders, num_nodes)
 
 
+FIRST_BLOCK = ("auto", "nodes", "agents", "pairs")
+
+
 class MessagePassing(nn.Module):
     """L edge-then-vertex update blocks on a flat batch of ego-graphs.
+
+    The first block's edge terms depend only on the two agents of an edge (node states are still
+    the embedded observations, edge inputs the pair's distance), so they can be computed once per
+    agent or once per neighbour pair and gathered, instead of once per node or ego-graph edge:
+    ``first_block`` picks where (``nodes``: per node and edge; ``agents``: its three node maps per
+    agent; ``pairs``: per agent and per (receiver agent, ring slot) pair, which needs
+    ``max_degree``; ``auto``: the fewest rows from the static sizes: pairs where the edge slots
+    outnumber the ``N x max_degree`` pairs, as in dense crowds). Every choice gives the same
+    numbers.
 
     Attributes:
       width: hidden width H.
       num_blocks: L.
       n_rbf: radial basis functions on edge lengths.
       d_max: largest possible edge length (``sqrt(2) * graph_radius``).
+      max_degree: ring slots K per agent (``env.max_degree``); None disables ``pairs``.
+      first_block: one of ``FIRST_BLOCK``.
     """
 
     width: int = 64
     num_blocks: int = 2
     n_rbf: int = 10
     d_max: float = 2**0.5
+    max_degree: int | None = None
+    first_block: str = "auto"
+
+    def _edge_terms(self, block, states, z, receivers, senders):
+        """``(z_ij = h_rel([s_i, s_j, z_ij]), message_ij = h_lin(s_j) * h_rel(z_ij))`` for edges
+        given as rows of ``states`` (out-of-range rows: zeros)."""
+        z = nn.relu(
+            take_rows(nn.Dense(self.width, name=f"edge_{block}_receiver")(states), receivers)
+            + take_rows(
+                nn.Dense(self.width, use_bias=False, name=f"edge_{block}_sender")(states), senders
+            )
+            + nn.Dense(self.width, use_bias=False, name=f"edge_{block}_edge")(z)
+        )
+        message = take_rows(nn.Dense(self.width, name=f"message_{block}")(states), senders)
+        return z, message * nn.relu(nn.Dense(self.width, name=f"filter_{block}")(z))
+
+    def _first_block_where(self, num_agents: int, num_nodes: int, num_edges: int) -> str:
+        if self.first_block != "auto":
+            if self.first_block == "pairs" and self.max_degree is None:
+                raise ValueError("first_block='pairs' needs max_degree")
+            return self.first_block
+        if self.max_degree is not None and num_edges > num_agents * self.max_degree:
+            return "pairs"
+        return "agents" if num_nodes > num_agents else "nodes"
+
+    def _first_block_edges(self, embedded, s, z0, graphs, node_agent, receivers, senders):
+        """The first block's ``(z, message)`` per ego-graph edge ``[B_e, H]`` each (``z0``: the
+        RBF edge inputs)."""
+        num_agents = embedded.shape[0]
+        distance = graphs.edges["distance"]
+        where = self._first_block_where(num_agents, s.shape[0], distance.shape[0])
+        if where == "nodes":
+            return self._edge_terms(0, s, z0, receivers, senders)
+        agent_of = lambda nodes: jnp.take(node_agent, nodes, mode="fill", fill_value=num_agents)
+        receiver_agent, sender_agent = agent_of(receivers), agent_of(senders)
+        if where == "agents":
+            return self._edge_terms(0, embedded, z0, receiver_agent, sender_agent)
+        # One row per (receiver agent, ring slot): every ego-graph edge of the pair reads it.
+        num_pairs = num_agents * self.max_degree
+        pair = receiver_agent * self.max_degree + graphs.edges["ring"]  # >= num_pairs: padding
+        pair_sender = (
+            jnp.full(num_pairs, num_agents, jnp.int32).at[pair].set(sender_agent, mode="drop")
+        )
+        pair_distance = jnp.zeros(num_pairs, distance.dtype).at[pair].set(distance, mode="drop")
+        pair_receiver = jnp.arange(num_pairs, dtype=jnp.int32) // self.max_degree
+        z, message = self._edge_terms(
+            0, embedded, rbf_expand(pair_distance, self.n_rbf, self.d_max),
+            pair_receiver, pair_sender,
+        )  # fmt: skip
+        return take_rows(z, pair), take_rows(message, pair)
 
     @nn.compact
     def __call__(self, observations: jax.Array, graphs: jraph.GraphsTuple):
@@ -93,14 +157,16 @@ class MessagePassing(nn.Module):
 
         Args:
           observations: float32[N, F] per-agent features.
-          graphs: flat ego-graphs with B_n >= N nodes and B_e edges.
+          graphs: flat ego-graphs with B_n >= N nodes and B_e edges (``edges["ring"]`` needed
+            by ``first_block='pairs'``).
 
         Returns:
           ``(s float32[B_n, H], z float32[B_e, H or n_rbf])`` node and edge states.
         """
         num_aligned = observations.shape[0]
         embedded = nn.Dense(self.width, name="embed")(observations)
-        s = gather_nodes(embedded, graphs.nodes["agent"][num_aligned:])
+        node_agent = graphs.nodes["agent"][num_aligned:]
+        s = gather_nodes(embedded, node_agent)
         num_nodes = s.shape[0]
         z = rbf_expand(graphs.edges["distance"], self.n_rbf, self.d_max)
         # Every edge joins two slots >= num_aligned: index them within the message-passing part
@@ -109,16 +175,12 @@ class MessagePassing(nn.Module):
         senders = padded_senders(graphs.senders - num_aligned, receivers, num_nodes)
         edgeless = embedded
         for block in range(self.num_blocks):
-            # z_ij = h_rel([s_i, s_j, z_ij]) with i the receiver, as three Dense maps summed.
-            z = nn.relu(
-                take_rows(nn.Dense(self.width, name=f"edge_{block}_receiver")(s), receivers)
-                + take_rows(
-                    nn.Dense(self.width, use_bias=False, name=f"edge_{block}_sender")(s), senders
+            if block == 0:
+                z, message = self._first_block_edges(
+                    embedded, s, z, graphs, node_agent, receivers, senders
                 )
-                + nn.Dense(self.width, use_bias=False, name=f"edge_{block}_edge")(z)
-            )
-            message = take_rows(nn.Dense(self.width, name=f"message_{block}")(s), senders)
-            message = message * nn.relu(nn.Dense(self.width, name=f"filter_{block}")(z))
+            else:
+                z, message = self._edge_terms(block, s, z, receivers, senders)
             incoming = jax.ops.segment_sum(message, receivers, num_segments=num_nodes)
             vertex_hidden = nn.Dense(self.width, name=f"vertex_{block}_hidden")
             vertex_out = nn.Dense(self.width, name=f"vertex_{block}_out")
@@ -210,6 +272,8 @@ class ActorCritic(nn.Module):
       d_max: largest edge length.
       trunk: ``nmp`` (Q-MARL's message passing) or ``mha`` (the attention baseline).
       heads: attention heads of the ``mha`` trunk.
+      max_degree, first_block: where the ``nmp`` trunk computes its first block
+        (``MessagePassing``; the same numbers either way).
     """
 
     width: int = 64
@@ -218,12 +282,16 @@ class ActorCritic(nn.Module):
     d_max: float = 2**0.5
     trunk: str = "nmp"
     heads: int = 4
+    max_degree: int | None = None
+    first_block: str = "auto"
 
     def setup(self):
         trunk = dict(width=self.width, num_blocks=self.num_blocks, n_rbf=self.n_rbf,
                      d_max=self.d_max)  # fmt: skip
         if self.trunk == "mha":
             trunk["heads"] = self.heads
+        else:
+            trunk.update(max_degree=self.max_degree, first_block=self.first_block)
         self.actor = TRUNKS[self.trunk](**trunk)
         self.critic = TRUNKS[self.trunk](**trunk)
         self.policy_hidden = nn.Dense(self.width)

@@ -108,6 +108,7 @@ class Trainer:
             d_max=math.sqrt(2) * self.env.config.graph_radius,
             trunk=config.trunk,
             heads=config.heads,
+            max_degree=self.env.max_degree,
         )
         self.heads = common.Heads(self.model)
         self.actor = Actor(config, self.env, self.heads)

@@ -346,3 +346,50 @@ def test_padding_edges_change_no_output_or_gradient(head):
         strict=True,
     ):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_first_block_per_node_per_agent_and_per_pair_agree():
+    """The first block's edge terms depend only on an edge's two agents: computed per node and
+    edge, per agent, or once per (receiver, ring slot) pair, the heads and gradients agree; in a
+    dense crowd the automatic choice is the pair table, in a sparse one the per-node path."""
+    rng = np.random.default_rng(4)
+    cells = rng.choice(81, size=40, replace=False)  # about 50% density on 9x9
+    positions = np.stack([cells // 9, cells % 9], -1)
+    env, _, graphs = setup_graphs(positions, max_nodes=16)
+    n = env.num_agents
+    # Padding edges may carry any ring slot and sender (out-of-range receivers drop them).
+    padding = np.asarray(graphs.receivers) >= graphs.nodes["agent"].shape[0]
+    assert padding.any() and (~padding).any()
+    graphs = graphs._replace(
+        edges={**graphs.edges, "ring": jnp.where(padding, 7, graphs.edges["ring"])}
+    )
+    features = jax.random.normal(jax.random.key(11), (n, 12))
+    actions = jax.random.randint(jax.random.key(12), (n,), 0, 5)
+    models = {
+        where: nmp.ActorCritic(width=16, num_blocks=2, n_rbf=10, d_max=math.sqrt(2),
+                               max_degree=env.max_degree, first_block=where)
+        for where in ("nodes", "agents", "pairs")
+    }  # fmt: skip
+    params = models["nodes"].init(jax.random.key(0), features, graphs, actions)
+
+    def heads(model, p):
+        return model.apply(p, features, graphs, actions)  # logits, values, q_values
+
+    def loss(model, p):
+        return sum(jnp.sum(jnp.tanh(out)) for out in heads(model, p))
+
+    reference = heads(models["nodes"], params)
+    reference_grad = jax.grad(lambda p: loss(models["nodes"], p))(params)
+    for where in ("agents", "pairs"):
+        for got, expected in zip(heads(models[where], params), reference, strict=True):
+            np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+        grad = jax.grad(lambda p, m=models[where]: loss(m, p))(params)
+        for g, e in zip(jax.tree.leaves(grad), jax.tree.leaves(reference_grad), strict=True):
+            np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-5)
+    trunk = nmp.MessagePassing(max_degree=env.max_degree)
+    num_edges = graphs.senders.shape[0]
+    assert num_edges > n * env.max_degree
+    assert trunk._first_block_where(n, graphs.nodes["agent"].shape[0] - n, num_edges) == "pairs"
+    assert trunk._first_block_where(10000, 8479, 10470) == "nodes"
+    assert trunk._first_block_where(10000, 21304, 33375) == "agents"
+    assert nmp.MessagePassing()._first_block_where(10, 1000, 10**6) == "agents"
