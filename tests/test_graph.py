@@ -112,12 +112,15 @@ def test_ego_graphs_match_brute_force_bfs(density, depth, radius, max_nodes):
         full = brute_force_ego_graphs(positions, alive, depth, radius, 10**6)
         truncated = sum(len(full[c][0]) - len(expected[c][0]) for c in expected)
         assert int(stats.truncated_nodes) == truncated
-        # Edge distances are the Euclidean lengths between the two agents.
+        # Edge distances are the Euclidean lengths between the two agents; the ring slot names
+        # the displacement from sender to receiver.
         senders, receivers = np.asarray(graphs.senders), np.asarray(graphs.receivers)
         agent = np.asarray(graphs.nodes["agent"])
+        ring = core.ring_displacements(radius)
         for e in np.flatnonzero(receivers < len(agent)):
             d = positions[agent[senders[e]]] - positions[agent[receivers[e]]]
             assert np.isclose(graphs.edges["distance"][e], np.linalg.norm(d))
+            np.testing.assert_array_equal(ring[int(graphs.edges["ring"][e])], -d)
 
 
 def test_budgets_drop_nodes_and_edges_only_with_a_count():
