@@ -112,6 +112,10 @@ class MessagePassing(nn.Module):
         return z, message * nn.relu(nn.Dense(self.width, name=f"filter_{block}")(z))
 
     def _first_block_where(self, num_agents: int, num_nodes: int, num_edges: int) -> str:
+        if self.first_block not in FIRST_BLOCK:
+            raise ValueError(
+                f"invalid first_block={self.first_block!r}; choose one of: {', '.join(FIRST_BLOCK)}"
+            )
         if self.first_block != "auto":
             if self.first_block == "pairs" and self.max_degree is None:
                 raise ValueError("first_block='pairs' needs max_degree")

@@ -393,3 +393,5 @@ def test_first_block_per_node_per_agent_and_per_pair_agree():
     assert trunk._first_block_where(10000, 8479, 10470) == "nodes"
     assert trunk._first_block_where(10000, 21304, 33375) == "agents"
     assert nmp.MessagePassing()._first_block_where(10, 1000, 10**6) == "agents"
+    with pytest.raises(ValueError, match="invalid first_block='edges'; choose one of: auto"):
+        nmp.MessagePassing(first_block="edges")._first_block_where(10, 10, 10)

@@ -122,9 +122,9 @@ def time_chunks(batch: TeamBatch, num_chunks: int) -> TeamBatch:
     """Split a batch of T steps into ``num_chunks`` chunks of ``k = T / num_chunks`` steps.
 
     Chunk c holds steps ``[c k, (c + 1) k)`` and, for the ``[T + 1]`` fields, the state after
-    them (step ``(c + 1) k``), which its TD targets bootstrap from; so a loss that sums
-    per-step terms (normalised by the whole batch's ``LossCounts``) sums over the chunks to the
-    whole batch's loss.
+    them (step ``(c + 1) k``: who is alive there, for its last TD target; ``qmarl_ac`` takes the
+    value of that state from the next chunk); so a loss that sums per-step terms (normalised by
+    the whole batch's ``LossCounts``) sums over the chunks to the whole batch's loss.
 
     Returns:
       The batch with a leading chunk axis C on every field (``[C, k + 1, ...]`` / ``[C, k, ...]``).
