@@ -63,11 +63,10 @@ def window_geometry(depth: int, radius: int):
     """Static geometry of the ego window (numpy, cached).
 
     Returns:
-      ``(window [W, 2], centre, neighbour_slots [W, K], order_rank [W], pairs [P, 2],
-      pair_distance [P], pair_ring [P])``: the window displacements; the centre slot; for each
-      slot the slots of its graph neighbours inside the window (``W`` = outside); each slot's
-      rank by (Euclidean distance, row, column); every ordered pair ``(s, t)`` of window slots
-      joined by an edge; its length; the ring slot k of its displacement (``t = s + ring[k]``).
+      ``(window [W, 2], centre, neighbour_slots [W, K], order_rank [W])``: the window
+      displacements; the centre slot; for each slot w the slot ``w + ring[k]`` of each ring
+      displacement k (``W`` = outside the window); each slot's rank by (Euclidean distance, row,
+      column).
     """
     window = core.window_displacements(depth * radius)
     ring = core.ring_displacements(radius)
@@ -81,16 +80,8 @@ def window_geometry(depth: int, radius: int):
     order = np.lexsort((window[:, 1], window[:, 0], squared))
     order_rank = np.empty(num_slots, np.int32)
     order_rank[order] = np.arange(num_slots)
-    pairs_and_ring = np.array(
-        [(s, t, k) for s in range(num_slots) for k, t in enumerate(neighbour_slots[s])
-         if t < num_slots],
-        dtype=np.int32,
-    ).reshape(-1, 3)  # fmt: skip
-    pairs, pair_ring = pairs_and_ring[:, :2], pairs_and_ring[:, 2]
-    pair_distance = np.linalg.norm(window[pairs[:, 1]] - window[pairs[:, 0]], axis=-1)
     centre = slot_of[(0, 0)]
-    return (window, centre, neighbour_slots, order_rank, pairs, pair_distance.astype(np.float32),
-            pair_ring)  # fmt: skip
+    return window, centre, neighbour_slots, order_rank
 
 
 def hop_distances(ids: jax.Array, alive: jax.Array, depth: int, radius: int) -> jax.Array:
@@ -166,7 +157,7 @@ def ego_graphs(
             f"border of {depth * radius} but the environment has {spec.pad}; raise the env's "
             f"sight_radius or lower depth"
         )
-    window, _, _, order_rank, pairs, pair_distance, pair_ring = window_geometry(depth, radius)
+    window, _, neighbour_slots, order_rank = window_geometry(depth, radius)
     num_agents = grid.alive.shape[0]
     num_slots = len(window)
     total_slots = num_agents + node_budget
@@ -204,25 +195,31 @@ def ego_graphs(
     }
     n_node = jnp.sum(fits, axis=-1, dtype=jnp.int32)
 
-    # Directed edges: window slot pairs at graph distance, both endpoints stored, in (agent,
-    # pair) order. Edge slot e holds the (e+1)-th such pair, found by binary search on their
-    # running count: a gather per edge slot instead of a scatter of every agent's P pairs.
-    no_pairs = len(pairs) == 0  # depth 0: one-node graphs; a never-kept dummy pair keeps shapes
-    if no_pairs:
-        pairs, pair_distance, pair_ring = np.zeros((1, 2), np.int32), np.zeros(1), np.zeros(1)
-    num_pairs = len(pairs)
-    edge_ok = fits[:, pairs[:, 0]] & fits[:, pairs[:, 1]] & (not no_pairs)  # [N, P]
-    edges_per_graph = jnp.sum(edge_ok, axis=-1, dtype=jnp.int32)
-    running = jnp.cumsum(edge_ok.ravel(), dtype=jnp.int32)  # [N * P]
+    # Directed edges, enumerated from their senders: the node in budget slot j (window slot w
+    # of ego-graph g) sends to each ring neighbour w + ring[k] kept in g. Edge slot e holds the
+    # (e+1)-th such (j, k), found by binary search on their running count: the work follows the
+    # budget's B x K candidates, not every agent's window pairs.
+    num_ring = neighbour_slots.shape[1]
+    ring_distance = np.linalg.norm(core.ring_displacements(radius), axis=-1).astype(np.float32)
+    node_graph = nodes["graph"][num_agents:]  # [B], N on padding
+    real_node = node_graph < num_agents
+    node_window = scatter(jnp.broadcast_to(jnp.arange(num_slots), ids.shape), 0)[num_agents:]
+    target_window = jnp.asarray(neighbour_slots)[node_window]  # [B, K], W = outside the window
+    inside = target_window < num_slots
+    target = flat[jnp.where(real_node, node_graph, 0)[:, None], jnp.where(inside, target_window, 0)]
+    edge_ok = real_node[:, None] & inside & (target < total_slots)  # [B, K]
+    running = jnp.cumsum(edge_ok.ravel(), dtype=jnp.int32)
     slot = jnp.arange(edge_budget, dtype=jnp.int32)
     real = slot < running[-1]
     found = jnp.where(real, jnp.searchsorted(running, slot + 1, side="left"), 0)
-    graph_of_edge, pair = found // num_pairs, found % num_pairs
-    pair_ends = jnp.asarray(pairs)[pair]  # [B_e, 2]
-    senders = jnp.where(real, flat[graph_of_edge, pair_ends[:, 0]], num_agents)
-    receivers = jnp.where(real, flat[graph_of_edge, pair_ends[:, 1]], total_slots)
-    distance = jnp.where(real, jnp.asarray(pair_distance, jnp.float32)[pair], 0.0)
-    ring = jnp.where(real, jnp.asarray(pair_ring, jnp.int32)[pair], 0)
+    sender, k = found // num_ring, found % num_ring
+    senders = jnp.where(real, num_agents + sender, num_agents)
+    receivers = jnp.where(real, target[sender, k], total_slots)
+    distance = jnp.where(real, jnp.asarray(ring_distance)[k], 0.0)
+    ring = jnp.where(real, k, 0)
+    edges_per_graph = jax.ops.segment_sum(
+        jnp.sum(edge_ok, axis=-1, dtype=jnp.int32), node_graph, num_segments=num_agents
+    )
     first_edge = _exclusive_cumsum(edges_per_graph)
     n_edge = jnp.clip(edge_budget - first_edge, 0, edges_per_graph)
 
