@@ -25,7 +25,7 @@ import tyro
 from experiments.bench_train import Args as BenchArgs
 from experiments.bench_train import make_batch
 from experiments.common import machine, write_json
-from qmarl_jax.algos import common, qmarl_ac
+from qmarl_jax.algos import common
 from qmarl_jax.rollout import collect, team_batch
 
 
@@ -74,9 +74,7 @@ def batch_flops(args: Args) -> dict:
     next_value = jnp.zeros(batch.reward.shape[1:], jnp.float32)
 
     def gradient(params, chunk, next_value):
-        return jax.value_and_grad(qmarl_ac.chunk_loss, has_aux=True)(
-            params, trainer.heads, chunk, trainer.config, counts, next_value
-        )
+        return trainer.chunk_gradient(params, chunk, counts, next_value)
 
     def acting(params, features, graphs):
         return trainer.heads.logits(params, features, graphs)

@@ -152,6 +152,13 @@ class Trainer:
             (loss, aux), grads = self._chunked_gradient(team.params, batch)
         return self._apply(team, grads, scale), {"total_loss": loss, **aux}
 
+    def chunk_gradient(self, params, chunk: common.TeamBatch, counts, next_value: jax.Array):
+        """``((loss, (metrics, first_value)), grads)`` of ``qmarl_ac.chunk_loss`` on one time
+        chunk (``counts``: the whole batch's ``LossCounts``; ``next_value float32[E, N]``)."""
+        return jax.value_and_grad(qmarl_ac.chunk_loss, has_aux=True)(
+            params, self.heads, chunk, self.config, counts, next_value
+        )
+
     def _chunked_gradient(self, params, batch: common.TeamBatch):
         """The qmarl_ac loss and gradient as a sum over ``update_chunks`` time chunks: the same
         numbers as in one piece, with the activations of one chunk alive at a time. The chunks
@@ -160,9 +167,7 @@ class Trainer:
         chunks = common.time_chunks(batch, self.update_chunks)
 
         def gradient(chunk, next_value):
-            return jax.value_and_grad(qmarl_ac.chunk_loss, has_aux=True)(
-                params, self.heads, chunk, self.config, counts, next_value
-            )
+            return self.chunk_gradient(params, chunk, counts, next_value)
 
         def add_chunk(carry, chunk):
             total, next_value = carry
