@@ -47,6 +47,8 @@ class Args:
     update_chunks: int = 0
     """Time chunks of the qmarl_ac / mha update (0 = auto: one per step on CPU, one piece on an
     accelerator; the row records the number used)."""
+    budget_buckets: int = 0
+    """Budget sizes the network may run on (0 = auto; 1 = always the full budgets)."""
     repeats: int = 3
     seed: int = 0
     json: str | None = None
@@ -65,7 +67,7 @@ def make_batch(args: Args):
         args.scenario, num_agents=args.num_agents, density=args.density,
         max_steps=args.max_steps, algo=args.algo, depth=args.depth, width=args.width,
         games_per_batch=games, controllers=opponents, seed=args.seed,
-        update_chunks=args.update_chunks,
+        update_chunks=args.update_chunks, budget_buckets=args.budget_buckets,
     )  # fmt: skip
     trainer = Trainer(config)
     # Placed as the chunks' outputs are, so the timed calls reuse the first call's compile.
@@ -101,6 +103,7 @@ def measure(args: Args) -> dict:
         "node_budget": trainer.actor.node_budget,
         "edge_budget": trainer.actor.edge_budget,
         "update_chunks": trainer.update_chunks,
+        "budget_ladder": [list(size) for size in trainer.actor.ladder],
         "seconds_per_batch": seconds,
         "seconds_per_100_episodes": seconds * 100 / games,
         "seconds_per_episodes": seconds * args.episodes / games,

@@ -4,8 +4,9 @@
 
 Counts the floating-point operations of one ``bench_train`` batch from XLA's cost analysis of
 its loop-free pieces (a whole-program count sees each loop body once): the update's gradient of
-one time chunk times the number of chunks, and the acting network of one step times the episode
-length (environment and ego-graph construction are integer work and left out). Then times a
+each time chunk and the acting network of each step, at the budget size the step or chunk runs
+on (``TrainConfig.budget_buckets``: each size's pieces are analysed once and counted per use;
+environment and ego-graph construction are integer work and left out). Then times a
 chain of ``[rows, width] @ [width, width]`` products, the trunks' typical shape, on this
 machine. ``floor_s_per_100_episodes`` is the time the batch's FLOPs would take at that speed:
 no implementation of the same network and learner on this machine can beat it by more than
@@ -25,6 +26,7 @@ import tyro
 from experiments.bench_train import Args as BenchArgs
 from experiments.bench_train import make_batch
 from experiments.common import machine, write_json
+from qmarl_jax import graph
 from qmarl_jax.algos import common
 from qmarl_jax.rollout import collect, team_batch
 
@@ -69,23 +71,42 @@ def batch_flops(args: Args) -> dict:
     collect_batch = jax.jit(lambda key: collect(trainer.actor, (params,), key, trainer.env_params))
     batch = team_batch(collect_batch(jax.random.PRNGKey(args.seed)), 0, 0, trainer.teams)
     chunks = common.time_chunks(batch, trainer.update_chunks)
-    first_chunk = jax.tree.map(lambda x: x[0], chunks)
     counts = common.loss_counts(batch)
     next_value = jnp.zeros(batch.reward.shape[1:], jnp.float32)
+    ladder, num_agents = trainer.actor.ladder, batch.num_agents
 
     def gradient(params, chunk, next_value):
-        return trainer.chunk_gradient(params, chunk, counts, next_value)
+        return trainer.sized_chunk_gradient(params, chunk, counts, next_value)
 
     def acting(params, features, graphs):
         return trainer.heads.logits(params, features, graphs)
 
-    steps = trainer.config.env_config.max_steps
+    def trimmed(graphs, size):
+        return graph.trim_budget(graphs, num_agents, *size) if size != ladder[-1] else graphs
+
+    # The budget size each acting step and each update chunk runs on (graph.on_trimmed_graphs).
+    size_of = jax.jit(jax.vmap(lambda g: graph.on_budget_ladder(
+        ladder, *graph.budget_use(g, num_agents), lambda *size: jnp.int32(ladder.index(size))
+    )))  # fmt: skip
+    step_sizes = size_of(common.drop_last(batch.graphs)).tolist()
+    chunk_sizes = size_of(chunks.graphs).tolist()
+    update = acting_flops = 0.0
+    first_chunk = jax.tree.map(lambda x: x[0], chunks)
     one_step = jax.tree.map(lambda x: x[:1], (batch.features, batch.graphs))
+    for index, size in enumerate(ladder):
+        if index in chunk_sizes:
+            chunk = common.with_graphs(first_chunk, trimmed(first_chunk.graphs, size))
+            update += chunk_sizes.count(index) * cost_flops(gradient, params, chunk, next_value)
+        if index in step_sizes:
+            step = (one_step[0], trimmed(one_step[1], size))
+            acting_flops += step_sizes.count(index) * cost_flops(acting, params, *step)
     return {
-        "update": cost_flops(gradient, params, first_chunk, next_value) * trainer.update_chunks,
-        "acting": cost_flops(acting, params, *one_step) * steps,
+        "update": update,
+        "acting": acting_flops,
         "games": trainer.config.games_per_batch,
         "update_chunks": trainer.update_chunks,
+        "ladder": [list(size) for size in ladder],
+        "step_sizes": step_sizes,
     }
 
 
@@ -97,7 +118,8 @@ def main(args: Args) -> dict:
     row = {
         "scenario": args.scenario, "algo": args.algo, "num_agents": args.num_agents,
         "width": args.width, "depth": args.depth, "games_per_batch": flops["games"],
-        "update_chunks": flops["update_chunks"],
+        "update_chunks": flops["update_chunks"], "budget_ladder": flops["ladder"],
+        "step_budget_sizes": flops["step_sizes"],
         "update_gflop_per_batch": flops["update"] / 1e9,
         "acting_gflop_per_batch": flops["acting"] / 1e9,
         "matmul_gflop_per_s": speed / 1e9,

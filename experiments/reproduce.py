@@ -81,7 +81,8 @@ def train_seeds(config, seeds: int):
 
     from qmarl_jax.train import Trainer
 
-    trainer = Trainer(config)
+    # Vmapped runs: a budget-size switch would run every size (TrainConfig.budget_buckets).
+    trainer = Trainer(dataclasses.replace(config, budget_buckets=1))
     keys = jax.random.split(jax.random.PRNGKey(config.seed), seeds)
     compiled = jax.jit(jax.vmap(trainer.train)).lower(keys).compile()
     start = time.perf_counter()

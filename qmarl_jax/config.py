@@ -109,6 +109,14 @@ class TrainConfig:
     """Calibrated budgets = margin x the largest total seen on random starts of 64 envs, capped
     by the worst case (which never drops anything). Training grows them when they overflow
     (``grow_budgets``)."""
+    budget_buckets: int = 0
+    """Budget sizes the network runs on: the full budgets halved ``budget_buckets - 1`` times.
+    Each acting step and each update chunk runs on the smallest size that holds its real
+    ego-graphs (``lax.switch``; only padding is cut, so the numbers are the same): budgets are
+    sized for the fullest step, and the steps after deaths and dispersal use a fraction of
+    them. 1 = always the full budgets. 0 = auto: 4 on CPU (sizes under 256 node slots left
+    out), 1 on GPU/TPU and for ``mha``. Use 1 when vmapping whole training runs (a batched
+    switch runs every size)."""
     grow_budgets: bool = True
     """Training loop: when a chunk's ego-graphs overflowed a budget, raise both budgets 1.5x and
     rerun the chunk (a recompile), so training never drops a node; the grown budgets are saved
@@ -172,6 +180,8 @@ class TrainConfig:
         require(self.dual_clip == 0 or self.dual_clip > 1, "dual_clip", self.dual_clip,
                 "must be > 1 (or 0: off)")  # fmt: skip
         require(self.update_chunks >= 0, "update_chunks", self.update_chunks,
+                "must be >= 0 (0 = auto)")  # fmt: skip
+        require(self.budget_buckets >= 0, "budget_buckets", self.budget_buckets,
                 "must be >= 0 (0 = auto)")  # fmt: skip
         require(
             self.update_chunks <= 1 or self.loss_kind == "ac",

@@ -23,6 +23,7 @@ padded message-passing work scales with the agents that have neighbours, not wit
 from __future__ import annotations
 
 import functools
+import math
 from typing import NamedTuple
 
 import jax
@@ -256,6 +257,86 @@ def node_mask(graphs: jraph.GraphsTuple) -> jax.Array:
 def edge_mask(graphs: jraph.GraphsTuple) -> jax.Array:
     """bool[..., B_e] True on real (non-padding) edges."""
     return graphs.receivers < graphs.nodes["agent"].shape[-1]
+
+
+def budget_use(graphs: jraph.GraphsTuple, num_agents: int) -> tuple[jax.Array, jax.Array]:
+    """``(nodes, edges)`` int32[]: the most budget node slots and edge slots that any one step of
+    ``graphs`` (any leading axes, ``ego_graphs`` layout) fills with real nodes and edges.
+
+    Real budget nodes sit in the first slots after the N agent-aligned ones and real edges in the
+    first edge slots (``ego_graphs`` packs them), so ``trim_budget`` to sizes at least these
+    keeps every real node and edge.
+    """
+    agent = graphs.nodes["agent"]
+    nodes = jnp.sum(agent[..., num_agents:] < num_agents, axis=-1, dtype=jnp.int32)
+    edges = jnp.sum(graphs.receivers < agent.shape[-1], axis=-1, dtype=jnp.int32)
+    return jnp.max(nodes), jnp.max(edges)
+
+
+def trim_budget(
+    graphs: jraph.GraphsTuple, num_agents: int, node_slots: int, edge_slots: int
+) -> jraph.GraphsTuple:
+    """``graphs`` (``ego_graphs`` layout, any leading axes) cut to ``N + node_slots`` node slots
+    and ``edge_slots`` edge slots (static sizes). Only padding is removed when the sizes are at
+    least ``budget_use``; the padding graph's ``n_node`` / ``n_edge`` shrink accordingly and
+    padding edges still point outside the (smaller) node arrays."""
+    num_slots = num_agents + node_slots
+    removed_nodes = graphs.nodes["agent"].shape[-1] - num_slots
+    removed_edges = graphs.receivers.shape[-1] - edge_slots
+    cut = lambda size: lambda x: x[..., :size]
+    return graphs._replace(
+        nodes=jax.tree.map(cut(num_slots), graphs.nodes),
+        edges=jax.tree.map(cut(edge_slots), graphs.edges),
+        senders=graphs.senders[..., :edge_slots],
+        receivers=graphs.receivers[..., :edge_slots],
+        n_node=graphs.n_node.at[..., -1].add(-removed_nodes),
+        n_edge=graphs.n_edge.at[..., -1].add(-removed_edges),
+    )
+
+
+#: Auto ladders (``budget_ladder(min_nodes=...)``) skip sizes below this many node slots: there
+#: the work saved is smaller than the cost of one more compiled branch.
+MIN_BUCKET_NODES = 256
+
+
+def budget_ladder(
+    node_budget: int, edge_budget: int, levels: int, min_nodes: int = 1
+) -> tuple[tuple[int, int], ...]:
+    """Static ``(node_slots, edge_slots)`` sizes the network can run on, smallest first: the
+    budgets halved ``levels - 1`` times (rounded up), sizes below ``min_nodes`` node slots left
+    out; the full budgets always last."""
+    sizes = [
+        (math.ceil(node_budget / 2**k), math.ceil(edge_budget / 2**k))
+        for k in reversed(range(levels))
+    ]
+    return (*(size for size in sizes[:-1] if size[0] >= min_nodes), sizes[-1])
+
+
+def on_trimmed_graphs(ladder, graphs: jraph.GraphsTuple, num_agents: int, fn):
+    """``fn(graphs trimmed to the smallest ladder size that holds them)`` (``graphs`` as built
+    for the full size, the ladder's last); ``fn``'s outputs must not depend on the size."""
+
+    def on_size(node_slots, edge_slots):
+        if (node_slots, edge_slots) == ladder[-1]:
+            return fn(graphs)
+        return fn(trim_budget(graphs, num_agents, node_slots, edge_slots))
+
+    return on_budget_ladder(ladder, *budget_use(graphs, num_agents), on_size)
+
+
+def on_budget_ladder(ladder, nodes: jax.Array, edges: jax.Array, branch):
+    """``branch(node_slots, edge_slots)`` for the smallest ``ladder`` size holding ``nodes`` and
+    ``edges`` (``budget_use``), chosen at run time by ``lax.switch``: every size is compiled,
+    one runs. The branches must return the same shapes. A one-size ladder calls it directly.
+
+    Under ``vmap`` with a batched size the switch becomes a select that runs every branch: use a
+    one-size ladder there.
+    """
+    if len(ladder) == 1:
+        return branch(*ladder[0])
+    too_small = [(node_slots < nodes) | (edge_slots < edges) for node_slots, edge_slots in ladder]
+    index = jnp.sum(jnp.stack(too_small), dtype=jnp.int32)
+    return jax.lax.switch(index, [functools.partial(branch, *size) for size in ladder])
 
 
 def worst_case_budgets(num_agents: int, depth: int, radius: int, max_nodes: int):

@@ -84,6 +84,19 @@ def budgets(config: TrainConfig, env: GridEnv) -> tuple[int, int]:
     return nodes, edges
 
 
+def budget_ladder(config: TrainConfig, node_budget: int, edge_budget: int, backend: str):
+    """The ``(node_slots, edge_slots)`` sizes the network may run on (``graph.budget_ladder``):
+    ``config.budget_buckets`` halvings, or for 0 (auto) 4 on CPU without sizes under
+    ``graph.MIN_BUCKET_NODES`` node slots, the full budgets alone on GPU/TPU and for ``mha``
+    (its neighbour graph has no packed budget)."""
+    if config.trunk == "mha":
+        return ((node_budget, edge_budget),)
+    if config.budget_buckets:
+        return graph.budget_ladder(node_budget, edge_budget, config.budget_buckets)
+    levels = 4 if backend == "cpu" else 1
+    return graph.budget_ladder(node_budget, edge_budget, levels, graph.MIN_BUCKET_NODES)
+
+
 class Actor:
     """Chooses the actions of every team for a batch of envs (learning teams by Q-MARL)."""
 
@@ -92,6 +105,9 @@ class Actor:
         self.env = env
         self.heads = heads
         self.node_budget, self.edge_budget = budgets(config, env)
+        self.ladder = budget_ladder(
+            config, self.node_budget, self.edge_budget, jax.default_backend()
+        )
         self.learning_teams = config.learning_teams
         self.controllers: dict[int, Callable] = {
             team: make_controller(kind, env)
@@ -118,10 +134,15 @@ class Actor:
 
     def team_policy(self, params, features, graphs, team: int):
         """Ensembled action distribution of ``team`` -> ``(logits [E,B,5], probs [E,N,5])``."""
-        logits = self.heads.logits(params, features, graphs)
+        num_agents, num_slots = self.env.num_agents, graphs.nodes["agent"].shape[-1]
+
+        def padded_logits(small):  # zeros on the cut padding slots
+            logits = self.heads.logits(params, features, small)
+            return jnp.pad(logits, ((0, 0), (0, num_slots - logits.shape[1]), (0, 0)))
+
+        logits = graph.on_trimmed_graphs(self.ladder, graphs, num_agents, padded_logits)
         own = jnp.asarray(self.team_of_agent == team)
         weight = per_node(own, graphs.nodes["agent"]).astype(bool)
-        num_agents = self.env.num_agents
 
         def one(logits, graphs, weight):
             return ensemble(logits, graphs, num_agents, self.config.ensemble, weight)[0]

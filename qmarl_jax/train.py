@@ -145,16 +145,22 @@ class Trainer:
     def _gradient_step(self, team: TeamState, batch: common.TeamBatch, scale: jax.Array):
         cfg = self.config
         if self.update_chunks == 1:
-            (loss, aux), grads = jax.value_and_grad(LOSSES[cfg.loss_kind], has_aux=True)(
-                team.params, self.heads, batch, cfg
-            )
+            gradient = jax.value_and_grad(LOSSES[cfg.loss_kind], has_aux=True)
+            on_batch = lambda small: gradient(team.params, self.heads, small, cfg)
+            (loss, aux), grads = common.on_trimmed_batch(self.actor.ladder, batch, on_batch)
         else:
             (loss, aux), grads = self._chunked_gradient(team.params, batch)
         return self._apply(team, grads, scale), {"total_loss": loss, **aux}
 
     def chunk_gradient(self, params, chunk: common.TeamBatch, counts, next_value: jax.Array):
         """``((loss, (metrics, first_value)), grads)`` of ``qmarl_ac.chunk_loss`` on one time
-        chunk (``counts``: the whole batch's ``LossCounts``; ``next_value float32[E, N]``)."""
+        chunk (``counts``: the whole batch's ``LossCounts``; ``next_value float32[E, N]``),
+        computed on the smallest budget size that holds the chunk (``config.budget_buckets``)."""
+        on_size = lambda small: self.sized_chunk_gradient(params, small, counts, next_value)
+        return common.on_trimmed_batch(self.actor.ladder, chunk, on_size)
+
+    def sized_chunk_gradient(self, params, chunk: common.TeamBatch, counts, next_value):
+        """``chunk_gradient`` on the chunk's budget size as given (no size switch)."""
         return jax.value_and_grad(qmarl_ac.chunk_loss, has_aux=True)(
             params, self.heads, chunk, self.config, counts, next_value
         )

@@ -4,6 +4,7 @@ import collections
 import itertools
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -205,3 +206,60 @@ def test_worst_case_and_calibrated_budgets_bound_the_real_totals(height, width, 
         stats = build(jax.random.key(100 + seed))
         assert int(stats.overflow_nodes) == 0 and int(stats.overflow_edges) == 0
         assert int(stats.num_nodes) <= nodes and int(stats.num_edges) <= edges
+
+
+@pytest.mark.parametrize("dead_fraction", [0.0, 0.6])
+def test_trimmed_budget_keeps_every_real_node_and_edge(dead_fraction):
+    """``budget_use`` counts the real budget nodes and edges (brute force on the arrays), and
+    cutting the padding to exactly that size leaves the same ego-graphs (brute force BFS)."""
+    env, params = envs.make("battle", height=9, width=9, num_agents=30)
+    n = env.num_agents
+    grid = random_grid(env, params, jax.random.key(5), dead_fraction=dead_fraction)
+    graphs, stats = graph.ego_graphs(env.spec, grid, 2, 1, 25, n * 25, n * 200)
+    nodes, edges = (int(x) for x in graph.budget_use(graphs, n))
+    agent = np.asarray(graphs.nodes["agent"])
+    assert nodes == int(np.sum(agent[n:] < n)) == int(stats.num_nodes - stats.singletons)
+    assert edges == int(stats.num_edges) > 0
+    assert nodes < n * 25 and edges < n * 200  # mostly padding: the cut is real
+    trimmed = graph.trim_budget(graphs, n, nodes, edges)
+    assert trimmed.nodes["agent"].shape == (n + nodes,) and trimmed.senders.shape == (edges,)
+    assert int(trimmed.n_node.sum()) == n + nodes and int(trimmed.n_edge.sum()) == edges
+    assert bool(np.all(np.asarray(graph.edge_mask(trimmed))))
+    expected = brute_force_ego_graphs(np.asarray(grid.positions), np.asarray(grid.alive), 2, 1, 25)
+    got = unpack(trimmed, n)
+    assert set(got) == set(expected)
+    for centre, (node_list, edge_set) in expected.items():
+        assert got[centre][0] == node_list and got[centre][1] == edge_set
+    # Two steps at once: the use is the larger of the two.
+    both = jax.tree.map(lambda a, b: np.stack([a, b]), graphs, trimmed_to_full(trimmed, graphs))
+    assert tuple(int(x) for x in graph.budget_use(both, n)) == (nodes, edges)
+
+
+def trimmed_to_full(trimmed, like):
+    """An all-padding step shaped like ``like`` (no real budget nodes or edges)."""
+    agent = np.asarray(like.nodes["agent"]).copy()
+    n = like.n_node.shape[0] - 1
+    agent[n:] = n
+    return like._replace(
+        nodes={**like.nodes, "agent": agent},
+        receivers=np.full_like(np.asarray(like.receivers), agent.shape[0]),
+    )
+
+
+def test_budget_ladder_halves_and_the_switch_picks_the_smallest_fitting_size():
+    assert graph.budget_ladder(1000, 3001, 3) == ((250, 751), (500, 1501), (1000, 3001))
+    assert graph.budget_ladder(1000, 3001, 1) == ((1000, 3001),)
+    assert graph.budget_ladder(1000, 3001, 4, min_nodes=200) == (
+        (250, 751), (500, 1501), (1000, 3001),
+    )  # fmt: skip
+    assert graph.budget_ladder(100, 300, 4, min_nodes=256) == ((100, 300),)
+    ladder = graph.budget_ladder(1000, 3001, 3)
+    pick = jax.jit(
+        lambda nodes, edges: graph.on_budget_ladder(
+            ladder, nodes, edges, lambda n, e: jnp.array([n, e])
+        )
+    )
+    for nodes in (0, 249, 250, 251, 600, 1000):
+        for edges in (0, 751, 752, 2000, 3001):
+            fitting = [size for size in ladder if size[0] >= nodes and size[1] >= edges]
+            np.testing.assert_array_equal(pick(nodes, edges), fitting[0])

@@ -73,6 +73,64 @@ def test_chunked_update_equals_the_update_in_one_piece(algo):
         np.testing.assert_allclose(g4, g, rtol=1e-4, atol=1e-6)
 
 
+def test_budget_ladder_gives_the_same_rollout_and_gradient():
+    """Acting and the chunked qmarl_ac gradient on the smallest budget size that holds each
+    step (``budget_buckets=3``) equal the same on the full budgets; the steps really do run on
+    the smaller sizes (Jungle's harm rule thins a 30% crowd)."""
+    import dataclasses
+
+    from qmarl_jax import graph
+    from qmarl_jax.rollout import collect, team_batch
+
+    config = make_config(
+        "jungle", algo="qmarl_ac", num_agents=60, density=0.3, budget_buckets=1,
+        update_chunks=12, **{**SMALL, "max_steps": 12, "num_blocks": 2},
+    )  # fmt: skip
+    full = Trainer(config)
+    laddered = Trainer(dataclasses.replace(config, budget_buckets=3))
+    assert len(full.actor.ladder) == 1 and len(laddered.actor.ladder) == 3
+    params = full.init(jax.random.PRNGKey(0)).teams[0].params
+
+    def play(trainer):
+        return jax.jit(lambda key: collect(trainer.actor, (params,), key, trainer.env_params))(
+            jax.random.PRNGKey(1)
+        )
+
+    traj, traj3 = play(full), play(laddered)
+    np.testing.assert_array_equal(traj3.actions, traj.actions)
+    batch, batch3 = (team_batch(t, 0, 0, full.teams) for t in (traj, traj3))
+    real = np.asarray(graph.node_mask(batch.graphs))[:-1]
+    np.testing.assert_allclose(
+        np.where(real, batch3.node_logp, 0), np.where(real, batch.node_logp, 0), atol=1e-5
+    )
+    use = [graph.budget_use(jax.tree.map(lambda x, t=t: x[t], batch.graphs), 60) for t in range(13)]
+    smallest = laddered.actor.ladder[0]
+    assert any(int(n) <= smallest[0] and int(e) <= smallest[1] for n, e in use)
+    assert any(int(n) > smallest[0] for n, _ in use)
+    (loss, aux), grads = jax.jit(full._chunked_gradient)(params, batch)
+    (loss3, aux3), grads3 = jax.jit(laddered._chunked_gradient)(params, batch)
+    assert abs(float(loss3) - float(loss)) <= 1e-5 * max(1.0, abs(float(loss)))
+    for name in aux:
+        np.testing.assert_allclose(aux3[name], aux[name], rtol=1e-5, atol=1e-6)
+    assert any(np.abs(g).max() > 0 for g in jax.tree.leaves(grads))
+    for g, g3 in zip(jax.tree.leaves(grads), jax.tree.leaves(grads3), strict=True):
+        np.testing.assert_allclose(g3, g, rtol=1e-4, atol=1e-6)
+
+
+def test_auto_budget_ladder_is_cpu_only_and_skips_small_sizes():
+    from qmarl_jax.rollout import budget_ladder
+
+    auto = make_config("jungle", algo="qmarl_ac")
+    assert budget_ladder(auto, 8479, 10470, "cpu") == (
+        (1060, 1309), (2120, 2618), (4240, 5235), (8479, 10470),
+    )  # fmt: skip
+    assert budget_ladder(auto, 8479, 10470, "gpu") == ((8479, 10470),)
+    assert budget_ladder(auto, 600, 900, "cpu") == ((300, 450), (600, 900))
+    assert budget_ladder(make_config("jungle", algo="mha"), 100, 800, "cpu") == ((100, 800),)
+    explicit = make_config("jungle", budget_buckets=2)
+    assert budget_ladder(explicit, 20, 30, "tpu") == ((10, 15), (20, 30))
+
+
 @pytest.mark.parametrize("scenario", ["battle", "jungle"])
 def test_ac_loss_matches_a_python_loop_over_steps_and_nodes(scenario):
     """The TD(0) targets, counterfactual advantage and entropy of qmarl_ac against a plain loop
@@ -246,6 +304,10 @@ def test_full_run_writes_every_artefact(tmp_path):
         ({"heads": 0}, "invalid config field 'heads'=0: must be >= 1"),
         ({"dual_clip": 0.5}, "invalid config field 'dual_clip'=0.5: must be > 1 (or 0: off)"),
         ({"update_chunks": -1}, "invalid config field 'update_chunks'=-1: must be >= 0 (0 = auto)"),
+        (
+            {"budget_buckets": -1},
+            "invalid config field 'budget_buckets'=-1: must be >= 0 (0 = auto)",
+        ),
         (
             {"update_chunks": 7, "algo": "qmarl_ac"},
             "invalid config field 'update_chunks'=7: must divide the episode length",

@@ -18,6 +18,8 @@ import jax.numpy as jnp
 import jraph
 from flax import struct
 
+from qmarl_jax import graph
+
 
 @struct.dataclass
 class TeamBatch:
@@ -147,6 +149,23 @@ def time_chunks(batch: TeamBatch, num_chunks: int) -> TeamBatch:
         live=batch.live[with_next],
         team_member=jnp.broadcast_to(batch.team_member, (num_chunks, *batch.team_member.shape)),
     )
+
+
+def with_graphs(batch: TeamBatch, graphs: jraph.GraphsTuple) -> TeamBatch:
+    """``batch`` on ``graphs`` cut from its own (``graph.trim_budget``): the per-node arrays
+    are cut to the same node slots."""
+    return batch.replace(
+        graphs=graphs, node_logp=batch.node_logp[..., : graphs.nodes["agent"].shape[-1]]
+    )
+
+
+def on_trimmed_batch(ladder, batch: TeamBatch, fn):
+    """``fn(batch)`` on the batch's graphs and node arrays cut to the smallest ``ladder`` size
+    that holds every step's real ego-graphs (``graph.on_trimmed_graphs``): the same numbers,
+    without the padding's work. ``fn``'s outputs must not depend on the size (e.g. a loss, its
+    gradient, per-agent values)."""
+    on_graphs = lambda graphs: fn(with_graphs(batch, graphs))
+    return graph.on_trimmed_graphs(ladder, batch.graphs, batch.num_agents, on_graphs)
 
 
 def masked_rewards(batch: TeamBatch) -> jax.Array:
