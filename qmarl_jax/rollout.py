@@ -86,14 +86,14 @@ def budgets(config: TrainConfig, env: GridEnv) -> tuple[int, int]:
 
 def budget_ladder(config: TrainConfig, node_budget: int, edge_budget: int, backend: str):
     """The ``(node_slots, edge_slots)`` sizes the network may run on (``graph.budget_ladder``):
-    ``config.budget_buckets`` halvings, or for 0 (auto) 4 on CPU without sizes under
+    ``config.budget_buckets`` halvings, or for 0 (auto) on CPU up to 8 halvings, down to
     ``graph.MIN_BUCKET_NODES`` node slots, the full budgets alone on GPU/TPU and for ``mha``
     (its neighbour graph has no packed budget)."""
     if config.trunk == "mha":
         return ((node_budget, edge_budget),)
     if config.budget_buckets:
         return graph.budget_ladder(node_budget, edge_budget, config.budget_buckets)
-    levels = 4 if backend == "cpu" else 1
+    levels = 8 if backend == "cpu" else 1
     return graph.budget_ladder(node_budget, edge_budget, levels, graph.MIN_BUCKET_NODES)
 
 
