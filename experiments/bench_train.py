@@ -49,6 +49,8 @@ class Args:
     accelerator; the row records the number used)."""
     budget_buckets: int = 0
     """Budget sizes the network may run on (0 = auto; 1 = always the full budgets)."""
+    share_ego_graphs: bool = True
+    """Store identical ego-graphs once (TrainConfig.share_ego_graphs)."""
     repeats: int = 3
     seed: int = 0
     json: str | None = None
@@ -68,6 +70,7 @@ def make_batch(args: Args):
         max_steps=args.max_steps, algo=args.algo, depth=args.depth, width=args.width,
         games_per_batch=games, controllers=opponents, seed=args.seed,
         update_chunks=args.update_chunks, budget_buckets=args.budget_buckets,
+        share_ego_graphs=args.share_ego_graphs,
     )  # fmt: skip
     trainer = Trainer(config)
     # Placed as the chunks' outputs are, so the timed calls reuse the first call's compile.
@@ -104,6 +107,7 @@ def measure(args: Args) -> dict:
         "edge_budget": trainer.actor.edge_budget,
         "update_chunks": trainer.update_chunks,
         "budget_ladder": [list(size) for size in trainer.actor.ladder],
+        "share_ego_graphs": config.share_ego_graphs,
         "seconds_per_batch": seconds,
         "seconds_per_100_episodes": seconds * 100 / games,
         "seconds_per_episodes": seconds * args.episodes / games,

@@ -109,6 +109,12 @@ class TrainConfig:
     """Calibrated budgets = margin x the largest total seen on random starts of 64 envs, capped
     by the worst case (which never drops anything). Training grows them when they overflow
     (``grow_budgets``)."""
+    share_ego_graphs: bool = True
+    """Store identical ego-graphs once (``graph.ego_graphs(share_components=True)``): when an
+    ego-graph holds its agent's whole connected component, every agent of the component whose
+    ego-graph does too has the same graph, and the network gives them the same outputs; it is
+    stored once and weighted by its copies in the losses and the ensemble (the same numbers).
+    At 4% density half of the budget's nodes are such copies. False: one graph per agent."""
     budget_buckets: int = 0
     """Budget sizes the network runs on: the full budgets halved ``budget_buckets - 1`` times.
     Each acting step and each update chunk runs on the smallest size that holds its real

@@ -2,7 +2,8 @@
 
 For agent j, ``mean_prob`` averages the probability vectors that every ego-graph containing j
 produced for j (a segment sum over global agent ids divided by the count); ``mean_logit`` averages
-the logits instead; ``none`` uses only j's own ego-graph (its centre node, hop 0).
+the logits instead; ``none`` uses only j's own ego-graph (its centre node). An ego-graph stored
+once for several centres (``graph.ego_graphs(share_components=True)``) votes once per centre.
 """
 
 from __future__ import annotations
@@ -32,17 +33,18 @@ def ensemble(
 
     Returns:
       ``(probs float32[N, A], votes int32[N])``: the ensemble distribution (uniform where an agent
-      got no vote) and how many nodes voted for each agent.
+      got no vote) and how many ego-graphs voted for each agent.
     """
     if mode not in MODES:
         raise ValueError(f"unknown ensemble mode {mode!r}; choose one of: {', '.join(MODES)}")
     agent = graphs.nodes["agent"]
-    vote = agent < num_agents
+    voting = agent < num_agents
     if mode == "none":
-        vote &= graphs.nodes["hop"] == 0
+        voting &= graphs.nodes["own"] == 1
     if weight is not None:
-        vote &= weight
-    votes = jax.ops.segment_sum(vote.astype(jnp.int32), agent, num_segments=num_agents)
+        voting &= weight
+    vote = jnp.where(voting, 1 if mode == "none" else graphs.nodes["copies"], 0)
+    votes = jax.ops.segment_sum(vote, agent, num_segments=num_agents)
     values = jax.nn.log_softmax(logits) if mode == "mean_logit" else jax.nn.softmax(logits)
     total = jax.ops.segment_sum(values * vote[:, None], agent, num_segments=num_agents)
     mean = total / jnp.maximum(votes, 1)[:, None]

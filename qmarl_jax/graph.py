@@ -47,6 +47,8 @@ class EgoStats(NamedTuple):
       overflow_nodes: nodes dropped because the node budget was full.
       overflow_edges: edges dropped because the edge budget was full (edges of nodes lost to the
         node budget go with them and are counted through ``overflow_nodes``).
+      shared_nodes: nodes of ego-graphs stored once for several centres (``share_components``)
+        that are not stored again: ``num_nodes + shared_nodes`` counts every ego-graph's nodes.
     """
 
     num_graphs: jax.Array
@@ -57,6 +59,7 @@ class EgoStats(NamedTuple):
     truncated_nodes: jax.Array
     overflow_nodes: jax.Array
     overflow_edges: jax.Array
+    shared_nodes: jax.Array
 
 
 @functools.cache
@@ -122,6 +125,7 @@ def ego_graphs(
     edge_budget: int,
     centres: jax.Array | None = None,
     singleton_slots: bool = True,
+    share_components: bool = False,
 ) -> tuple[jraph.GraphsTuple, EgoStats]:
     """Decompose one environment's agent graph into padded ego-graphs.
 
@@ -138,12 +142,21 @@ def ego_graphs(
         every alive agent can still appear as a node.
       singleton_slots: put one-node ego-graphs in the agent-aligned slots (default). False puts
         them in the budget like any other ego-graph (the reference layout of the tests).
+      share_components: store identical ego-graphs once. An ego-graph of two or more nodes is
+        *closed* when it holds its centre's whole connected component (no node has a neighbour
+        outside it) within ``max_nodes``; all closed ego-graphs of a component are the same
+        graph, and the network (which sees agents and distances, not the centre) gives them the
+        same outputs, so only the one of the smallest closed centre is stored, with ``copies``
+        = the number of closed centres. At 4% density this halves the budget's nodes.
 
     Returns:
       ``(graphs, stats)``. ``graphs`` is a ``jraph.GraphsTuple`` with ``B_n = N + B`` nodes and
-      N + 1 graphs (graph i is the ego-graph of agent i, empty if it is dead; the last graph holds
-      the padding) and ``nodes = {"agent": int32[B_n] global agent id (N on padding), "graph":
-      int32[B_n] ego-graph id (N on padding), "hop": int32[B_n]}``, ``edges = {"distance":
+      N + 1 graphs (graph i is the ego-graph of agent i, empty if it is dead or shared; the last
+      graph holds the padding) and ``nodes = {"agent": int32[B_n] global agent id (N on
+      padding), "graph": int32[B_n] ego-graph id (N on padding), "hop": int32[B_n], "copies":
+      int32[B_n] ego-graphs the node's graph stands for (1, or the closed centres of a shared
+      graph; 0 on padding), "own": int32[B_n] 1 where the node stands in its agent's own
+      ego-graph (the centre, or a closed centre of a shared graph)}``, ``edges = {"distance":
       float32[B_e], "ring": int32[B_e]}`` (``ring``: the slot k of the ring displacement from
       sender to receiver, ``receiver = sender + ring[k]``: with the receiver's agent it names the
       neighbour pair), ``senders/receivers int32[B_e]`` flat node indices (padding edges point at
@@ -174,13 +187,20 @@ def ego_graphs(
     kept = reached & (rank < max_nodes)
     graph_size = jnp.sum(kept, axis=-1, dtype=jnp.int32)
     singleton = (graph_size == 1) & singleton_slots  # [N]: kept only its centre
-    packed_size = jnp.where(singleton, 0, graph_size)
+    agents = jnp.arange(num_agents, dtype=jnp.int32)
+    if share_components and depth > 0:
+        closed_centre, copies, shared = _shared_components(
+            ids, reached, is_centre & (graph_size > 1), max_nodes, neighbour_slots
+        )
+    else:
+        closed_centre = jnp.zeros_like(reached)
+        copies, shared = jnp.ones(num_agents, jnp.int32), jnp.zeros(num_agents, bool)
+    packed_size = jnp.where(singleton | shared, 0, graph_size)
 
     # Flat node slots: singleton i sits in slot i; a larger ego-graph i occupies
-    # [N + offset_i, N + offset_i + size_i) while within the budget.
-    agents = jnp.arange(num_agents, dtype=jnp.int32)
+    # [N + offset_i, N + offset_i + size_i) while within the budget (a shared one: nowhere).
     packed = _exclusive_cumsum(packed_size)[:, None] + rank
-    in_budget = kept & (packed < node_budget)
+    in_budget = kept & (packed < node_budget) & ~shared[:, None]
     fits = jnp.where(singleton[:, None], kept, in_budget)
     flat = jnp.where(singleton[:, None], agents[:, None], num_agents + packed)
     flat = jnp.where(fits, flat, total_slots)
@@ -193,6 +213,8 @@ def ego_graphs(
         "agent": scatter(ids, num_agents),
         "graph": scatter(agent_of_graph, num_agents),
         "hop": scatter(hop, 0),
+        "copies": scatter(jnp.broadcast_to(copies[:, None], ids.shape), 0),
+        "own": scatter(((hop == 0) | closed_centre).astype(jnp.int32), 0),
     }
     n_node = jnp.sum(fits, axis=-1, dtype=jnp.int32)
 
@@ -242,10 +264,46 @@ def ego_graphs(
         num_edges=total_edges,
         max_graph_nodes=jnp.max(n_node),
         truncated_nodes=jnp.sum(reached & ~kept, dtype=jnp.int32),
-        overflow_nodes=jnp.sum(kept & ~fits, dtype=jnp.int32),
+        overflow_nodes=jnp.sum(kept & ~fits & ~shared[:, None], dtype=jnp.int32),
         overflow_edges=jnp.sum(edges_per_graph) - total_edges,
+        shared_nodes=jnp.sum(jnp.where(shared, graph_size, 0)),
     )
     return graphs, stats
+
+
+def _shared_components(ids, reached, candidate, max_nodes, neighbour_slots):
+    """Which ego-graphs are stored once for several centres (``ego_graphs(share_components)``).
+
+    Args:
+      ids: int32[N, W] agent ids in each agent's window (negative: empty).
+      reached: bool[N, W] slots within ``depth`` hops of each centre.
+      candidate: bool[N] live centres whose ego-graph has two or more nodes.
+      max_nodes: the per-graph cap (a truncated ego-graph differs per centre).
+      neighbour_slots: int32[W, K] window slot of each ring neighbour (W = outside).
+
+    Returns:
+      ``(closed_centre bool[N, W], copies int32[N], shared bool[N])``: which slots of each
+      stored graph are closed centres (their own ego-graph is this graph); the ego-graphs each
+      graph stands for; the centres whose ego-graph is stored as another's.
+    """
+    num_agents, num_slots = ids.shape
+    centre = num_slots // 2
+    occupied = jnp.pad(ids >= 0, ((0, 0), (0, 1)))
+    degree = jnp.sum(occupied[:, neighbour_slots[centre]], axis=-1)  # [N] live neighbours
+    # A node at hop < depth has every neighbour in the ego-graph; one at hop = depth may not.
+    degree_inside = jnp.sum(jnp.pad(reached, ((0, 0), (0, 1)))[:, neighbour_slots], axis=-1)
+    node_degree = degree[jnp.where(reached, ids, 0)]
+    closed = (
+        candidate
+        & jnp.all(~reached | (degree_inside == node_degree), axis=-1)
+        & (jnp.sum(reached, axis=-1) <= max_nodes)
+    )
+    # A closed ego-graph is its centre's component, so it sees every closed centre of it.
+    is_closed = jnp.append(closed, False)
+    closed_centre = reached & is_closed[jnp.where(reached, ids, num_agents)] & closed[:, None]
+    first = jnp.min(jnp.where(closed_centre, ids, num_agents), axis=-1)
+    copies = jnp.where(closed, jnp.sum(closed_centre, axis=-1, dtype=jnp.int32), 1)
+    return closed_centre, copies, closed & (first != jnp.arange(num_agents))
 
 
 def node_mask(graphs: jraph.GraphsTuple) -> jax.Array:
@@ -347,7 +405,9 @@ def worst_case_budgets(num_agents: int, depth: int, radius: int, max_nodes: int)
     return num_agents * per_graph, max(1, num_agents * per_graph * degree)
 
 
-def calibrate_budgets(spec, reset, depth, radius, max_nodes, margin, key, num_envs=64):
+def calibrate_budgets(
+    spec, reset, depth, radius, max_nodes, margin, key, num_envs=64, share_components=False
+):
     """Budgets from the ego-graphs of ``num_envs`` random starts: ``margin`` x the largest totals
     seen (at least 8 slots), capped by the worst case. The node budget counts the nodes of
     ego-graphs with two or more nodes (singletons have their own slots).
@@ -358,6 +418,7 @@ def calibrate_budgets(spec, reset, depth, radius, max_nodes, margin, key, num_en
       depth, radius, max_nodes: ego-graph settings.
       margin: multiplier >= 1 on the observed maximum.
       key: PRNG key of the random starts.
+      share_components: as in ``ego_graphs`` (shared ego-graphs take no budget of their own).
 
     Returns:
       ``(node_budget, edge_budget)``.
@@ -369,7 +430,8 @@ def calibrate_budgets(spec, reset, depth, radius, max_nodes, margin, key, num_en
     def totals(key):
         # The barrier keeps XLA from constant-folding the all-alive start (slow at 10k agents).
         grid = jax.lax.optimization_barrier(reset(key).grid)
-        _, stats = ego_graphs(spec, grid, depth, radius, max_nodes, worst_nodes, worst_edges)
+        _, stats = ego_graphs(spec, grid, depth, radius, max_nodes, worst_nodes, worst_edges,
+                              share_components=share_components)  # fmt: skip
         return stats.num_nodes - stats.singletons, stats.num_edges
 
     nodes, edges = jax.vmap(totals)(jax.random.split(key, num_envs))
@@ -412,6 +474,8 @@ def neighbour_graph(
             "agent": jnp.where(grid.alive, agents, num_agents),
             "graph": jnp.where(grid.alive, agents, num_agents),
             "hop": jnp.zeros(num_agents, jnp.int32),
+            "copies": grid.alive.astype(jnp.int32),
+            "own": grid.alive.astype(jnp.int32),
         },
         edges={"distance": jnp.broadcast_to(table.distance, (num_agents, slots)).ravel()},
         senders=senders,
@@ -430,5 +494,6 @@ def neighbour_graph(
         truncated_nodes=zero,
         overflow_nodes=zero,
         overflow_edges=zero,
+        shared_nodes=zero,
     )
     return graphs, stats

@@ -81,7 +81,8 @@ def graph_metrics(traj: Trajectory):
     for index, acts in enumerate(traj.teams):
         s = acts.stats
         prefix = "graph" if index == 0 else f"graph_team{index}"
-        out[f"{prefix}_nodes"] = jnp.sum(s.num_nodes) / jnp.maximum(jnp.sum(s.num_graphs), 1)
+        nodes = jnp.sum(s.num_nodes) + jnp.sum(s.shared_nodes)  # every ego-graph's nodes
+        out[f"{prefix}_nodes"] = nodes / jnp.maximum(jnp.sum(s.num_graphs), 1)
         out[f"{prefix}_max_nodes"] = jnp.max(s.max_graph_nodes).astype(jnp.float32)
         for name in ("truncated_nodes", "overflow_nodes", "overflow_edges"):
             out[f"{prefix}_{name}"] = jnp.sum(getattr(s, name)).astype(jnp.float32)

@@ -78,6 +78,7 @@ def budgets(config: TrainConfig, env: GridEnv) -> tuple[int, int]:
         auto_nodes, auto_edges = graph.calibrate_budgets(
             env.spec, lambda k: env.reset_state(k, params), config.graph_depth, radius,
             config.max_nodes, config.budget_margin, jax.random.PRNGKey(config.seed),
+            share_components=config.share_ego_graphs,
         )  # fmt: skip
         nodes = auto_nodes if nodes is None else nodes
         edges = auto_edges if edges is None else edges
@@ -128,6 +129,7 @@ class Actor:
             return graph.ego_graphs(
                 self.env.spec, grid, cfg.graph_depth, self.env.config.graph_radius,
                 cfg.max_nodes, self.node_budget, self.edge_budget, centres,
+                share_components=cfg.share_ego_graphs,
             )  # fmt: skip
 
         return jax.vmap(one)(grids)

@@ -263,3 +263,37 @@ def test_budget_ladder_halves_and_the_switch_picks_the_smallest_fitting_size():
         for edges in (0, 751, 752, 2000, 3001):
             fitting = [size for size in ladder if size[0] >= nodes and size[1] >= edges]
             np.testing.assert_array_equal(pick(nodes, edges), fitting[0])
+
+
+@pytest.mark.parametrize("density", [0.2, 0.4])
+def test_shared_ego_graphs_stand_for_exactly_the_brute_force_ones(density):
+    """With ``share_components`` every live agent's ego-graph (brute-force BFS) is stored once:
+    as its own graph or inside a shared one that marks it ``own`` and has the same nodes and
+    edges; a shared graph's ``copies`` is its number of own centres; fewer nodes are stored."""
+    env, params = envs.make("battle", height=12, width=12, num_agents=2 * int(72 * density))
+    n = env.num_agents
+    grid = random_grid(env, params, jax.random.key(7))
+    _, plain_stats = graph.ego_graphs(env.spec, grid, 2, 1, 12, n * 25, n * 200)
+    shared, stats = graph.ego_graphs(env.spec, grid, 2, 1, 12, n * 25, n * 200,
+                                     share_components=True)  # fmt: skip
+    expected = brute_force_ego_graphs(np.asarray(grid.positions), np.asarray(grid.alive), 2, 1, 12)
+    stored = unpack(shared, n)
+    agent, owner = np.asarray(shared.nodes["agent"]), np.asarray(shared.nodes["graph"])
+    own, copies = np.asarray(shared.nodes["own"]) == 1, np.asarray(shared.nodes["copies"])
+    covered = collections.Counter()
+    for g, (node_list, edge_set) in stored.items():
+        slots = (owner == g) & (agent < n)
+        centres = agent[slots & own].tolist()
+        assert set(copies[slots].tolist()) == {len(centres)}
+        for c in centres:
+            covered[c] += 1
+            assert {v for v, _ in expected[c][0]} == {v for v, _ in node_list}
+            assert expected[c][1] == edge_set
+    assert covered == collections.Counter(expected.keys())
+    assert int(stats.shared_nodes) > 0
+    assert int(stats.num_nodes) + int(stats.shared_nodes) == int(plain_stats.num_nodes)
+    assert (
+        int(stats.overflow_nodes)
+        == int(stats.truncated_nodes) - int(plain_stats.truncated_nodes)
+        == 0
+    )

@@ -395,3 +395,33 @@ def test_first_block_per_node_per_agent_and_per_pair_agree():
     assert nmp.MessagePassing()._first_block_where(10, 1000, 10**6) == "agents"
     with pytest.raises(ValueError, match="invalid first_block='edges'; choose one of: auto"):
         nmp.MessagePassing(first_block="edges")._first_block_where(10, 10, 10)
+
+
+@pytest.mark.parametrize("mode", ["mean_prob", "mean_logit", "none"])
+def test_shared_ego_graphs_give_every_agent_the_same_ensemble(mode):
+    """A path of 4 agents (its two middle agents' ego-graphs are the whole path: stored once,
+    2 copies; the ends' are not), a triangle (3 copies), a pair and a singleton: the network on
+    the shared layout gives every agent the ensemble of one graph per agent."""
+    positions = [[0, 0], [1, 1], [2, 2], [3, 3], [0, 6], [0, 7], [1, 7], [5, 0], [6, 1], [8, 8]]
+    env, _ = envs.make("battle", height=9, width=9, num_agents=len(positions))
+    state = env.state_from(jnp.asarray(positions))
+    n = env.num_agents
+
+    def build(share):
+        return graph.ego_graphs(env.spec, state.grid, 2, 1, 25, n * 25, n * 200,
+                                share_components=share)  # fmt: skip
+
+    (plain, _), (shared, stats) = build(False), build(True)
+    copies = np.asarray(shared.nodes["copies"])
+    agent = np.asarray(shared.nodes["agent"])
+    assert sorted(copies[(agent == 1) & (np.asarray(shared.nodes["own"]) == 1)]) == [2]
+    assert copies[agent == 4].max() == 3 and copies[agent == 7].max() == 2
+    assert int(stats.shared_nodes) == 4 + 3 + 3 + 2  # path 4, triangle 3 + 3, pair 2
+    features = jax.random.normal(jax.random.key(5), (n, 12))
+    params = init(features, plain, n)
+    params = jax.tree.map(lambda w: w * 30, params)  # far from uniform probabilities
+    got = ensemble(MODEL.apply(params, features, shared, method=MODEL.logits), shared, n, mode)
+    want = ensemble(MODEL.apply(params, features, plain, method=MODEL.logits), plain, n, mode)
+    assert np.abs(np.asarray(want[0]) - 0.2).max() > 0.1
+    np.testing.assert_allclose(got[0], want[0], atol=1e-5)
+    np.testing.assert_array_equal(got[1], want[1])

@@ -132,6 +132,39 @@ def test_auto_budget_ladder_is_cpu_only_and_skips_small_sizes():
     assert budget_ladder(explicit, 20, 30, "tpu") == ((10, 15), (20, 30))
 
 
+@pytest.mark.parametrize(("scenario", "algo"), [("battle", "qmarl_ac"), ("jungle", "qmarl_ppo")])
+def test_shared_ego_graphs_train_like_one_graph_per_agent(scenario, algo):
+    """Storing identical ego-graphs once (weighted by their copies) gives the same actions,
+    losses, metrics and updated parameters as one graph per agent, and really shares some."""
+    import dataclasses
+
+    controllers = ("learn", "scripted")[: 2 if scenario == "battle" else 1]
+    config = make_config(
+        scenario, algo=algo, controllers=controllers, num_agents=40, density=0.15,
+        ensemble="mean_prob", share_ego_graphs=False, **{**SMALL, "max_steps": 12},
+    )  # fmt: skip
+    runs = {}
+    for share in (False, True):
+        trainer = Trainer(dataclasses.replace(config, share_ego_graphs=share))
+        runner = trainer.init(jax.random.PRNGKey(0))
+        runs[share] = jax.jit(trainer.update)(runner)
+    (plain, plain_logs), (shared, shared_logs) = runs[False], runs[True]
+    assert float(shared_logs["graph_nodes"]) == pytest.approx(float(plain_logs["graph_nodes"]))
+    for name, value in plain_logs.items():
+        np.testing.assert_allclose(shared_logs[name], value, rtol=2e-4, atol=1e-6, err_msg=name)
+    for a, b in zip(jax.tree.leaves(plain.teams), jax.tree.leaves(shared.teams), strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6)
+    trainer = Trainer(dataclasses.replace(config, share_ego_graphs=True))
+    params = tuple(t.params for t in trainer.init(jax.random.PRNGKey(0)).teams)
+    from qmarl_jax.rollout import collect
+
+    traj = jax.jit(lambda key: collect(trainer.actor, params, key, trainer.env_params))(
+        jax.random.PRNGKey(1)
+    )
+    assert int(np.sum(traj.teams[0].stats.shared_nodes)) > 0
+    assert int(np.max(traj.teams[0].graphs.nodes["copies"])) >= 2
+
+
 @pytest.mark.parametrize("scenario", ["battle", "jungle"])
 def test_ac_loss_matches_a_python_loop_over_steps_and_nodes(scenario):
     """The TD(0) targets, counterfactual advantage and entropy of qmarl_ac against a plain loop
@@ -141,8 +174,10 @@ def test_ac_loss_matches_a_python_loop_over_steps_and_nodes(scenario):
     from qmarl_jax.rollout import collect, team_batch
 
     controllers = ("learn", "scripted")[: 2 if scenario == "battle" else 1]
+    # One graph per ego-graph (test_shared_ego_graphs_train_like_one_graph_per_agent checks the
+    # shared layout against this one).
     config = make_config(scenario, algo="qmarl_ac", num_batches=1, controllers=controllers,
-                         **{**SMALL, "max_steps": 12})  # fmt: skip
+                         share_ego_graphs=False, **{**SMALL, "max_steps": 12})  # fmt: skip
     trainer = Trainer(config)
     params = trainer.init(jax.random.PRNGKey(0)).teams[0].params
     traj = jax.jit(lambda key: collect(trainer.actor, (params,), key, trainer.env_params))(

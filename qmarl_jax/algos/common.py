@@ -97,6 +97,14 @@ def node_masks(batch: TeamBatch) -> tuple[jax.Array, jax.Array]:
     return alive, valid
 
 
+def node_weights(batch: TeamBatch) -> tuple[jax.Array, jax.Array]:
+    """``node_masks`` as float32 weights times the ego-graphs each node stands for
+    (``copies``: an ego-graph stored once for several centres counts once per centre), so
+    sums over nodes are sums over every ego-graph."""
+    copies = batch.graphs.nodes["copies"].astype(jnp.float32)
+    return tuple(mask * copies for mask in node_masks(batch))
+
+
 def num_graphs(batch: TeamBatch) -> jax.Array:
     """Ego-graphs in the loss: acting team agents over the T steps (at least 1)."""
     return jnp.maximum(jnp.sum(batch.valid[:-1]), 1).astype(jnp.float32)
@@ -116,8 +124,8 @@ class LossCounts(NamedTuple):
 
 def loss_counts(batch: TeamBatch) -> LossCounts:
     """The ``LossCounts`` of a whole batch."""
-    nodes = jnp.sum(node_masks(batch)[1][:-1])
-    return LossCounts(num_graphs(batch), jnp.maximum(nodes, 1).astype(jnp.float32))
+    nodes = jnp.sum(node_weights(batch)[1][:-1])
+    return LossCounts(num_graphs(batch), jnp.maximum(nodes, 1.0))
 
 
 def time_chunks(batch: TeamBatch, num_chunks: int) -> TeamBatch:
@@ -269,11 +277,7 @@ def merge_graphs(graphs: jraph.GraphsTuple, num_agents: int) -> jraph.GraphsTupl
 
     merged_agent = jnp.where(agent < num_agents, agent + batch * num_agents, total_agents)
     return graphs._replace(
-        nodes={
-            "agent": node_order(merged_agent),
-            "graph": node_order(graphs.nodes["graph"]),
-            "hop": node_order(graphs.nodes["hop"]),
-        },
+        nodes={**jax.tree.map(node_order, graphs.nodes), "agent": node_order(merged_agent)},
         edges=jax.tree.map(jnp.ravel, graphs.edges),
         senders=new_index(graphs.senders),
         receivers=new_index(graphs.receivers),

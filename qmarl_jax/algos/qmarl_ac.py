@@ -34,7 +34,7 @@ def final_value(params, heads: common.Heads, batch: common.TeamBatch) -> jax.Arr
     _, _, node_value = _node_values(
         params, heads, last(batch.features), jax.tree.map(last, batch.graphs), last(batch.actions)
     )
-    alive_nodes = last(common.node_masks(batch)[0])
+    alive_nodes = last(common.node_weights(batch)[0])
     return common.agent_mean(node_value, last(batch.node_agent), alive_nodes, batch.num_agents)[0]
 
 
@@ -63,7 +63,7 @@ def chunk_loss(
         params, heads, steps(batch.features), steps(batch.graphs), steps(batch.actions)
     )  # [T, E, B, 5], [T, E, B, 5], [T, E, B]
     labels = common.node_labels(batch)[:-1]
-    alive_nodes, valid_nodes = common.node_masks(batch)
+    alive_nodes, valid_nodes = common.node_weights(batch)
     agents = batch.node_agent[:-1]
     agent_value = common.agent_mean(node_value, agents, alive_nodes[:-1], batch.num_agents)
     following = jnp.concatenate([agent_value[1:], next_value[None]])  # V at step t + 1

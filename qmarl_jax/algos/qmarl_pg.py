@@ -19,7 +19,7 @@ def loss(params, heads: common.Heads, batch: common.TeamBatch, config):
     valid = batch.valid[:-1]
     if config.normalize_advantages:
         returns = common.standardize(returns, valid) * valid
-    _, valid_nodes = common.node_masks(batch)
+    _, valid_nodes = common.node_weights(batch)
     weight = valid_nodes[:-1]
     labels = common.node_labels(batch)[:-1]
     node_return = common.per_node(returns, batch.node_agent[:-1])

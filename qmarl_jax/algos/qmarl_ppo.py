@@ -41,8 +41,8 @@ class PPOSamples:
 def prepare(params, heads: common.Heads, batch: common.TeamBatch, config) -> PPOSamples:
     """Advantages and returns from the acting parameters, flattened to env-step samples."""
     values = heads.values(params, batch.features, batch.graphs)  # [T+1, E, B]
-    alive_nodes, valid_nodes = common.node_masks(batch)
-    agent_value = common.agent_mean(values, batch.node_agent, alive_nodes, batch.num_agents)
+    alive_weight = common.node_weights(batch)[0]
+    agent_value = common.agent_mean(values, batch.node_agent, alive_weight, batch.num_agents)
     bootstrap = (~batch.terminated)[..., None] & batch.alive[1:]
     advantage = common.gae(
         common.masked_rewards(batch),
@@ -64,7 +64,7 @@ def prepare(params, heads: common.Heads, batch: common.TeamBatch, config) -> PPO
         old_log_prob=batch.node_logp,
         advantage=common.per_node(advantage * valid, agents),
         target=common.per_node(target, agents),
-        weight=valid_nodes[:-1],
+        weight=common.node_masks(batch)[1][:-1],
     )
     flatten = lambda x: x.reshape(-1, *x.shape[2:])
     return jax.tree.map(flatten, jax.lax.stop_gradient(samples))
@@ -86,15 +86,17 @@ def loss(params, heads: common.Heads, samples: PPOSamples, config):
     if config.dual_clip:
         bound = config.dual_clip * samples.advantage
         surrogate = jnp.where(samples.advantage < 0, jnp.maximum(surrogate, bound), surrogate)
-    graphs = jnp.maximum(jnp.sum(weight & (samples.graphs.nodes["hop"] == 0)), 1)
-    actor_loss = -jnp.sum(jnp.where(weight, surrogate, 0.0))
-    critic_loss = jnp.sum(jnp.where(weight, (values - samples.target) ** 2, 0.0))
-    entropy = jnp.sum(jnp.where(weight, common.entropy(logits), 0.0))
+    # Every ego-graph is a sample: a node of a graph stored for several centres counts per copy.
+    copies = jnp.where(weight, samples.graphs.nodes["copies"], 0).astype(jnp.float32)
+    graphs = jnp.maximum(jnp.sum(weight & (samples.graphs.nodes["own"] == 1)), 1)
+    nodes = jnp.maximum(jnp.sum(copies), 1.0)
+    actor_loss = -jnp.sum(jnp.where(weight, copies * surrogate, 0.0))
+    critic_loss = jnp.sum(jnp.where(weight, copies * (values - samples.target) ** 2, 0.0))
+    entropy = jnp.sum(jnp.where(weight, copies * common.entropy(logits), 0.0))
     total = (actor_loss + config.critic_coef * critic_loss - config.entropy_coef * entropy) / graphs
     return total, {
         "actor_loss": actor_loss / graphs,
         "critic_loss": critic_loss / graphs,
-        "entropy": entropy / jnp.maximum(jnp.sum(weight), 1),
-        "clip_fraction": jnp.sum(weight * (jnp.abs(ratio - 1) > config.clip_eps))
-        / jnp.maximum(jnp.sum(weight), 1),
+        "entropy": entropy / nodes,
+        "clip_fraction": jnp.sum(copies * (jnp.abs(ratio - 1) > config.clip_eps)) / nodes,
     }
