@@ -120,7 +120,7 @@ class TrainConfig:
     Each acting step and each update chunk runs on the smallest size that holds its real
     ego-graphs (``lax.switch``; only padding is cut, so the numbers are the same): budgets are
     sized for the fullest step, and the steps after deaths and dispersal use a fraction of
-    them. 1 = always the full budgets. 0 = auto: up to 8 on CPU (sizes under 256 node slots
+    them. 1 = always the full budgets. 0 = auto: up to 8 on CPU (sizes under 64 node slots
     left out), 1 on GPU/TPU and for ``mha``. Use 1 when vmapping whole training runs (a batched
     switch runs every size)."""
     grow_budgets: bool = True

@@ -354,7 +354,7 @@ def trim_budget(
 
 #: Auto ladders (``budget_ladder(min_nodes=...)``) skip sizes below this many node slots: there
 #: the work saved is smaller than the cost of one more compiled branch.
-MIN_BUCKET_NODES = 256
+MIN_BUCKET_NODES = 64
 
 
 def budget_ladder(

@@ -122,11 +122,13 @@ def test_auto_budget_ladder_is_cpu_only_and_skips_small_sizes():
 
     auto = make_config("jungle", algo="qmarl_ac")
     assert budget_ladder(auto, 8479, 10470, "cpu") == (
-        (265, 328), (530, 655), (1060, 1309), (2120, 2618), (4240, 5235), (8479, 10470),
+        (67, 82), (133, 164), (265, 328), (530, 655), (1060, 1309), (2120, 2618), (4240, 5235),
+        (8479, 10470),
     )  # fmt: skip
     assert len(budget_ladder(auto, 101868, 301365, "cpu")) == 8
     assert budget_ladder(auto, 8479, 10470, "gpu") == ((8479, 10470),)
-    assert budget_ladder(auto, 600, 900, "cpu") == ((300, 450), (600, 900))
+    assert budget_ladder(auto, 600, 900, "cpu") == ((75, 113), (150, 225), (300, 450), (600, 900))
+    assert budget_ladder(auto, 100, 300, "cpu") == ((100, 300),)
     assert budget_ladder(make_config("jungle", algo="mha"), 100, 800, "cpu") == ((100, 800),)
     explicit = make_config("jungle", budget_buckets=2)
     assert budget_ladder(explicit, 20, 30, "tpu") == ((10, 15), (20, 30))
