@@ -81,9 +81,6 @@ def batch_flops(args: Args) -> dict:
     def acting(params, features, graphs):
         return trainer.heads.logits(params, features, graphs)
 
-    def trimmed(graphs, size):
-        return graph.trim_budget(graphs, num_agents, *size) if size != ladder[-1] else graphs
-
     # The budget size each acting step and each update chunk runs on (graph.on_trimmed_graphs).
     size_of = jax.jit(jax.vmap(lambda g: graph.on_budget_ladder(
         ladder, *graph.budget_use(g, num_agents), lambda *size: jnp.int32(ladder.index(size))
@@ -95,10 +92,11 @@ def batch_flops(args: Args) -> dict:
     one_step = jax.tree.map(lambda x: x[:1], (batch.features, batch.graphs))
     for index, size in enumerate(ladder):
         if index in chunk_sizes:
-            chunk = common.with_graphs(first_chunk, trimmed(first_chunk.graphs, size))
+            sized = graph.at_ladder_size(ladder, first_chunk.graphs, num_agents, size)
+            chunk = common.with_graphs(first_chunk, sized)
             update += chunk_sizes.count(index) * cost_flops(gradient, params, chunk, next_value)
         if index in step_sizes:
-            step = (one_step[0], trimmed(one_step[1], size))
+            step = (one_step[0], graph.at_ladder_size(ladder, one_step[1], num_agents, size))
             acting_flops += step_sizes.count(index) * cost_flops(acting, params, *step)
     return {
         "update": update,

@@ -171,7 +171,7 @@ def ego_graphs(
             f"border of {depth * radius} but the environment has {spec.pad}; raise the env's "
             f"sight_radius or lower depth"
         )
-    window, _, neighbour_slots, order_rank = window_geometry(depth, radius)
+    window, centre, neighbour_slots, order_rank = window_geometry(depth, radius)
     num_agents = grid.alive.shape[0]
     num_slots = len(window)
     total_slots = num_agents + node_budget
@@ -190,7 +190,7 @@ def ego_graphs(
     agents = jnp.arange(num_agents, dtype=jnp.int32)
     if share_components and depth > 0:
         closed_centre, copies, shared = _shared_components(
-            ids, reached, is_centre & (graph_size > 1), max_nodes, neighbour_slots
+            ids, reached, is_centre & (graph_size > 1), max_nodes, centre, neighbour_slots
         )
     else:
         closed_centre = jnp.zeros_like(reached)
@@ -271,7 +271,7 @@ def ego_graphs(
     return graphs, stats
 
 
-def _shared_components(ids, reached, candidate, max_nodes, neighbour_slots):
+def _shared_components(ids, reached, candidate, max_nodes, centre, neighbour_slots):
     """Which ego-graphs are stored once for several centres (``ego_graphs(share_components)``).
 
     Args:
@@ -279,15 +279,15 @@ def _shared_components(ids, reached, candidate, max_nodes, neighbour_slots):
       reached: bool[N, W] slots within ``depth`` hops of each centre.
       candidate: bool[N] live centres whose ego-graph has two or more nodes.
       max_nodes: the per-graph cap (a truncated ego-graph differs per centre).
-      neighbour_slots: int32[W, K] window slot of each ring neighbour (W = outside).
+      centre, neighbour_slots: the window's centre slot and each slot's ring neighbours
+        (``window_geometry``; W = outside).
 
     Returns:
       ``(closed_centre bool[N, W], copies int32[N], shared bool[N])``: which slots of each
       stored graph are closed centres (their own ego-graph is this graph); the ego-graphs each
       graph stands for; the centres whose ego-graph is stored as another's.
     """
-    num_agents, num_slots = ids.shape
-    centre = num_slots // 2
+    num_agents = ids.shape[0]
     occupied = jnp.pad(ids >= 0, ((0, 0), (0, 1)))
     degree = jnp.sum(occupied[:, neighbour_slots[centre]], axis=-1)  # [N] live neighbours
     # A node at hop < depth has every neighbour in the ego-graph; one at hop = depth may not.
@@ -325,9 +325,8 @@ def budget_use(graphs: jraph.GraphsTuple, num_agents: int) -> tuple[jax.Array, j
     first edge slots (``ego_graphs`` packs them), so ``trim_budget`` to sizes at least these
     keeps every real node and edge.
     """
-    agent = graphs.nodes["agent"]
-    nodes = jnp.sum(agent[..., num_agents:] < num_agents, axis=-1, dtype=jnp.int32)
-    edges = jnp.sum(graphs.receivers < agent.shape[-1], axis=-1, dtype=jnp.int32)
+    nodes = jnp.sum(node_mask(graphs)[..., num_agents:], axis=-1, dtype=jnp.int32)
+    edges = jnp.sum(edge_mask(graphs), axis=-1, dtype=jnp.int32)
     return jnp.max(nodes), jnp.max(edges)
 
 
@@ -370,14 +369,18 @@ def budget_ladder(
     return (*(size for size in sizes[:-1] if size[0] >= min_nodes), sizes[-1])
 
 
+def at_ladder_size(ladder, graphs: jraph.GraphsTuple, num_agents: int, size):
+    """``graphs`` (built for the full size, the ladder's last) at ladder ``size``: as built for
+    the full size, else ``trim_budget``."""
+    return graphs if size == ladder[-1] else trim_budget(graphs, num_agents, *size)
+
+
 def on_trimmed_graphs(ladder, graphs: jraph.GraphsTuple, num_agents: int, fn):
     """``fn(graphs trimmed to the smallest ladder size that holds them)`` (``graphs`` as built
     for the full size, the ladder's last); ``fn``'s outputs must not depend on the size."""
 
-    def on_size(node_slots, edge_slots):
-        if (node_slots, edge_slots) == ladder[-1]:
-            return fn(graphs)
-        return fn(trim_budget(graphs, num_agents, node_slots, edge_slots))
+    def on_size(*size):
+        return fn(at_ladder_size(ladder, graphs, num_agents, size))
 
     return on_budget_ladder(ladder, *budget_use(graphs, num_agents), on_size)
 

@@ -41,7 +41,7 @@ class PPOSamples:
 def prepare(params, heads: common.Heads, batch: common.TeamBatch, config) -> PPOSamples:
     """Advantages and returns from the acting parameters, flattened to env-step samples."""
     values = heads.values(params, batch.features, batch.graphs)  # [T+1, E, B]
-    alive_weight = common.node_weights(batch)[0]
+    alive_weight, valid_weight = common.node_weights(batch)
     agent_value = common.agent_mean(values, batch.node_agent, alive_weight, batch.num_agents)
     bootstrap = (~batch.terminated)[..., None] & batch.alive[1:]
     advantage = common.gae(
@@ -64,7 +64,7 @@ def prepare(params, heads: common.Heads, batch: common.TeamBatch, config) -> PPO
         old_log_prob=batch.node_logp,
         advantage=common.per_node(advantage * valid, agents),
         target=common.per_node(target, agents),
-        weight=common.node_masks(batch)[1][:-1],
+        weight=valid_weight[:-1] > 0,
     )
     flatten = lambda x: x.reshape(-1, *x.shape[2:])
     return jax.tree.map(flatten, jax.lax.stop_gradient(samples))
