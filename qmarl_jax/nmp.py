@@ -17,7 +17,11 @@ is the paper's SHA); it runs on the whole neighbour graph (``graph.neighbour_gra
 
 The critic has its own trunk. Its Q head is counterfactual (COMA-style): node j gets a value for
 each of its 5 actions from its action-free state and a message carrying the *neighbours'* actions,
-never its own. ``depth = 0`` ego-graphs (no edges) turn the trunk into a per-agent MLP on the local
+never its own. The ``dueling`` Q head (an option) makes the 5 values the node's state value plus
+action advantages centred on their mean (Wang et al. 2016): a TD update of the taken action's value
+then moves the shared state value, and the values of actions a node rarely takes follow it instead
+of staying where initialisation put them (measured on Jungle: no better, ``TrainConfig.q_head``).
+``depth = 0`` ego-graphs (no edges) turn the trunk into a per-agent MLP on the local
 observation: the ``vanilla_pg`` baseline.
 """
 
@@ -29,6 +33,9 @@ import jax.numpy as jnp
 import jraph
 
 from envs.core import NUM_ACTIONS
+
+#: Q heads of ``ActorCritic.q_values``.
+Q_HEADS = ("plain", "dueling")
 
 
 def rbf_expand(distance: jax.Array, n_rbf: int, d_max: float) -> jax.Array:
@@ -278,6 +285,8 @@ class ActorCritic(nn.Module):
       heads: attention heads of the ``mha`` trunk.
       max_degree, first_block: where the ``nmp`` trunk computes its first block
         (``MessagePassing``; the same numbers either way).
+      q_head: ``plain`` (5 free outputs) or ``dueling`` (state value + centred action
+        advantages).
     """
 
     width: int = 64
@@ -288,6 +297,7 @@ class ActorCritic(nn.Module):
     heads: int = 4
     max_degree: int | None = None
     first_block: str = "auto"
+    q_head: str = "plain"
 
     def setup(self):
         trunk = dict(width=self.width, num_blocks=self.num_blocks, n_rbf=self.n_rbf,
@@ -336,13 +346,26 @@ class ActorCritic(nn.Module):
             the action of j's own agent.
         """
         s, z = self.critic(observations, graphs)
-        num_nodes = s.shape[0]
+        # The nmp trunk's first N slots are edgeless singletons (``MessagePassing``): no action
+        # message reaches them, so their hidden layer needs only the state half of q_hidden.
+        edgeless = observations.shape[0] if self.trunk == "nmp" else 0
+        num_nodes = s.shape[0] - edgeless
         node_actions = gather_nodes(jax.nn.one_hot(actions, NUM_ACTIONS), graphs.nodes["agent"])
-        senders = padded_senders(graphs.senders, graphs.receivers, num_nodes)
+        senders = padded_senders(graphs.senders, graphs.receivers, s.shape[0])
+        receivers = graphs.receivers - edgeless  # padding edges stay out of range
         message = nn.relu(
             self.action_message(
                 jnp.concatenate([take_rows(s, senders), take_rows(node_actions, senders), z], -1)
             )
         )
-        incoming = jax.ops.segment_sum(message, graphs.receivers, num_segments=num_nodes)
-        return self.q_out(nn.relu(self.q_hidden(jnp.concatenate([s, incoming], -1))))
+        incoming = jax.ops.segment_sum(message, receivers, num_segments=num_nodes)
+        hidden = self.q_hidden(jnp.concatenate([s[edgeless:], incoming], -1))
+        if edgeless:
+            kernel = self.q_hidden.variables["params"]["kernel"][: s.shape[1]]
+            edgeless_hidden = s[:edgeless] @ kernel + self.q_hidden.variables["params"]["bias"]
+            hidden = jnp.concatenate([edgeless_hidden, hidden])
+        q = self.q_out(nn.relu(hidden))
+        if self.q_head == "plain":
+            return q
+        state_value = self.value_out(nn.relu(self.value_hidden(s)))
+        return state_value + q - jnp.mean(q, axis=-1, keepdims=True)

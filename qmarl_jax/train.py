@@ -109,6 +109,7 @@ class Trainer:
             trunk=config.trunk,
             heads=config.heads,
             max_degree=self.env.max_degree,
+            q_head=config.q_head,
         )
         self.heads = common.Heads(self.model)
         self.actor = Actor(config, self.env, self.heads)

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from experiments import bench_scaling, flop_floor, profile_train, reproduce, rollout
+from experiments import bench_scaling, flop_floor, profile_train, reproduce, rollout, train_seeds
 from qmarl_jax import loop
 from qmarl_jax.config import make_config
 
@@ -24,6 +24,19 @@ def test_reproduce_curves_table1_and_tables(tmp_path):
     tables = (tmp_path / "tables.md").read_text()
     assert "| jungle | qmarl_ac |" in tables and "Ensemble ablation" in tables
     assert (tmp_path / "media" / "fig6-jungle.png").exists()  # not the repository's docs/media
+
+
+def test_train_seeds_summarises_each_seeds_curve(tmp_path):
+    out = tmp_path / "ab.json"
+    assert train_seeds.main(["--seeds", "2", "--json", str(out), "--algo", "qmarl_ac",
+                             "--num-batches", "3", "--games-per-batch", "2", "--max-steps", "4",
+                             "--width", "16", "--q-head", "dueling"]) == 0  # fmt: skip
+    result = json.loads(out.read_text())
+    assert result["config"]["q_head"] == "dueling" and result["headline"] == "score"
+    scores = result["curves"]["score"]
+    assert len(scores) == 2 and all(len(seed) == 3 for seed in scores)
+    assert result["last50_score_per_seed"] == pytest.approx([sum(s) / 3 for s in scores], 1e-3)
+    assert scores[0] != scores[1]  # distinct seeds
 
 
 def test_rollout_runs_a_trained_policy_at_another_scale(tmp_path):

@@ -5,6 +5,7 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 import envs
@@ -152,21 +153,88 @@ def test_ensemble_rejects_unknown_mode():
         ensemble(jnp.zeros((graphs.nodes["agent"].shape[0], 5)), graphs, 8, "vote")
 
 
-def test_counterfactual_critic_ignores_only_the_nodes_own_action():
+@pytest.mark.parametrize("q_head", nmp.Q_HEADS)
+def test_counterfactual_critic_ignores_only_the_nodes_own_action(q_head):
+    model = MODEL.clone(q_head=q_head)
     env, _, graphs = setup_graphs(POSITIONS)
     n = env.num_agents
     features = jax.random.normal(jax.random.key(4), (n, 12))
     params = init(features, graphs, n)
     actions = jax.random.randint(jax.random.key(5), (n,), 0, 5)
-    q = MODEL.apply(params, features, graphs, actions, method=MODEL.q_values)
+    q = model.apply(params, features, graphs, actions, method=model.q_values)
     agent = np.asarray(graphs.nodes["agent"])
     for j in (0, 1):  # agents 0 and 1 are neighbours
         changed = actions.at[j].set((actions[j] + 2) % 5)
-        q2 = MODEL.apply(params, features, graphs, changed, method=MODEL.q_values)
+        q2 = model.apply(params, features, graphs, changed, method=model.q_values)
         own = agent == j
         np.testing.assert_allclose(q2[own], q[own], rtol=1e-6, atol=1e-6)
         # ... but a neighbour's action does reach node j.
         assert not np.allclose(q2[agent == 1 - j], q[agent == 1 - j])
+
+
+def test_dueling_q_is_the_state_value_plus_centred_plain_outputs():
+    env, _, graphs = setup_graphs(POSITIONS)
+    n = env.num_agents
+    features = jax.random.normal(jax.random.key(4), (n, 12))
+    params = init(features, graphs, n)
+    actions = jax.random.randint(jax.random.key(5), (n,), 0, 5)
+    q_plain = MODEL.apply(params, features, graphs, actions, method=MODEL.q_values)
+    dueling = MODEL.clone(q_head="dueling")
+    q_dueling = dueling.apply(params, features, graphs, actions, method=dueling.q_values)
+    values = MODEL.apply(params, features, graphs, method=MODEL.values)
+    expected = values[:, None] + q_plain - q_plain.mean(axis=1, keepdims=True)
+    np.testing.assert_allclose(q_dueling, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("q_head", nmp.Q_HEADS)
+def test_regressing_the_taken_action_moves_the_untaken_ones_only_with_the_dueling_head(q_head):
+    """What the ``dueling`` head is for: a TD update reaches only the taken action's Q; with the
+    plain head the other four stay at their initial values."""
+    model = MODEL.clone(q_head=q_head)
+    env, _, graphs = setup_graphs(POSITIONS)
+    n = env.num_agents
+    features = jax.random.normal(jax.random.key(4), (n, 12))
+    params = init(features, graphs, n)
+    actions = jnp.zeros(n, jnp.int32)  # every agent took action 0 (up)
+    real = np.asarray(graph.node_mask(graphs))
+
+    def taken_error(p):
+        q = model.apply(p, features, graphs, actions, method=model.q_values)
+        return jnp.mean((q[real, 0] - 1.0) ** 2)
+
+    before = model.apply(params, features, graphs, actions, method=model.q_values)[real]
+    tx = optax.adam(0.01)
+    opt_state = tx.init(params)
+    for _ in range(100):
+        updates, opt_state = tx.update(jax.grad(taken_error)(params), opt_state)
+        params = optax.apply_updates(params, updates)
+    after = model.apply(params, features, graphs, actions, method=model.q_values)[real]
+    np.testing.assert_allclose(after[:, 0], 1.0, atol=0.1)  # the taken action learned its target
+    untaken_shift = float(jnp.mean(after[:, 1:] - before[:, 1:]))
+    if q_head == "dueling":
+        assert untaken_shift > 0.5  # followed the state value toward the target
+    else:
+        assert abs(untaken_shift) < 0.1  # output rows without gradient stay put
+
+
+def test_policy_terms_match_numpy_in_float64():
+    rng = np.random.default_rng(3)
+    logits = rng.normal(scale=30.0, size=(2, 7, 5)).astype(
+        np.float32
+    )  # near-deterministic rows too
+    values = rng.normal(size=(2, 7, 5)).astype(np.float32)
+    labels = rng.integers(0, 5, size=(2, 7))
+    x = logits.astype(np.float64)
+    log_p = x - x.max(-1, keepdims=True)
+    log_p -= np.log(np.exp(log_p).sum(-1, keepdims=True))
+    p = np.exp(log_p)
+    got = lambda f, *a: np.asarray(f(jnp.asarray(logits), *map(jnp.asarray, a)))
+    np.testing.assert_allclose(got(common.label_log_probs, labels),
+                               np.take_along_axis(log_p, labels[..., None], -1)[..., 0],
+                               rtol=1e-5, atol=1e-5)  # fmt: skip
+    np.testing.assert_allclose(got(common.entropy), -(p * log_p).sum(-1), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(got(common.expected_value, values), (p * values).sum(-1),
+                               rtol=1e-5, atol=1e-5)  # fmt: skip
 
 
 def test_rbf_expansion():

@@ -10,6 +10,7 @@ is the mean over ego-graphs (SPEC section 7).
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -233,16 +234,33 @@ def standardize(x: jax.Array, mask: jax.Array) -> jax.Array:
     return (x - mean) / jnp.sqrt(var + 1e-8)
 
 
+def log_softmax_columns(logits: jax.Array) -> list[jax.Array]:
+    """``log_softmax`` over the (small) action axis as one array per action: ``[..., A] -> A x
+    [...]``. Written column by column, the policy terms below are elementwise loops that XLA
+    fuses; a reduction over a minor axis of 5 is about 3x slower on the CPU (measured on
+    [11000, 5]: 1.9 ms -> 0.63 ms for the loss terms of ``qmarl_ac``, value and gradient)."""
+    columns = [logits[..., a] for a in range(logits.shape[-1])]
+    top = jax.lax.stop_gradient(functools.reduce(jnp.maximum, columns))
+    shifted = [c - top for c in columns]
+    log_total = jnp.log(sum(jnp.exp(c) for c in shifted))
+    return [c - log_total for c in shifted]
+
+
 def label_log_probs(logits: jax.Array, labels: jax.Array) -> jax.Array:
     """log pi(label) per node: ``[..., B, A], [..., B] -> [..., B]``."""
-    log_probs = jax.nn.log_softmax(logits)
-    return jnp.take_along_axis(log_probs, labels[..., None], axis=-1)[..., 0]
+    columns = log_softmax_columns(logits)
+    return sum(jnp.where(labels == a, c, 0.0) for a, c in enumerate(columns))
 
 
 def entropy(logits: jax.Array) -> jax.Array:
     """Entropy of each node's policy ``[..., A] -> [...]``."""
-    log_probs = jax.nn.log_softmax(logits)
-    return -jnp.sum(jnp.exp(log_probs) * log_probs, axis=-1)
+    return -sum(jnp.exp(c) * c for c in log_softmax_columns(logits))
+
+
+def expected_value(logits: jax.Array, values: jax.Array) -> jax.Array:
+    """``sum_a pi(a) values(a)`` per node: ``[..., A], [..., A] -> [...]``."""
+    columns = log_softmax_columns(logits)
+    return sum(jnp.exp(c) * values[..., a] for a, c in enumerate(columns))
 
 
 def node_labels(batch: TeamBatch) -> jax.Array:

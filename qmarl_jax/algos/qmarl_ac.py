@@ -23,7 +23,7 @@ def _node_values(params, heads: common.Heads, features, graphs, actions):
     """``(logits [..., B, 5], q [..., B, 5], sum_a pi(a) q(a) [..., B] without gradient)``."""
     logits = heads.logits(params, features, graphs)
     q = heads.q_values(params, features, graphs, actions)
-    node_value = jax.lax.stop_gradient(jnp.sum(jax.nn.softmax(logits) * q, axis=-1))
+    node_value = jax.lax.stop_gradient(common.expected_value(logits, q))
     return logits, q, node_value
 
 
