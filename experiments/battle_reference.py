@@ -2,11 +2,13 @@
 
     python -m experiments.battle_reference --episodes 2000 --json out.json
 
-Team 0 plays ``stay`` (every agent holds), ``random`` or ``scripted`` (the mirror match); team 1
-is always ``scripted`` (walks at the nearest enemy in sight, else at the enemy centroid: it sees
-the whole map, a learner sees its 3x3 window). Prints and saves win / draw / loss rates with 95%
-Wilson intervals and the mean terminal reward x100 of team 0 — the yardsticks for a learned Battle
-policy (README "Results").
+Team 0 plays ``stay`` (every agent holds), ``random``, ``corner`` (every agent moves up until the
+top edge, then left until the corner, then holds: a fixed convention a 3x3 view can follow, since
+the off-grid channel shows the edges, which packs the team into one corner) or ``scripted`` (the
+mirror match); team 1 is always ``scripted`` (walks at the nearest enemy in sight, else at the
+enemy centroid: it sees the whole map, a learner sees its 3x3 window). Prints and saves win /
+draw / loss rates with 95% Wilson intervals and the mean terminal reward x100 of team 0 — the
+yardsticks for a learned Battle policy (README "Results").
 """
 
 from __future__ import annotations
@@ -19,11 +21,12 @@ import numpy as np
 import tyro
 
 import envs
+from envs.core import LEFT, STAY, UP
 from envs.opponents import make_controller
 from experiments.common import machine, write_json
 from qmarl_jax.evaluate import summarise
 
-REFERENCES = ("stay", "random", "scripted")
+REFERENCES = ("stay", "random", "corner", "scripted")
 
 
 @dataclasses.dataclass
@@ -35,6 +38,13 @@ class Args:
     episodes: int = 2000
     seed: int = 0
     json: str | None = None
+
+
+def corner_actions(positions: jax.Array) -> jax.Array:
+    """The ``corner`` convention: up while not on the top row, then left, then stay ->
+    ``int32[N]`` for ``positions int32[N, 2]``."""
+    row, col = positions[:, 0], positions[:, 1]
+    return jnp.where(row > 0, UP, jnp.where(col > 0, LEFT, STAY)).astype(jnp.int32)
 
 
 def outcomes(env, params, reference: str, keys: jax.Array) -> jax.Array:
@@ -52,7 +62,9 @@ def outcomes(env, params, reference: str, keys: jax.Array) -> jax.Array:
             own_key, other_key, step_key = jax.random.split(key, 3)
             mine = own(own_key, state, None)
             if reference == "stay":
-                mine = jnp.full_like(mine, envs.core.NUM_ACTIONS - 1)
+                mine = jnp.full_like(mine, STAY)
+            elif reference == "corner":
+                mine = corner_actions(state.grid.positions)
             actions = jnp.where(team0, mine, scripted(other_key, state, None))
             _, state, _, terminated, truncated, info = env.step_no_reset(
                 step_key, state, actions, params
