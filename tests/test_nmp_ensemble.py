@@ -189,7 +189,7 @@ def test_dueling_q_is_the_state_value_plus_centred_plain_outputs():
 @pytest.mark.parametrize("q_head", nmp.Q_HEADS)
 def test_regressing_the_taken_action_moves_the_untaken_ones_only_with_the_dueling_head(q_head):
     """What the ``dueling`` head is for: a TD update reaches only the taken action's Q; with the
-    plain head the other four stay at their initial values."""
+    plain head the other four barely move (only through the shared hidden layer)."""
     model = MODEL.clone(q_head=q_head)
     env, _, graphs = setup_graphs(POSITIONS)
     n = env.num_agents
@@ -214,14 +214,13 @@ def test_regressing_the_taken_action_moves_the_untaken_ones_only_with_the_duelin
     if q_head == "dueling":
         assert untaken_shift > 0.5  # followed the state value toward the target
     else:
-        assert abs(untaken_shift) < 0.1  # output rows without gradient stay put
+        assert abs(untaken_shift) < 0.1  # their output rows get no gradient
 
 
 def test_policy_terms_match_numpy_in_float64():
     rng = np.random.default_rng(3)
-    logits = rng.normal(scale=30.0, size=(2, 7, 5)).astype(
-        np.float32
-    )  # near-deterministic rows too
+    # A scale of 30 makes some rows near-deterministic (log-probs of -100 and below).
+    logits = rng.normal(scale=30.0, size=(2, 7, 5)).astype(np.float32)
     values = rng.normal(size=(2, 7, 5)).astype(np.float32)
     labels = rng.integers(0, 5, size=(2, 7))
     x = logits.astype(np.float64)
