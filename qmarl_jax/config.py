@@ -93,6 +93,10 @@ class TrainConfig:
     """Batches without improvement before the learning rate decays."""
     lr_anneal: bool = False
     """Also decay the learning rate linearly to 0 over ``num_batches`` (PureJaxRL's anneal_lr)."""
+    actor_lr_scale: float = 1.0
+    """The policy's learning rate relative to ``lr`` (the actor trunk and policy head; the critic
+    keeps ``lr``). Below 1: a two-timescale actor-critic, whose critic tracks the policy faster
+    than the policy changes (the condition of actor-critic convergence proofs)."""
     max_grad_norm: float = 1.0
     """Global gradient-norm clip (0 = off)."""
 
@@ -182,6 +186,7 @@ class TrainConfig:
             require(getattr(self, name) >= 1, name, getattr(self, name), "must be >= 1")
         require(self.num_devices >= 0, "num_devices", self.num_devices, "must be >= 0 (0 = all)")
         require(self.lr > 0, "lr", self.lr, "must be > 0")
+        require(self.actor_lr_scale > 0, "actor_lr_scale", self.actor_lr_scale, "must be > 0")
         require(self.budget_margin >= 1, "budget_margin", self.budget_margin, "must be >= 1")
         for name in ("node_budget", "edge_budget"):
             value = getattr(self, name)

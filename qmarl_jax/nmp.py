@@ -36,6 +36,17 @@ from envs.core import NUM_ACTIONS
 
 #: Q heads of ``ActorCritic.q_values``.
 Q_HEADS = ("plain", "dueling")
+#: Submodules of ``ActorCritic`` that make the policy (the rest make the critics).
+POLICY_MODULES = ("actor", "policy_hidden", "policy_out")
+
+
+def policy_mask(variables: dict) -> dict:
+    """``True`` on the leaves of ``ActorCritic`` variables that belong to the policy (same tree)."""
+    return {
+        collection: {name: jax.tree.map(lambda _, p=name in POLICY_MODULES: p, tree)
+                     for name, tree in modules.items()}
+        for collection, modules in variables.items()
+    }  # fmt: skip
 
 
 def rbf_expand(distance: jax.Array, n_rbf: int, d_max: float) -> jax.Array:

@@ -114,7 +114,12 @@ class Trainer:
         self.heads = common.Heads(self.model)
         self.actor = Actor(config, self.env, self.heads)
         clip = [optax.clip_by_global_norm(config.max_grad_norm)] if config.max_grad_norm else []
-        self.tx = optax.chain(*clip, optax.adam(config.lr))
+        policy_scale = (
+            [optax.masked(optax.scale(config.actor_lr_scale), nmp.policy_mask)]
+            if config.actor_lr_scale != 1
+            else []
+        )
+        self.tx = optax.chain(*clip, optax.adam(config.lr), *policy_scale)
         self.teams = np.asarray(self.env.teams)
         self.update_chunks = update_chunks(config, jax.default_backend())
 

@@ -45,6 +45,27 @@ def test_every_algorithm_runs_and_updates(algo, tmp_path):
     assert any(jax.tree.leaves(changed))
 
 
+def test_actor_lr_scale_scales_only_the_policys_steps():
+    import dataclasses
+
+    config = make_config("jungle", algo="qmarl_ac", num_batches=1, **SMALL)
+    changes = {}
+    for scale in (1.0, 0.1):
+        trainer = Trainer(dataclasses.replace(config, actor_lr_scale=scale))
+        runner = trainer.init(jax.random.PRNGKey(0))
+        after, _ = jax.jit(trainer.run_batches, static_argnums=1)(runner, 1)
+        delta = jax.tree.map(lambda a, b: np.asarray(b - a), runner.teams[0].params,
+                             after.teams[0].params)  # fmt: skip
+        changes[scale] = delta["params"]
+    for module, full in changes[1.0].items():
+        factor = 0.1 if module in ("actor", "policy_hidden", "policy_out") else 1.0
+        for a, b in zip(jax.tree.leaves(full), jax.tree.leaves(changes[0.1][module]), strict=True):
+            # atol: rounding of (p + step) - p on parameters of order 1
+            np.testing.assert_allclose(b, factor * a, rtol=1e-4, atol=1e-7, err_msg=module)
+    for module in ("actor", "policy_out", "critic", "q_out"):  # (value_* are PPO's)
+        assert any(np.abs(a).max() > 0 for a in jax.tree.leaves(changes[1.0][module])), module
+
+
 @pytest.mark.parametrize("algo", ["qmarl_ac", "mha"])
 def test_chunked_update_equals_the_update_in_one_piece(algo):
     import dataclasses
@@ -335,6 +356,8 @@ def test_full_run_writes_every_artefact(tmp_path):
         ({"env_preset": "huge"}, "'env_preset'='huge'; choose one of: tiny, n100, n1k, n10k"),
         ({"games_per_batch": 0}, "invalid config field 'games_per_batch'=0: must be >= 1"),
         ({"lr": 0.0}, "invalid config field 'lr'=0.0: must be > 0"),
+        ({"actor_lr_scale": 0.0}, "invalid config field 'actor_lr_scale'=0.0: must be > 0"),
+        ({"q_head": "max"}, "invalid config field 'q_head'='max'; choose one of: plain, dueling"),
         ({"gamma": 1.5}, "invalid config field 'gamma'=1.5: must be in (0, 1]"),
         ({"depth": 9}, "invalid config field 'depth'=9: needs a grid border of"),
         ({"node_budget": 0}, "invalid config field 'node_budget'=0: must be >= 1"),
