@@ -153,14 +153,20 @@ def test_ensemble_rejects_unknown_mode():
         ensemble(jnp.zeros((graphs.nodes["agent"].shape[0], 5)), graphs, 8, "vote")
 
 
-@pytest.mark.parametrize("q_head", nmp.Q_HEADS)
-def test_counterfactual_critic_ignores_only_the_nodes_own_action(q_head):
-    model = MODEL.clone(q_head=q_head)
+def critic_inputs():
+    """``(graphs, features, params, actions)`` of the critic tests on ``POSITIONS``."""
     env, _, graphs = setup_graphs(POSITIONS)
     n = env.num_agents
     features = jax.random.normal(jax.random.key(4), (n, 12))
     params = init(features, graphs, n)
     actions = jax.random.randint(jax.random.key(5), (n,), 0, 5)
+    return graphs, features, params, actions
+
+
+@pytest.mark.parametrize("q_head", nmp.Q_HEADS)
+def test_counterfactual_critic_ignores_only_the_nodes_own_action(q_head):
+    model = MODEL.clone(q_head=q_head)
+    graphs, features, params, actions = critic_inputs()
     q = model.apply(params, features, graphs, actions, method=model.q_values)
     agent = np.asarray(graphs.nodes["agent"])
     for j in (0, 1):  # agents 0 and 1 are neighbours
@@ -173,11 +179,7 @@ def test_counterfactual_critic_ignores_only_the_nodes_own_action(q_head):
 
 
 def test_dueling_q_is_the_state_value_plus_centred_plain_outputs():
-    env, _, graphs = setup_graphs(POSITIONS)
-    n = env.num_agents
-    features = jax.random.normal(jax.random.key(4), (n, 12))
-    params = init(features, graphs, n)
-    actions = jax.random.randint(jax.random.key(5), (n,), 0, 5)
+    graphs, features, params, actions = critic_inputs()
     q_plain = MODEL.apply(params, features, graphs, actions, method=MODEL.q_values)
     dueling = MODEL.clone(q_head="dueling")
     q_dueling = dueling.apply(params, features, graphs, actions, method=dueling.q_values)
@@ -191,11 +193,8 @@ def test_regressing_the_taken_action_moves_the_untaken_ones_only_with_the_duelin
     """What the ``dueling`` head is for: a TD update reaches only the taken action's Q; with the
     plain head the other four barely move (only through the shared hidden layer)."""
     model = MODEL.clone(q_head=q_head)
-    env, _, graphs = setup_graphs(POSITIONS)
-    n = env.num_agents
-    features = jax.random.normal(jax.random.key(4), (n, 12))
-    params = init(features, graphs, n)
-    actions = jnp.zeros(n, jnp.int32)  # every agent took action 0 (up)
+    graphs, features, params, actions = critic_inputs()
+    actions = jnp.zeros_like(actions)  # every agent took action 0 (up)
     real = np.asarray(graph.node_mask(graphs))
 
     def taken_error(p):
