@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# GPU numbers for the README (issue 5): `make bench` without the env part, then the 10,000-agent
+# default against the CPU's 8-level budget ladder. Runs on a bare CUDA machine whose image has
+# jax/flax/optax/chex/orbax; the other dependencies travel as wheels in .whl/ (README, "GPU").
+#   OUT=bench/gpu bash experiments/gpu_bench.sh
+set -u
+OUT=${OUT:-bench/gpu}
+mkdir -p "$OUT"
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl || exit 1
+  export PYTHONPATH=/tmp/site:$PWD
+fi
+export PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+# Each row is saved as soon as it is measured, so a run cut short keeps what it has.
+timeout "${SCALING_S:-420}" python3 -m experiments.bench_scaling --skip-env \
+  --density-update-chunks 10 --json "$OUT/results_gpu.json" --plot "$OUT/scaling_gpu.png"
+timeout "${LADDER_S:-90}" python3 -m experiments.bench_train --num-agents 10000 --repeats 5 \
+  --budget-buckets 8 --json "$OUT/train_10000_ladder8.json"
+ls -l "$OUT"
