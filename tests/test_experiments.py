@@ -94,6 +94,49 @@ def test_battle_reference_policies(tmp_path):
     assert actions.tolist() == [0, 2, 4, 0]  # up, left, stay, up
 
 
+def test_jungle_reference_moves_on_hand_built_states():
+    import jax
+    import jax.numpy as jnp
+
+    import envs
+    from envs.core import DOWN, RIGHT, STAY
+    from experiments import jungle_reference
+
+    env, _ = envs.make("jungle", "tiny")
+    # 5x5, food at (2, 2). Agent 0 sees it diagonally; agent 1 touches it; agent 2 sits in the
+    # corner with agent 3 diagonal to it, so both its moves would stand next to agent 3.
+    state = env.state_from(jnp.asarray([[1, 1], [3, 2], [4, 4], [3, 3]]), jnp.asarray([[2, 2]]))
+    seen = set()
+    for seed in range(32):
+        key = jax.random.PRNGKey(seed)
+        local = jungle_reference.reference_actions("local", env, key, state).tolist()
+        informed = jungle_reference.reference_actions("informed", env, key, state).tolist()
+        assert local[0] in (DOWN, RIGHT) and informed[0] in (DOWN, RIGHT)  # onto a food side
+        assert local[1] == informed[1] == STAY  # already beside food
+        assert local[2] == informed[2] == STAY  # up and left both touch agent 3
+        seen.add(local[0])
+    assert seen == {DOWN, RIGHT}  # ties are broken at random
+    distance = jungle_reference.food_distance(jnp.asarray([[0, 0]]), jnp.asarray([[2, 2]]))
+    # Steps to a cell beside (2, 2) after up, down, left, right, stay (off-grid cells too).
+    assert distance.tolist() == [[4, 2, 4, 2, 3]]
+
+
+def test_jungle_reference_never_beats_the_oracle_bound(tmp_path):
+    from experiments import jungle_reference
+
+    args = jungle_reference.Args(episodes=48, seed=3, json=str(tmp_path / "ref.json"))
+    scores = jungle_reference.score_references(args)
+    for score, bound in scores.values():
+        assert (score <= bound + 1e-4).all()  # the bound holds episode by episode
+    means = {reference: score.mean() for reference, (score, _) in scores.items()}
+    assert means["random"] < means["local"] < means["informed"]
+    jungle_reference.main(args, scores)
+    rows = json.loads((tmp_path / "ref.json").read_text())["references"]
+    assert set(rows) == set(jungle_reference.REFERENCES)
+    ratio = rows["informed"]["score_vs_oracle"]
+    assert ratio == pytest.approx(means["informed"] / scores["informed"][1].mean())
+
+
 def test_profile_train_names_kernels_by_source_scope(tmp_path):
     import flax.linen as nn
     import jax

@@ -1,0 +1,168 @@
+"""Reference policies for Jungle: what hand-written controllers score against the oracle bound.
+
+    python -m experiments.jungle_reference --episodes 1000 --json out.json
+
+The learned Jungle policy is judged by ``score_vs_oracle``, the score over the SPEC's oracle bound
+(the best assignment of agents to distinct food-adjacent cells, walking shortest paths, with
+collisions and harm ignored). These yardsticks say how much of that bound a policy can reach:
+
+* ``stay`` - every agent holds; ``random`` - uniform moves.
+* ``local`` - a greedy rule on the agent's own 3x3 view (what the learner sees): hold when
+  4-adjacent to food; otherwise take the free move whose cell touches food in view, avoiding
+  cells 4-adjacent to an agent in view, else a random free move.
+* ``informed`` - the same rule with more than a learner has: it knows where every food is (it
+  walks the shortest Manhattan way to the nearest food side) and sees other agents in a 5x5
+  window when avoiding harm.
+
+Each scores moves and takes the best, ties broken at random. Prints and saves the Jungle score
+x100, the oracle bound and ``score_vs_oracle`` with 95% intervals (README "Results").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import tyro
+
+import envs
+from envs import core
+from experiments.common import machine, write_json
+from qmarl_jax.evaluate import jungle_oracle, summarise
+
+REFERENCES = ("stay", "random", "local", "informed")
+
+#: Move scores: reaching a food side, standing next to another agent (harm), holding.
+FOOD, HARM, HOLD = 10.0, 8.0, 0.5
+#: Score of a move into a cell that is not free.
+BLOCKED_MOVE = -100.0
+
+
+@dataclasses.dataclass
+class Args:
+    """Jungle reference settings."""
+
+    preset: str = "tiny"
+    """Jungle preset (tiny = the paper's 4 agents and 1 food on 5x5)."""
+    episodes: int = 1000
+    seed: int = 0
+    json: str | None = None
+
+
+def move_scores(env, state, radius: int) -> jax.Array:
+    """Greedy scores of the 5 actions from a ``(2 radius + 1)^2`` window -> ``float32[N, 5]``.
+
+    A move scores ``FOOD`` when its cell is 4-adjacent to food in the window, ``-HARM`` when it is
+    4-adjacent to another agent in the window, ``-HOLD`` for staying and ``BLOCKED_MOVE`` when its
+    cell is not free. ``radius`` 1 is the learner's view; 2 sees every cell next to a move's cell.
+    """
+    grid = state.grid
+    window = core.window_displacements(radius)
+    slot = {tuple(d): k for k, d in enumerate(window.tolist())}
+    occupancy = env.spec.gather(grid.occupancy, grid.positions, window)
+    food = env.spec.gather(grid.terrain, grid.positions, window) >= core.ITEM
+    others = (occupancy >= 0).at[:, slot[(0, 0)]].set(False)
+    scores = []
+    for move in map(tuple, core.MOVES.tolist()):
+        held = move == (0, 0)
+        free = (
+            jnp.ones(grid.positions.shape[0], bool)
+            if held
+            else occupancy[:, slot[move]] == core.EMPTY
+        )
+        beside = [
+            slot[c]
+            for c in ((move[0] + dr, move[1] + dc) for dr, dc in core.ADJACENT4.tolist())
+            if c in slot
+        ]
+        touches_food = jnp.any(food[:, beside], axis=-1)
+        harmed = jnp.any(others[:, [k for k in beside if k != slot[(0, 0)]]], axis=-1)
+        score = FOOD * touches_food - HARM * harmed - (HOLD if held else 0.0)
+        scores.append(jnp.where(free, score, BLOCKED_MOVE))
+    return jnp.stack(scores, axis=-1)
+
+
+def food_distance(positions: jax.Array, food: jax.Array) -> jax.Array:
+    """Manhattan steps from each action's cell to the nearest cell beside food -> ``int32[N, 5]``
+    (0 = touching food; O(N x F), for the small presets)."""
+    cells = positions[:, None, :] + jnp.asarray(core.MOVES)[None]
+    return jnp.min(jnp.abs(cells[:, :, None, :] - food[None, None]).sum(-1), axis=-1) - 1
+
+
+def reference_actions(reference: str, env, key: jax.Array, state) -> jax.Array:
+    """Team actions of ``reference`` -> ``int32[N]`` (ties broken with ``key``)."""
+    num_agents = state.grid.positions.shape[0]
+    if reference == "stay":
+        return jnp.full(num_agents, core.STAY, jnp.int32)
+    noise = jax.random.uniform(key, (num_agents, core.NUM_ACTIONS))
+    if reference == "random":
+        return jnp.argmax(noise, axis=-1).astype(jnp.int32)
+    if reference == "local":
+        scores = move_scores(env, state, radius=1)
+    else:
+        scores = move_scores(env, state, radius=2) - 2.0 * food_distance(
+            state.grid.positions, state.food
+        )
+    return jnp.argmax(scores + 0.1 * noise, axis=-1).astype(jnp.int32)
+
+
+def play(env, params, reference: str, keys: jax.Array):
+    """Score x100 of one episode per key and its start state -> ``(float32[E], JungleState)``."""
+    cfg = env.config
+
+    def episode(key):
+        reset_key, steps_key = jax.random.split(key)
+        _, start = env.reset(reset_key, params)
+
+        def body(carry, key):
+            state, total = carry
+            act_key, step_key = jax.random.split(key)
+            actions = reference_actions(reference, env, act_key, state)
+            _, state, reward, _, _, _ = env.step_no_reset(step_key, state, actions, params)
+            return (state, total + jnp.sum(reward)), None
+
+        steps = jax.random.split(steps_key, cfg.max_steps)
+        (_, total), _ = jax.lax.scan(body, (start, 0.0), steps)
+        return 100.0 * total / (cfg.num_agents * cfg.max_steps), start
+
+    return jax.jit(jax.vmap(episode))(keys)
+
+
+def score_references(args: Args) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per-episode score x100 and oracle bound of every reference ->
+    ``{reference: (float[E], float[E])}`` (the same ``args.episodes`` start states for all)."""
+    env, params = envs.make("jungle", args.preset)
+    cfg = env.config
+    keys = jax.random.split(jax.random.PRNGKey(args.seed), args.episodes)
+    scores = {}
+    for reference in REFERENCES:
+        score, start = jax.device_get(play(env, params, reference, keys))
+        bound = np.array([
+            jungle_oracle(start.grid.positions[e], start.grid.alive[e], start.food[e],
+                          cfg.height, cfg.width, cfg.max_steps)
+            for e in range(args.episodes)
+        ])  # fmt: skip
+        scores[reference] = (np.asarray(score), bound)
+    return scores
+
+
+def main(args: Args, scores: dict | None = None) -> dict:
+    """Summaries of ``scores`` (default: ``score_references(args)``), printed and saved."""
+    rows = {}
+    for reference, (score, bound) in (scores or score_references(args)).items():
+        rows[reference] = {**summarise({"score": score, "oracle": bound}),
+                           "score_vs_oracle": float(score.mean() / bound.mean())}  # fmt: skip
+        r = rows[reference]
+        print(f"{reference:8s} score x100 {r['score']['mean']:5.1f} [{r['score']['low']:.1f}, "
+              f"{r['score']['high']:.1f}], oracle {r['oracle']['mean']:.1f}, "
+              f"score_vs_oracle {r['score_vs_oracle']:.3f}")  # fmt: skip
+    result = {"preset": args.preset, "episodes": args.episodes, "seed": args.seed,
+              "references": rows, **machine()}  # fmt: skip
+    write_json(args.json, result)
+    return result
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))
