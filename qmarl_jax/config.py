@@ -76,6 +76,10 @@ class TrainConfig:
     """Critic loss weight."""
     normalize_advantages: bool = True
     """Standardise advantages (PG returns, PPO GAE) over the batch."""
+    credit_fallen: bool = True
+    """Pay a team's end-of-episode outcome also to its agents that died before the end,
+    discounted to their last step (Battle pays it only to survivors, so dying early escapes a
+    loss: ``rollout.credit_fallen``). No effect where the env reports no outcome."""
 
     update_chunks: int = 0
     """qmarl_ac / mha: compute the update's gradient over this many time chunks of the batch and

@@ -248,15 +248,43 @@ def collect(
     )
 
 
-def team_batch(trajectory: Trajectory, team_index: int, team: int, teams: Any) -> TeamBatch:
-    """One learning team's ``TeamBatch`` view of a trajectory."""
+def credit_fallen(trajectory: Trajectory, teams: Any, gamma: float) -> jax.Array:
+    """Rewards with each team's end-of-episode outcome also paid to its fallen agents ->
+    ``float32[T, E, N]``.
+
+    Battle pays the outcome (+1 win, -1 loss) only to agents alive at the last step, so an agent
+    of a losing team that dies early escapes the -1 its surviving teammates get: its own return
+    rewards dying. Here an agent that died at step ``t`` before the episode's terminal step
+    ``t_end`` also receives ``gamma ** (t_end - t) * outcome`` on its last transition, what that
+    outcome is worth from step ``t``. Rewards are unchanged where the env reports no ``outcome``
+    (Jungle, Deception) or the episode did not end in the trajectory.
+    """
+    if "outcome" not in trajectory.info:
+        return trajectory.reward
+    steps = trajectory.reward.shape[0]
+    live = trajectory.live[:-1]  # [T, E]
+    ended = trajectory.terminated & live
+    end_step = jnp.argmax(ended, axis=0)  # [E]
+    final = jnp.sum(trajectory.info["outcome"] * ended[..., None], axis=0)  # [E, K]
+    before_end = jnp.arange(steps)[:, None] < end_step[None, :]  # [T, E]
+    fell = trajectory.alive[:-1] & ~trajectory.alive[1:] & (live & before_end)[..., None]
+    to_end = (end_step[None, :] - jnp.arange(steps)[:, None]).astype(jnp.float32)
+    worth = gamma ** to_end[..., None] * final[:, jnp.asarray(teams)][None].astype(jnp.float32)
+    return trajectory.reward + jnp.where(fell, worth, 0.0)
+
+
+def team_batch(
+    trajectory: Trajectory, team_index: int, team: int, teams: Any, reward: jax.Array | None = None
+) -> TeamBatch:
+    """One learning team's ``TeamBatch`` view of a trajectory (``reward``: the trajectory's
+    rewards by default, e.g. ``credit_fallen``'s instead)."""
     acts = trajectory.teams[team_index]
     return TeamBatch(
         features=trajectory.features,
         graphs=acts.graphs,
         actions=trajectory.actions,
         node_logp=acts.node_logp,
-        reward=trajectory.reward,
+        reward=trajectory.reward if reward is None else reward,
         terminated=trajectory.terminated,
         alive=trajectory.alive,
         live=trajectory.live,

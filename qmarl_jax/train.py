@@ -22,7 +22,7 @@ from qmarl_jax import metrics as metrics_lib
 from qmarl_jax import nmp, sharding
 from qmarl_jax.algos import common, qmarl_ac, qmarl_pg, qmarl_ppo
 from qmarl_jax.config import TrainConfig
-from qmarl_jax.rollout import Actor, collect, team_batch
+from qmarl_jax.rollout import Actor, collect, credit_fallen, team_batch
 
 LOSSES = {"ac": qmarl_ac.loss, "pg": qmarl_pg.loss}
 
@@ -238,13 +238,14 @@ class Trainer:
         logs = metrics_lib.episode_metrics(
             cfg.scenario, traj, self.teams, evaluated_team=cfg.learning_teams[0]
         )
+        reward = credit_fallen(traj, self.teams, cfg.gamma) if cfg.credit_fallen else traj.reward
         new_teams = []
         finite = jnp.bool_(True)
         anneal = self.anneal_scale(runner.batch)
         for index, (team_state, team) in enumerate(
             zip(runner.teams, cfg.learning_teams, strict=True)
         ):
-            batch = team_batch(traj, index, team, self.teams)
+            batch = team_batch(traj, index, team, self.teams, reward)
             if cfg.loss_kind == "ppo":
                 updated, losses = self._ppo_steps(team_state, batch, update_key, anneal)
             else:

@@ -416,3 +416,43 @@ def test_linear_lr_anneal_scales_every_update():
                        jax.tree.leaves(step_plain.teams[0].params),
                        jax.tree.leaves(state.teams[0].params), strict=True):  # fmt: skip
         np.testing.assert_allclose(a - s, 0.25 * (p - s), rtol=1e-4, atol=1e-7)
+
+
+def test_credit_fallen_pays_the_outcome_to_agents_that_died_before_the_end():
+    """Against a plain loop over real Battle episodes: an agent that fell at step t before the
+    terminal step t_end gets gamma^(t_end - t) * its team's outcome added at t; nothing else
+    changes."""
+    from qmarl_jax.rollout import collect, credit_fallen
+
+    gamma = 0.9
+    config = make_config("battle", num_batches=1, **{**SMALL, "games_per_batch": 16,
+                                                     "max_steps": 30})  # fmt: skip
+    trainer = Trainer(config)
+    params = trainer.init(jax.random.PRNGKey(0)).teams[0].params
+    traj = jax.jit(lambda key: collect(trainer.actor, (params,), key, trainer.env_params))(
+        jax.random.PRNGKey(5)
+    )
+    credited = np.asarray(credit_fallen(traj, trainer.teams, gamma))
+    t_ = jax.tree.map(np.asarray, traj)
+    expected = t_.reward.astype(np.float64).copy()
+    steps, envs, agents = t_.reward.shape
+    fallen = 0
+    for e in range(envs):
+        ends = [t for t in range(steps) if t_.terminated[t, e] and t_.live[t, e]]
+        if not ends:
+            continue
+        end = ends[0]
+        outcome = t_.info["outcome"][end, e]
+        for i in range(agents):
+            for t in range(end):
+                if t_.alive[t, e, i] and not t_.alive[t + 1, e, i] and t_.live[t, e]:
+                    expected[t, e, i] += gamma ** (end - t) * outcome[trainer.teams[i]]
+                    fallen += outcome[trainer.teams[i]] != 0
+    assert fallen > 0  # the sample holds fallen agents of decided games
+    np.testing.assert_allclose(credited, expected, rtol=1e-6, atol=1e-6)
+    jungle = Trainer(make_config("jungle", num_batches=1, **SMALL))
+    jungle_params = jungle.init(jax.random.PRNGKey(0)).teams[0].params
+    jungle_traj = jax.jit(
+        lambda key: collect(jungle.actor, (jungle_params,), key, jungle.env_params)
+    )(jax.random.PRNGKey(5))
+    assert credit_fallen(jungle_traj, jungle.teams, gamma) is jungle_traj.reward  # no outcome
