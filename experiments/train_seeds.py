@@ -5,7 +5,9 @@ the tool for learning A/Bs, where one seed's curve says little.
         --algo qmarl_ac --view-radius 2 --num-batches 400 --games-per-batch 32 --q-head dueling
 
 Every ``TrainConfig`` field is a flag, as in ``experiments.train``. Seeds are
-``split(PRNGKey(seed), seeds)`` (``experiments.reproduce.train_seeds``). Prints the mean of the
+``split(PRNGKey(seed), seeds)`` (``experiments.reproduce.train_seeds``). The budgets cannot
+grow inside one vmapped program: nodes and edges they drop are counted in ``dropped_by_budget``
+and warned about (raise ``--budget-margin``). Prints the mean of the
 headline metric and the entropy over every 50 batches per seed, and writes the curves, the
 per-seed mean over the last 50 batches and the run seconds (compile excluded) to ``--json``.
 """
@@ -62,10 +64,16 @@ def main(argv: list[str] | None = None) -> int:
         "curves": curves,
         "machine": machine(),
     }
+    dropped = {k: float(np.sum(curves[f"graph_overflow_{k}"])) for k in ("nodes", "edges")}
+    result["dropped_by_budget"] = dropped
     last = result[f"last{WINDOW}_{headline}_per_seed"]
     print(
         f"last {WINDOW} batches: {headline} per seed {last}; {seconds:.0f} s, {known.seeds} seeds"
     )
+    if dropped["nodes"] or dropped["edges"]:
+        # One vmapped program cannot regrow its budgets as the host loop does.
+        print(f"warning: the ego-graph budgets dropped {dropped['nodes']:.0f} nodes and "
+              f"{dropped['edges']:.0f} edges over the run; raise --budget-margin")  # fmt: skip
     write_json(known.json, result)
     return 0
 

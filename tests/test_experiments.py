@@ -37,6 +37,8 @@ def test_train_seeds_summarises_each_seeds_curve(tmp_path):
     assert len(scores) == 2 and all(len(seed) == 3 for seed in scores)
     assert result["last50_score_per_seed"] == pytest.approx([sum(s) / 3 for s in scores], 1e-3)
     assert scores[0] != scores[1]  # distinct seeds
+    dropped = sum(map(sum, result["curves"]["graph_overflow_nodes"]))
+    assert result["dropped_by_budget"]["nodes"] == pytest.approx(dropped)
 
 
 def test_rollout_runs_a_trained_policy_at_another_scale(tmp_path):
