@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU numbers for the README (issue 5): `make bench` without the env part, then the 10,000-agent
 # default against the CPU's 8-level budget ladder. Runs on a bare CUDA machine whose image has
-# jax/flax/optax/chex/orbax; the other dependencies travel as wheels in .whl/ (README, "GPU").
+# jax/flax/optax/chex/orbax; the other dependencies travel as wheels in .whl/ (README, "Scaling out").
 #   OUT=bench/gpu bash experiments/gpu_bench.sh
 set -u
 OUT=${OUT:-bench/gpu}
