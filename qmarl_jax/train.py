@@ -18,8 +18,8 @@ from flax import struct
 from jax.sharding import Mesh
 
 import envs
+from qmarl_jax import graph, nmp, sharding
 from qmarl_jax import metrics as metrics_lib
-from qmarl_jax import nmp, sharding
 from qmarl_jax.algos import common, qmarl_ac, qmarl_pg, qmarl_ppo
 from qmarl_jax.config import TrainConfig
 from qmarl_jax.rollout import Actor, collect, credit_fallen, team_batch
@@ -211,15 +211,27 @@ class Trainer:
             )
 
             def step(team, mb):
-                (loss, aux), grads = jax.value_and_grad(qmarl_ppo.loss, has_aux=True)(
-                    team.params, self.heads, mb, cfg
-                )
+                (loss, aux), grads = self.ppo_gradient(team.params, mb)
                 return self._apply(team, grads, scale), {"total_loss": loss, **aux}
 
             return jax.lax.scan(step, team, shuffled)
 
         team, logs = jax.lax.scan(epoch, team, jax.random.split(key, cfg.ppo_epochs))
         return team, jax.tree.map(jnp.mean, logs)
+
+    def ppo_gradient(self, params, samples: qmarl_ppo.PPOSamples):
+        """``((loss, aux), grads)`` of ``qmarl_ppo.loss`` on a minibatch of samples, computed on
+        the smallest budget size that holds all of its ego-graphs (``config.budget_buckets``)."""
+
+        def on_graphs(graphs):
+            small = qmarl_ppo.with_graphs(samples, graphs)
+            return jax.value_and_grad(qmarl_ppo.loss, has_aux=True)(
+                params, self.heads, small, self.config
+            )
+
+        return graph.on_trimmed_graphs(
+            self.actor.ladder, samples.graphs, self.env.num_agents, on_graphs
+        )
 
     def anneal_scale(self, batch: jax.Array) -> jax.Array:
         """Learning-rate factor of batch ``batch``: linear from 1 to 0 over the run when

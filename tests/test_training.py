@@ -138,6 +138,46 @@ def test_budget_ladder_gives_the_same_rollout_and_gradient():
         np.testing.assert_allclose(g3, g, rtol=1e-4, atol=1e-6)
 
 
+def test_ppo_minibatches_on_the_budget_ladder_give_the_same_loss_and_gradient():
+    """The PPO loss of a minibatch on the smallest budget size that holds its ego-graphs
+    (``budget_buckets=3``) equals the same on the full budgets: for a late step (a small size),
+    an early one (the full size) and every step at once."""
+    import dataclasses
+
+    from qmarl_jax import graph
+    from qmarl_jax.algos import qmarl_ppo
+    from qmarl_jax.rollout import collect, team_batch
+
+    config = make_config(
+        "jungle", algo="qmarl_ppo", num_agents=60, density=0.3, budget_buckets=1,
+        **{**SMALL, "max_steps": 12, "num_blocks": 2},
+    )  # fmt: skip
+    full = Trainer(config)
+    laddered = Trainer(dataclasses.replace(config, budget_buckets=3))
+    params = full.init(jax.random.PRNGKey(0)).teams[0].params
+    traj = jax.jit(lambda key: collect(full.actor, (params,), key, full.env_params))(
+        jax.random.PRNGKey(1)
+    )
+    samples = qmarl_ppo.prepare(params, full.heads, team_batch(traj, 0, 0, full.teams), config)
+    use = [
+        graph.budget_use(jax.tree.map(lambda x, s=s: x[s], samples.graphs), 60)
+        for s in range(samples.features.shape[0])
+    ]
+    smallest, middle = laddered.actor.ladder[:2]
+    late = max(s for s, (n, e) in enumerate(use) if n <= smallest[0] and e <= smallest[1])
+    early = min(s for s, (n, _) in enumerate(use) if n > middle[0])
+    for picked in ([late], [early], list(range(len(use)))):
+        minibatch = jax.tree.map(lambda x, p=picked: x[np.array(p)], samples)
+        (loss, aux), grads = jax.jit(full.ppo_gradient)(params, minibatch)
+        (loss3, aux3), grads3 = jax.jit(laddered.ppo_gradient)(params, minibatch)
+        assert abs(float(loss3) - float(loss)) <= 1e-5 * max(1.0, abs(float(loss))), picked
+        for name in aux:
+            np.testing.assert_allclose(aux3[name], aux[name], rtol=1e-5, atol=1e-6)
+        assert any(np.abs(g).max() > 0 for g in jax.tree.leaves(grads))
+        for g, g3 in zip(jax.tree.leaves(grads), jax.tree.leaves(grads3), strict=True):
+            np.testing.assert_allclose(g3, g, rtol=1e-4, atol=1e-6)
+
+
 def test_auto_budget_ladder_is_cpu_only_and_skips_small_sizes():
     from qmarl_jax.rollout import budget_ladder
 

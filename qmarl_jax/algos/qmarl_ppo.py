@@ -70,6 +70,20 @@ def prepare(params, heads: common.Heads, batch: common.TeamBatch, config) -> PPO
     return jax.tree.map(flatten, jax.lax.stop_gradient(samples))
 
 
+def with_graphs(samples: PPOSamples, graphs) -> PPOSamples:
+    """``samples`` on ``graphs`` cut from their own (``graph.trim_budget``): the per-node arrays
+    are cut to the same node slots."""
+    cut = lambda x: x[..., : graphs.nodes["agent"].shape[-1]]
+    return samples.replace(
+        graphs=graphs,
+        labels=cut(samples.labels),
+        old_log_prob=cut(samples.old_log_prob),
+        advantage=cut(samples.advantage),
+        target=cut(samples.target),
+        weight=cut(samples.weight),
+    )
+
+
 def loss(params, heads: common.Heads, samples: PPOSamples, config):
     """Clipped-surrogate + value + entropy loss of a minibatch of samples."""
     logits = heads.logits(params, samples.features, samples.graphs)
