@@ -15,7 +15,7 @@ export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 # Each row is saved as soon as it is measured, so a run cut short keeps what it has. The ladder
 # variant compiles 8 budget sizes (about 95 s on an H200).
-timeout "${SCALING_S:-420}" python3 -m experiments.bench_scaling --skip-env \
+timeout "${SCALING_S:-480}" python3 -m experiments.bench_scaling --skip-env \
   --density-update-chunks 10 --json "$OUT/results_gpu.json" --plot "$OUT/scaling_gpu.png"
 timeout "${LADDER_S:-240}" python3 -m experiments.bench_train --num-agents 10000 --repeats 5 \
   --budget-buckets 8 --json "$OUT/train_10000_ladder8.json"
