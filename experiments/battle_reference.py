@@ -23,7 +23,7 @@ import tyro
 import envs
 from envs.core import LEFT, STAY, UP
 from envs.opponents import make_controller
-from experiments.common import machine, write_json
+from experiments.common import machine, play_episodes, write_json
 from qmarl_jax.evaluate import summarise
 
 REFERENCES = ("stay", "random", "corner", "scripted")
@@ -48,35 +48,26 @@ def corner_actions(positions: jax.Array) -> jax.Array:
 
 
 def outcomes(env, params, reference: str, keys: jax.Array) -> jax.Array:
-    """Team 0's outcome (+1 / 0 / -1) of one episode per key -> ``int32[E]``."""
+    """Team 0's outcome (+1 / 0 / -1) of one episode per key -> ``int32[E]``: the sign of the
+    survivors' difference at the end (a wiped-out team stays wiped out, so the survivors of the
+    step that ended the game are the final ones)."""
     scripted = make_controller("scripted", env)
     own = make_controller("random" if reference == "random" else "scripted", env)
     team0 = jnp.asarray(env.teams) == 0
 
-    def play(key):
-        reset_key, steps_key = jax.random.split(key)
-        _, state = env.reset(reset_key, params)
+    def act(key, state):
+        own_key, other_key = jax.random.split(key)
+        mine = own(own_key, state, None)
+        if reference == "stay":
+            mine = jnp.full_like(mine, STAY)
+        elif reference == "corner":
+            mine = corner_actions(state.grid.positions)
+        return jnp.where(team0, mine, scripted(other_key, state, None))
 
-        def body(carry, key):
-            state, done, outcome = carry
-            own_key, other_key, step_key = jax.random.split(key, 3)
-            mine = own(own_key, state, None)
-            if reference == "stay":
-                mine = jnp.full_like(mine, STAY)
-            elif reference == "corner":
-                mine = corner_actions(state.grid.positions)
-            actions = jnp.where(team0, mine, scripted(other_key, state, None))
-            _, state, _, terminated, truncated, info = env.step_no_reset(
-                step_key, state, actions, params
-            )
-            outcome = jnp.where(done, outcome, info["outcome"][0])
-            return (state, done | terminated | truncated, outcome), None
-
-        steps = jax.random.split(steps_key, env.config.max_steps)
-        (_, _, outcome), _ = jax.lax.scan(body, (state, False, jnp.int32(0)), steps)
-        return outcome
-
-    return jax.jit(jax.vmap(play))(keys)
+    _, final, _ = play_episodes(env, params, act, keys)
+    alive = final.grid.alive
+    margin = jnp.sum(alive & team0, axis=-1) - jnp.sum(alive & ~team0, axis=-1)
+    return jnp.sign(margin).astype(jnp.int32)
 
 
 def main(args: Args) -> dict:

@@ -1,4 +1,5 @@
-"""Small helpers shared by the experiment entry points (timing, memory, JSON output)."""
+"""Small helpers shared by the experiment entry points (episodes of fixed controllers, timing,
+memory, JSON output)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,32 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
+
+
+def play_episodes(env, params, act: Callable, keys: jax.Array):
+    """One episode of ``env.config.max_steps`` steps (no reset) per key, every agent moved by
+    ``act(key, state) -> int32[N]`` -> ``(start, final, rewards float32[E, N] summed over the
+    steps)``, jitted and vmapped over ``keys [E, 2]``. Each key splits into a reset key and one
+    key per step, which splits into ``act``'s key and the env step's."""
+
+    def episode(key):
+        reset_key, steps_key = jax.random.split(key)
+        _, start = env.reset(reset_key, params)
+
+        def body(carry, key):
+            state, total = carry
+            act_key, step_key = jax.random.split(key)
+            actions = act(act_key, state)
+            _, state, reward, _, _, _ = env.step_no_reset(step_key, state, actions, params)
+            return (state, total + reward), None
+
+        steps = jax.random.split(steps_key, env.config.max_steps)
+        zero = jnp.zeros(env.num_agents, jnp.float32)
+        (final, total), _ = jax.lax.scan(body, (start, zero), steps)
+        return start, final, total
+
+    return jax.jit(jax.vmap(episode))(keys)
 
 
 def peak_rss_mb() -> float:

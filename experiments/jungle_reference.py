@@ -29,7 +29,7 @@ import tyro
 
 import envs
 from envs import core
-from experiments.common import machine, write_json
+from experiments.common import machine, play_episodes, write_json
 from qmarl_jax.evaluate import jungle_oracle, summarise
 
 REFERENCES = ("stay", "random", "local", "informed")
@@ -111,23 +111,9 @@ def reference_actions(reference: str, env, key: jax.Array, state) -> jax.Array:
 def play(env, params, reference: str, keys: jax.Array):
     """Score x100 of one episode per key and its start state -> ``(float32[E], JungleState)``."""
     cfg = env.config
-
-    def episode(key):
-        reset_key, steps_key = jax.random.split(key)
-        _, start = env.reset(reset_key, params)
-
-        def body(carry, key):
-            state, total = carry
-            act_key, step_key = jax.random.split(key)
-            actions = reference_actions(reference, env, act_key, state)
-            _, state, reward, _, _, _ = env.step_no_reset(step_key, state, actions, params)
-            return (state, total + jnp.sum(reward)), None
-
-        steps = jax.random.split(steps_key, cfg.max_steps)
-        (_, total), _ = jax.lax.scan(body, (start, 0.0), steps)
-        return 100.0 * total / (cfg.num_agents * cfg.max_steps), start
-
-    return jax.jit(jax.vmap(episode))(keys)
+    act = lambda key, state: reference_actions(reference, env, key, state)
+    start, _, rewards = play_episodes(env, params, act, keys)
+    return 100.0 * rewards.sum(axis=-1) / (cfg.num_agents * cfg.max_steps), start
 
 
 def score_references(args: Args) -> dict[str, tuple[np.ndarray, np.ndarray]]:
