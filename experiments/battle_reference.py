@@ -23,21 +23,15 @@ import tyro
 import envs
 from envs.core import LEFT, STAY, UP
 from envs.opponents import make_controller
-from experiments.common import machine, play_episodes, write_json
+from experiments.common import ReferenceArgs, play_episodes, save_references
 from qmarl_jax.evaluate import summarise
 
 REFERENCES = ("stay", "random", "corner", "scripted")
 
 
 @dataclasses.dataclass
-class Args:
-    """Battle reference settings."""
-
-    preset: str = "tiny"
-    """Battle preset (tiny = the paper's 7 vs 7 on 10x10)."""
-    episodes: int = 2000
-    seed: int = 0
-    json: str | None = None
+class Args(ReferenceArgs):
+    """Battle reference settings (``preset`` tiny: the paper's sizes)."""
 
 
 def corner_actions(positions: jax.Array) -> jax.Array:
@@ -85,10 +79,7 @@ def main(args: Args) -> dict:
               f"loss {r['loss']['mean']:.3f}, terminal reward x100 "
               f"{r['terminal_reward']['mean']:.1f} [{r['terminal_reward']['low']:.1f}, "
               f"{r['terminal_reward']['high']:.1f}]")  # fmt: skip
-    result = {"preset": args.preset, "episodes": args.episodes, "seed": args.seed,
-              "references": rows, **machine()}  # fmt: skip
-    write_json(args.json, result)
-    return result
+    return save_references(args, rows)
 
 
 if __name__ == "__main__":

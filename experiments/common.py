@@ -3,6 +3,7 @@ memory, JSON output)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
@@ -17,6 +18,26 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+
+
+@dataclasses.dataclass
+class ReferenceArgs:
+    """Settings of a reference-policy script (``experiments.*_reference``)."""
+
+    preset: str = "tiny"
+    """Scenario preset (tiny = the paper's sizes)."""
+    episodes: int = 2000
+    seed: int = 0
+    json: str | None = None
+
+
+def save_references(args: ReferenceArgs, rows: dict) -> dict:
+    """The result of a reference-policy script (``rows`` per reference, the settings and the
+    machine), written to ``args.json`` when given -> the result."""
+    result = {"preset": args.preset, "episodes": args.episodes, "seed": args.seed,
+              "references": rows, **machine()}  # fmt: skip
+    write_json(args.json, result)
+    return result
 
 
 def play_episodes(env, params, act: Callable, keys: jax.Array):

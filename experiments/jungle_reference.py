@@ -29,7 +29,7 @@ import tyro
 
 import envs
 from envs import core
-from experiments.common import machine, play_episodes, write_json
+from experiments.common import ReferenceArgs, play_episodes, save_references
 from qmarl_jax.evaluate import jungle_oracle, summarise
 
 REFERENCES = ("stay", "random", "local", "informed")
@@ -41,14 +41,10 @@ BLOCKED_MOVE = -100.0
 
 
 @dataclasses.dataclass
-class Args:
-    """Jungle reference settings."""
+class Args(ReferenceArgs):
+    """Jungle reference settings (``preset`` tiny: the paper's sizes)."""
 
-    preset: str = "tiny"
-    """Jungle preset (tiny = the paper's 4 agents and 1 food on 5x5)."""
     episodes: int = 1000
-    seed: int = 0
-    json: str | None = None
 
 
 def move_scores(env, state, radius: int) -> jax.Array:
@@ -144,10 +140,7 @@ def main(args: Args, scores: dict | None = None) -> dict:
         print(f"{reference:8s} score x100 {r['score']['mean']:5.1f} [{r['score']['low']:.1f}, "
               f"{r['score']['high']:.1f}], oracle {r['oracle']['mean']:.1f}, "
               f"score_vs_oracle {r['score_vs_oracle']:.3f}")  # fmt: skip
-    result = {"preset": args.preset, "episodes": args.episodes, "seed": args.seed,
-              "references": rows, **machine()}  # fmt: skip
-    write_json(args.json, result)
-    return result
+    return save_references(args, rows)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 
 from experiments import bench_scaling, flop_floor, profile_train, reproduce, rollout, train_seeds
@@ -94,6 +95,34 @@ def test_battle_reference_policies(tmp_path):
     assert rows["corner"]["terminal_reward"]["low"] > rows["stay"]["terminal_reward"]["high"]
     actions = battle_reference.corner_actions(jnp.asarray([[3, 4], [0, 4], [0, 0], [9, 0]]))
     assert actions.tolist() == [0, 2, 4, 0]  # up, left, stay, up
+
+
+def test_deception_reference_rewards_follow_the_rules_on_the_final_states():
+    import jax
+
+    import envs
+    from experiments import deception_reference
+
+    env, params = envs.make("deception")
+    keys = jax.random.split(jax.random.PRNGKey(3), 200)
+    reward, final = jax.device_get(deception_reference.home_rewards(env, params, "scripted", keys))
+    teams = np.asarray(env.teams)
+    num_targets = env.config.num_targets
+    for e in range(len(keys)):
+        # The end-of-episode rule by hand: per target, +1 if a home agent stands on it and no
+        # adversary is within Chebyshev distance 1 of it, else -1; the mean over targets.
+        positions, alive = final.grid.positions[e], final.grid.alive[e]
+        per_target = []
+        for target in final.landmarks[e][:num_targets]:
+            gap = np.abs(positions - target).max(axis=-1)
+            covered = np.any(alive & (teams == 0) & (gap == 0))
+            found = np.any(alive & (teams == 1) & (gap <= 1))
+            per_target.append(1.0 if covered and not found else -1.0)
+        assert reward[e] == pytest.approx(100.0 * np.mean(per_target)), e
+    rows = deception_reference.main(deception_reference.Args(episodes=300))["references"]
+    stay, random, scripted = (rows[name]["home_reward"] for name in ("stay", "random", "scripted"))
+    assert stay["mean"] == -100.0  # agents start off the landmarks: holding never covers one
+    assert scripted["low"] > random["high"]  # walking onto a seen target: -54 vs -97
 
 
 def test_jungle_reference_moves_on_hand_built_states():
