@@ -16,6 +16,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import glob
+import gzip
 import os
 import re
 import tempfile
@@ -45,6 +46,9 @@ class Args(BenchArgs):
     """Scopes printed."""
     scope_depth: int = 8
     """Name-stack components kept per scope (the primitive name is always dropped)."""
+    hlo: str | None = None
+    """Also write the compiled module's optimised HLO text here (``.gz`` compresses it): the
+    fusions behind unnamed kernels such as ``copy.27`` or ``loop_pad_fusion``."""
     keep_command_buffers: bool = False
     """GPU: keep XLA's command buffers (a loop body then shows as one op). Applies to the command
     line only: the flag must be set before the backend starts."""
@@ -111,7 +115,12 @@ def device_events(profile: ProfileData) -> list[tuple[str, float]]:
 def measure(args: Args) -> dict:
     trainer, runner, batch = make_batch(args)
     compiled = batch.lower(runner, 1).compile()
-    names = op_names(compiled.as_text())
+    hlo_text = compiled.as_text()
+    names = op_names(hlo_text)
+    if args.hlo:
+        opener = gzip.open if args.hlo.endswith(".gz") else open
+        with opener(args.hlo, "wt") as f:
+            f.write(hlo_text)
     runner, _ = compiled(runner)
     jax.block_until_ready(runner)
     with tempfile.TemporaryDirectory() as log_dir:

@@ -130,8 +130,8 @@ class TrainConfig:
     ego-graphs (``lax.switch``; only padding is cut, so the numbers are the same): budgets are
     sized for the fullest step, and the steps after deaths and dispersal use a fraction of
     them. 1 = always the full budgets. 0 = auto: up to 8 on CPU (sizes under 64 node slots
-    left out), 1 on GPU/TPU and for ``mha``. Use 1 when vmapping whole training runs (a batched
-    switch runs every size)."""
+    left out); on GPU/TPU up to 4 with ``update_chunks > 1``, else 1; 1 for ``mha``. Use 1 when
+    vmapping whole training runs (a batched switch runs every size)."""
     grow_budgets: bool = True
     """Training loop: when a chunk's ego-graphs overflowed a budget, raise both budgets 1.5x and
     rerun the chunk (a recompile), so training never drops a node; the grown budgets are saved

@@ -115,6 +115,25 @@ def _exclusive_cumsum(x: jax.Array) -> jax.Array:
     return jnp.cumsum(x) - x
 
 
+def inverse_positions(position: jax.Array, valid: jax.Array, size: int) -> jax.Array:
+    """The inverse of a partial injection: ``int32[size]`` holding, at ``position[i]``, the index
+    i of each valid entry, and ``len(position)`` where no valid entry lands.
+
+    Args:
+      position: int[M] target of each entry (any value where not valid; valid ones distinct,
+        those at or beyond ``size`` are dropped).
+      valid: bool[M].
+      size: length of the result.
+    """
+    entries = position.shape[0]
+    index = jnp.arange(entries, dtype=jnp.int32)
+    # Entries that land nowhere go to distinct positions past the end: every target is unique.
+    target = jnp.where(valid & (position < size), position, size + index)
+    return (
+        jnp.full(size, entries, jnp.int32).at[target].set(index, mode="drop", unique_indices=True)
+    )
+
+
 def ego_graphs(
     spec: core.GridSpec,
     grid: core.Grid,
@@ -204,44 +223,50 @@ def ego_graphs(
     fits = jnp.where(singleton[:, None], kept, in_budget)
     flat = jnp.where(singleton[:, None], agents[:, None], num_agents + packed)
     flat = jnp.where(fits, flat, total_slots)
-    agent_of_graph = jnp.broadcast_to(agents[:, None], ids.shape)
+    # One scatter of each node slot's source (ego-graph g, window slot w) -> g * W + w
+    # (N * W on padding); every node field is then a gather of its [N, W] array.
+    source = inverse_positions(flat.ravel(), fits.ravel(), total_slots)
+    node_graph = source // num_slots  # N on padding
+    node_window = source % num_slots  # 0 on padding
 
-    def scatter(values, fill):
-        return jnp.full(total_slots, fill, jnp.int32).at[flat].set(values, mode="drop")
+    def gather(values, fill):
+        return jnp.append(values.ravel(), jnp.int32(fill))[source]
 
     nodes = {
-        "agent": scatter(ids, num_agents),
-        "graph": scatter(agent_of_graph, num_agents),
-        "hop": scatter(hop, 0),
-        "copies": scatter(jnp.broadcast_to(copies[:, None], ids.shape), 0),
-        "own": scatter(((hop == 0) | closed_centre).astype(jnp.int32), 0),
+        "agent": gather(ids, num_agents),
+        "graph": node_graph,
+        "hop": gather(hop, 0),
+        "copies": jnp.append(copies, 0)[node_graph],
+        "own": gather(((hop == 0) | closed_centre).astype(jnp.int32), 0),
     }
     n_node = jnp.sum(fits, axis=-1, dtype=jnp.int32)
 
     # Directed edges, enumerated from their senders: the node in budget slot j (window slot w
     # of ego-graph g) sends to each ring neighbour w + ring[k] kept in g. Edge slot e holds the
-    # (e+1)-th such (j, k), found by binary search on their running count: the work follows the
+    # (e+1)-th such (j, k) in (j, k) order, placed by their running count: the work follows the
     # budget's B x K candidates, not every agent's window pairs.
     num_ring = neighbour_slots.shape[1]
     ring_distance = np.linalg.norm(core.ring_displacements(radius), axis=-1).astype(np.float32)
-    node_graph = nodes["graph"][num_agents:]  # [B], N on padding
-    real_node = node_graph < num_agents
-    node_window = scatter(jnp.broadcast_to(jnp.arange(num_slots), ids.shape), 0)[num_agents:]
-    target_window = jnp.asarray(neighbour_slots)[node_window]  # [B, K], W = outside the window
+    budget_graph = node_graph[num_agents:]  # [B], N on padding
+    real_node = budget_graph < num_agents
+    target_window = jnp.asarray(neighbour_slots)[node_window[num_agents:]]  # [B, K]; W = outside
     inside = target_window < num_slots
-    target = flat[jnp.where(real_node, node_graph, 0)[:, None], jnp.where(inside, target_window, 0)]
-    edge_ok = real_node[:, None] & inside & (target < total_slots)  # [B, K]
-    running = jnp.cumsum(edge_ok.ravel(), dtype=jnp.int32)
-    slot = jnp.arange(edge_budget, dtype=jnp.int32)
-    real = slot < running[-1]
-    found = jnp.where(real, jnp.searchsorted(running, slot + 1, side="left"), 0)
-    sender, k = found // num_ring, found % num_ring
+    target = flat[
+        jnp.where(real_node, budget_graph, 0)[:, None], jnp.where(inside, target_window, 0)
+    ]
+    edge_ok = (real_node[:, None] & inside & (target < total_slots)).ravel()  # [B * K]
+    running = jnp.cumsum(edge_ok, dtype=jnp.int32)
+    found = inverse_positions(running - 1, edge_ok, edge_budget)
+    real = jnp.arange(edge_budget) < running[-1]
+    sender, k = jnp.where(real, found // num_ring, 0), jnp.where(real, found % num_ring, 0)
     senders = jnp.where(real, num_agents + sender, num_agents)
     receivers = jnp.where(real, target[sender, k], total_slots)
     distance = jnp.where(real, jnp.asarray(ring_distance)[k], 0.0)
     ring = jnp.where(real, k, 0)
     edges_per_graph = jax.ops.segment_sum(
-        jnp.sum(edge_ok, axis=-1, dtype=jnp.int32), node_graph, num_segments=num_agents
+        jnp.sum(edge_ok.reshape(-1, num_ring), axis=-1, dtype=jnp.int32),
+        budget_graph,
+        num_segments=num_agents,
     )
     first_edge = _exclusive_cumsum(edges_per_graph)
     n_edge = jnp.clip(edge_budget - first_edge, 0, edges_per_graph)

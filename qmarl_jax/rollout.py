@@ -87,14 +87,19 @@ def budgets(config: TrainConfig, env: GridEnv) -> tuple[int, int]:
 
 def budget_ladder(config: TrainConfig, node_budget: int, edge_budget: int, backend: str):
     """The ``(node_slots, edge_slots)`` sizes the network may run on (``graph.budget_ladder``):
-    ``config.budget_buckets`` halvings, or for 0 (auto) on CPU up to 8 halvings, down to
-    ``graph.MIN_BUCKET_NODES`` node slots, the full budgets alone on GPU/TPU and for ``mha``
-    (its neighbour graph has no packed budget)."""
+    ``config.budget_buckets`` sizes, or for 0 (auto) down to ``graph.MIN_BUCKET_NODES`` node
+    slots: up to 8 on CPU; on GPU/TPU up to 4 when the update is chunked in time
+    (``update_chunks > 1``, set for large or dense worlds: each chunk then runs on its own
+    size), else the full budgets alone; always the full budgets alone for ``mha`` (its
+    neighbour graph has no packed budget).
+
+    Measured on an H100 at 10,000 agents with 10 update chunks (README, "Training speed"): 4
+    sizes take 4% density from 2.37 to 2.27 s per 100 episodes and 40% from 19.9 to 6.8 s."""
     if config.trunk == "mha":
         return ((node_budget, edge_budget),)
     if config.budget_buckets:
         return graph.budget_ladder(node_budget, edge_budget, config.budget_buckets)
-    levels = 8 if backend == "cpu" else 1
+    levels = 8 if backend == "cpu" else (4 if config.update_chunks > 1 else 1)
     return graph.budget_ladder(node_budget, edge_budget, levels, graph.MIN_BUCKET_NODES)
 
 

@@ -297,3 +297,17 @@ def test_shared_ego_graphs_stand_for_exactly_the_brute_force_ones(density):
         == int(stats.truncated_nodes) - int(plain_stats.truncated_nodes)
         == 0
     )
+
+
+def test_inverse_positions_against_a_python_loop():
+    rng = np.random.default_rng(0)
+    for entries, size in [(50, 30), (40, 100), (1, 1)]:
+        position = rng.permutation(max(entries, size) + 10)[:entries]  # distinct, some >= size
+        valid = rng.random(entries) < 0.6
+        position = np.where(valid, position, position[np.argmax(valid)])  # invalid ones collide
+        expected = np.full(size, entries)
+        for i in range(entries):
+            if valid[i] and position[i] < size:
+                expected[position[i]] = i
+        got = graph.inverse_positions(jnp.asarray(position), jnp.asarray(valid), size)
+        np.testing.assert_array_equal(got, expected)

@@ -178,7 +178,7 @@ def test_ppo_minibatches_on_the_budget_ladder_give_the_same_loss_and_gradient():
             np.testing.assert_allclose(g3, g, rtol=1e-4, atol=1e-6)
 
 
-def test_auto_budget_ladder_is_cpu_only_and_skips_small_sizes():
+def test_auto_budget_ladder_skips_small_sizes_and_runs_on_accelerators_with_chunks():
     from qmarl_jax.rollout import budget_ladder
 
     auto = make_config("jungle", algo="qmarl_ac")
@@ -188,6 +188,11 @@ def test_auto_budget_ladder_is_cpu_only_and_skips_small_sizes():
     )  # fmt: skip
     assert len(budget_ladder(auto, 101868, 301365, "cpu")) == 8
     assert budget_ladder(auto, 8479, 10470, "gpu") == ((8479, 10470),)
+    chunked = make_config("jungle", algo="qmarl_ac", update_chunks=10)
+    assert budget_ladder(chunked, 8479, 10470, "gpu") == (
+        (1060, 1309), (2120, 2618), (4240, 5235), (8479, 10470),
+    )  # fmt: skip
+    assert len(budget_ladder(chunked, 8479, 10470, "cpu")) == 8
     assert budget_ladder(auto, 600, 900, "cpu") == ((75, 113), (150, 225), (300, 450), (600, 900))
     assert budget_ladder(auto, 100, 300, "cpu") == ((100, 300),)
     assert budget_ladder(make_config("jungle", algo="mha"), 100, 800, "cpu") == ((100, 800),)
