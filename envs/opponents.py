@@ -8,7 +8,8 @@ looks further than ``sight_radius`` except through O(N) team summaries (centroid
 * Battle: move toward the nearest enemy in sight and hold once adjacent; with none in sight, move
   toward the enemy team's centroid.
 * Deception: adversaries head for the landmark with the most home agents within distance 2 (the
-  best one in sight, else the best overall) and hold within distance 1 of it; home agents walk to
+  best one in sight, nearest on ties, else the best overall, ties broken by cell, never by which
+  landmarks are targets) and hold within distance 1 of it; home agents walk to
   the nearest target in sight and stand on it (random walk when none is in sight).
 """
 
@@ -135,7 +136,10 @@ def deception_scripted(env: GridEnv) -> Policy:
         around = env.spec.gather(grid.occupancy, state.landmarks, watch)
         is_home = (around >= 0) & (grid.team[jnp.maximum(around, 0)] == HOME)
         crowd = jnp.sum(is_home, axis=-1)
-        best_overall = state.landmarks[jnp.argmax(crowd)]
+        # Ties go to the landmark on the first cell in row-major order, not the first landmark:
+        # targets come first in ``state.landmarks``, and adversaries must not learn which they are.
+        cell = env.spec.flat(state.landmarks)
+        best_overall = state.landmarks[jnp.argmax(crowd * env.spec.num_cells - cell)]
         # Adversaries: the most crowded landmark in sight (nearest on ties), else the best overall.
         seen = env.spec.gather(state.landmark_index, grid.positions, sight)
         score = jnp.where(seen >= 0, crowd[jnp.maximum(seen, 0)], -1)

@@ -59,6 +59,22 @@ def test_deception_adversary_heads_for_the_landmark_home_agents_crowd():
     assert actions[2] in (core.UP, core.RIGHT)
 
 
+def test_deception_adversary_out_of_sight_does_not_follow_the_target_on_ties():
+    """With no landmark in sight and no home agent near any, the adversary's choice must not
+    depend on which landmark is the target (targets come first in ``state.landmarks``)."""
+    env, params = envs.make(
+        "deception", height=9, width=9, num_home=2, num_adversaries=1, num_landmarks=2,
+        sight_radius=1,
+    )  # fmt: skip
+    positions = jnp.array([[8, 0], [8, 1], [4, 4]])
+    controller = make_controller("scripted", env)
+    chosen = []
+    for landmarks in ([[0, 0], [8, 8]], [[8, 8], [0, 0]]):  # the target first: either one
+        state = env.state_from(positions, jnp.array(landmarks))
+        chosen.append(int(controller(jax.random.key(0), state, params)[2]))
+    assert chosen[0] == chosen[1] and chosen[0] in (core.UP, core.LEFT)
+
+
 @pytest.mark.parametrize("kind", ["random", "scripted"])
 @pytest.mark.parametrize("scenario", list(envs.SCENARIOS))
 def test_controllers_give_valid_actions_under_jit(scenario, kind):
