@@ -94,6 +94,19 @@ def test_chunked_update_equals_the_update_in_one_piece(algo):
         np.testing.assert_allclose(g4, g, rtol=1e-4, atol=1e-6)
 
 
+def assert_same_loss_and_gradient(reference, other, context=None):
+    """``((loss, aux), grads)`` of ``other`` equal ``reference``'s (loss to 1e-5 relative, aux
+    to 1e-5, gradients to 1e-4), and the reference gradient is not all zeros."""
+    (loss, aux), grads = reference
+    (loss2, aux2), grads2 = other
+    assert abs(float(loss2) - float(loss)) <= 1e-5 * max(1.0, abs(float(loss))), context
+    for name in aux:
+        np.testing.assert_allclose(aux2[name], aux[name], rtol=1e-5, atol=1e-6)
+    assert any(np.abs(g).max() > 0 for g in jax.tree.leaves(grads))
+    for g, g2 in zip(jax.tree.leaves(grads), jax.tree.leaves(grads2), strict=True):
+        np.testing.assert_allclose(g2, g, rtol=1e-4, atol=1e-6)
+
+
 def test_budget_ladder_gives_the_same_rollout_and_gradient():
     """Acting and the chunked qmarl_ac gradient on the smallest budget size that holds each
     step (``budget_buckets=3``) equal the same on the full budgets; the steps really do run on
@@ -128,14 +141,10 @@ def test_budget_ladder_gives_the_same_rollout_and_gradient():
     smallest = laddered.actor.ladder[0]
     assert any(int(n) <= smallest[0] and int(e) <= smallest[1] for n, e in use)
     assert any(int(n) > smallest[0] for n, _ in use)
-    (loss, aux), grads = jax.jit(full._chunked_gradient)(params, batch)
-    (loss3, aux3), grads3 = jax.jit(laddered._chunked_gradient)(params, batch)
-    assert abs(float(loss3) - float(loss)) <= 1e-5 * max(1.0, abs(float(loss)))
-    for name in aux:
-        np.testing.assert_allclose(aux3[name], aux[name], rtol=1e-5, atol=1e-6)
-    assert any(np.abs(g).max() > 0 for g in jax.tree.leaves(grads))
-    for g, g3 in zip(jax.tree.leaves(grads), jax.tree.leaves(grads3), strict=True):
-        np.testing.assert_allclose(g3, g, rtol=1e-4, atol=1e-6)
+    assert_same_loss_and_gradient(
+        jax.jit(full._chunked_gradient)(params, batch),
+        jax.jit(laddered._chunked_gradient)(params, batch),
+    )
 
 
 def test_ppo_minibatches_on_the_budget_ladder_give_the_same_loss_and_gradient():
@@ -168,14 +177,11 @@ def test_ppo_minibatches_on_the_budget_ladder_give_the_same_loss_and_gradient():
     early = min(s for s, (n, _) in enumerate(use) if n > middle[0])
     for picked in ([late], [early], list(range(len(use)))):
         minibatch = jax.tree.map(lambda x, p=picked: x[np.array(p)], samples)
-        (loss, aux), grads = jax.jit(full.ppo_gradient)(params, minibatch)
-        (loss3, aux3), grads3 = jax.jit(laddered.ppo_gradient)(params, minibatch)
-        assert abs(float(loss3) - float(loss)) <= 1e-5 * max(1.0, abs(float(loss))), picked
-        for name in aux:
-            np.testing.assert_allclose(aux3[name], aux[name], rtol=1e-5, atol=1e-6)
-        assert any(np.abs(g).max() > 0 for g in jax.tree.leaves(grads))
-        for g, g3 in zip(jax.tree.leaves(grads), jax.tree.leaves(grads3), strict=True):
-            np.testing.assert_allclose(g3, g, rtol=1e-4, atol=1e-6)
+        assert_same_loss_and_gradient(
+            jax.jit(full.ppo_gradient)(params, minibatch),
+            jax.jit(laddered.ppo_gradient)(params, minibatch),
+            picked,
+        )
 
 
 def test_auto_budget_ladder_skips_small_sizes_and_runs_on_accelerators_with_chunks():
