@@ -98,6 +98,14 @@ def window_displacements(radius: int) -> np.ndarray:
     return np.stack([rows.ravel(), cols.ravel()], axis=-1)
 
 
+def nearest_first(displacements: np.ndarray) -> np.ndarray:
+    """Order of ``displacements int[W, 2]`` by Chebyshev, then Euclidean distance from the
+    centre, then their own order -> ``int[W]`` indices (static)."""
+    d = np.asarray(displacements)
+    key = np.max(np.abs(d), axis=-1) * 1000 + np.sum(d * d, axis=-1)
+    return np.argsort(key, kind="stable")
+
+
 def ring_displacements(radius: int) -> np.ndarray:
     """The window of ``radius`` without its centre -> ``int32[(2r+1)^2 - 1, 2]``.
 

@@ -9,8 +9,10 @@ targets. Rewards are 0 until the last step, then:
 * home agents: mean over targets of (+1 if covered and not found, else -1);
 * adversaries: +1 if within distance 1 of any target, else -1.
 
-Observation ``features float32[N, 9*5]``: the 3x3 window (off-grid, teammates, other team,
-landmark, target - the last only for home agents). Action ``int32[N]`` in [0, 5). Reward
+Observation ``features float32[N, 9*5 (+ 5 * landmark_slots) (+ 1)]``: the 3x3 window (off-grid,
+teammates, other team, landmark, target - the last only for home agents); with ``landmark_sight``
+> 0 (ours, off by default: the SPEC's observation is the window alone) a *landmark compass*; with
+``observe_time`` the fraction of the episode left. Action ``int32[N]`` in [0, 5). Reward
 ``float32[N]``. The episode is **terminated** after ``max_steps`` (the payoff is decided then;
 ``truncated`` is always False). ``info``: ``covered bool[T]``, ``found bool[T]`` (meaningful on the
 last step), ``invalid_actions int32[]``.
@@ -29,6 +31,8 @@ from envs import core
 from envs.base import GridConfig, GridEnv, require
 
 HOME, ADVERSARY = 0, 1
+#: Features per landmark-compass slot: present, row offset, column offset, target, other home.
+COMPASS_FEATURES = 5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +47,16 @@ class DeceptionConfig(GridConfig):
       num_adversaries: adversaries, team 1 (>= 1).
       num_landmarks: landmark cells (>= num_targets).
       num_targets: landmarks that are targets (>= 1).
+      landmark_sight: radius of the landmark compass (ours; 0 = off, the SPEC's observation).
+        Each agent also observes the ``landmark_slots`` nearest landmarks within this Chebyshev
+        radius, nearest first: per slot a present flag, the offset (row, col) / radius, a target
+        flag (home agents only: adversaries never see which landmarks are targets) and the
+        number of *other* home agents within distance 1 of that landmark / num_home. It lets
+        home agents find the target beyond the 3x3 window and see which landmarks a teammate
+        already holds (SPEC section 8); computed in O(N x window + L x 9).
+      landmark_slots: landmarks per agent in the compass (>= 1).
+      observe_time: also observe the fraction of the episode left, (max_steps - step) /
+        max_steps (the payoff is decided on the last step).
     """
 
     height: int = 6
@@ -53,10 +67,14 @@ class DeceptionConfig(GridConfig):
     num_adversaries: int = 1
     num_landmarks: int = 2
     num_targets: int = 1
+    landmark_sight: int = 0
+    landmark_slots: int = 2
+    observe_time: bool = False
 
     def __post_init__(self):
-        for name in ("num_home", "num_adversaries", "num_targets"):
+        for name in ("num_home", "num_adversaries", "num_targets", "landmark_slots"):
             require(getattr(self, name) >= 1, name, getattr(self, name), "must be >= 1")
+        require(self.landmark_sight >= 0, "landmark_sight", self.landmark_sight, "must be >= 0")
         require(
             self.num_landmarks >= self.num_targets,
             "num_landmarks",
@@ -77,6 +95,10 @@ class DeceptionConfig(GridConfig):
     def num_entities(self) -> int:
         return self.num_agents + self.num_landmarks
 
+    @property
+    def pad(self) -> int:
+        return max(super().pad, self.landmark_sight)
+
 
 @struct.dataclass
 class DeceptionParams:
@@ -96,12 +118,14 @@ class DeceptionState:
     landmarks: int32[L, 2] landmark cells; the first ``num_targets`` are targets.
     landmark_index: int32[cells] landmark id on each padded cell, -1 elsewhere (static).
     step: int32[] steps taken in this episode.
+    horizon: int32[] the episode's length (``params.max_steps``).
     """
 
     grid: core.Grid
     landmarks: jax.Array
     landmark_index: jax.Array
     step: jax.Array
+    horizon: jax.Array
 
 
 class Deception(GridEnv):
@@ -119,18 +143,28 @@ class Deception(GridEnv):
     def reveal_target(self) -> np.ndarray:
         return np.array([True, False])
 
+    @property
+    def num_extra_features(self) -> int:
+        cfg = self.config
+        compass = COMPASS_FEATURES * cfg.landmark_slots if cfg.landmark_sight else 0
+        return compass + int(cfg.observe_time)
+
     def default_params(self) -> DeceptionParams:
         return DeceptionParams(max_steps=jnp.int32(self.config.max_steps))
 
     def reset_state(self, key: jax.Array, params: DeceptionParams) -> DeceptionState:
         cfg = self.config
         cells = core.sample_cells(key, cfg.height, cfg.width, cfg.num_entities)
-        return self.state_from(cells[: cfg.num_agents], cells[cfg.num_agents :])
+        return self.state_from(cells[: cfg.num_agents], cells[cfg.num_agents :], params.max_steps)
 
-    def state_from(self, positions: jax.Array, landmarks: jax.Array) -> DeceptionState:
+    def state_from(
+        self, positions: jax.Array, landmarks: jax.Array, horizon: jax.Array | int | None = None
+    ) -> DeceptionState:
         """A fresh state: agents at ``positions int32[N, 2]``, ``landmarks int32[L, 2]`` (the
-        first ``num_targets`` are targets)."""
+        first ``num_targets`` are targets), an episode of ``horizon`` steps (default: the
+        config's ``max_steps``)."""
         cfg = self.config
+        horizon = cfg.max_steps if horizon is None else horizon
         landmarks = jnp.asarray(landmarks, jnp.int32)
         kinds = jnp.where(jnp.arange(cfg.num_landmarks) < cfg.num_targets, core.TARGET, core.ITEM)
         grid = core.make_grid(
@@ -145,7 +179,9 @@ class Deception(GridEnv):
             .at[self.spec.flat(landmarks)]
             .set(jnp.arange(cfg.num_landmarks, dtype=jnp.int32))
         )
-        return DeceptionState(grid, landmarks, landmark_index, jnp.int32(0))
+        return DeceptionState(
+            grid, landmarks, landmark_index, jnp.int32(0), jnp.asarray(horizon, jnp.int32)
+        )
 
     def target_status(self, grid: core.Grid, landmarks: jax.Array) -> tuple[jax.Array, jax.Array]:
         """``(covered bool[T], found bool[T])`` of the targets in the current grid."""
@@ -173,3 +209,46 @@ class Deception(GridEnv):
         reward = jnp.where(terminated, reward, 0.0) * grid.alive
         info = {"covered": covered, "found": found, "invalid_actions": moved.invalid_actions}
         return state.replace(grid=grid, step=step), reward, terminated, jnp.bool_(False), info
+
+    def extra_features(self, state: DeceptionState) -> jax.Array | None:
+        cfg = self.config
+        parts = []
+        if cfg.landmark_sight:
+            parts.append(self.landmark_compass(state))
+        if cfg.observe_time:
+            left = (state.horizon - state.step) / state.horizon
+            parts.append(jnp.full((self.num_agents, 1), left, jnp.float32))
+        return jnp.concatenate(parts, axis=-1) if parts else None
+
+    def landmark_compass(self, state: DeceptionState) -> jax.Array:
+        """The ``landmark_slots`` nearest landmarks within ``landmark_sight`` of every agent ->
+        ``float32[N, landmark_slots * COMPASS_FEATURES]`` (see ``DeceptionConfig``); empty
+        slots are zero. O(N x (2 landmark_sight + 1)^2 x slots + L x 9)."""
+        cfg, grid = self.config, state.grid
+        window = core.window_displacements(cfg.landmark_sight)
+        window = window[core.nearest_first(window)]
+        seen = self.spec.gather(state.landmark_index, grid.positions, window)  # [N, W]
+        rank = jnp.cumsum(seen >= 0, axis=-1) - 1
+        pick = (seen >= 0)[..., None] & (rank[..., None] == jnp.arange(cfg.landmark_slots))
+        present = jnp.any(pick, axis=1)  # [N, S]
+        offset = jnp.einsum("nws,wc->nsc", pick.astype(jnp.int32), window)  # [N, S, 2]
+        landmark = jnp.sum(jnp.where(pick, seen[..., None], 0), axis=1)  # [N, S]
+        is_home = grid.alive & (grid.team == HOME)
+        around = self.spec.gather(
+            grid.occupancy, state.landmarks, core.window_displacements(1)
+        )  # [L, 9]
+        crowd = jnp.sum((around >= 0) & is_home[jnp.maximum(around, 0)], axis=-1)
+        own = is_home[:, None] & (jnp.max(jnp.abs(offset), axis=-1) <= 1)
+        others = crowd[landmark] - own
+        target = (landmark < cfg.num_targets) & jnp.asarray(self.reveal_target)[grid.team][:, None]
+        features = jnp.stack(
+            [
+                present,
+                offset[..., 0] / cfg.landmark_sight,
+                offset[..., 1] / cfg.landmark_sight,
+                present & target,
+                present * others / cfg.num_home,
+            ],
+            axis=-1,
+        )
+        return features.reshape(self.num_agents, -1).astype(jnp.float32)

@@ -73,8 +73,7 @@ def nearest_in_window(mask: jax.Array, displacements: np.ndarray):
       ``(found bool[N], offset int32[N, 2])``.
     """
     d = np.asarray(displacements)
-    key = np.max(np.abs(d), axis=-1) * 1000 + np.sum(d * d, axis=-1)
-    rank = np.argsort(np.argsort(key, kind="stable"), kind="stable")
+    rank = np.argsort(core.nearest_first(d), kind="stable")
     best = jnp.argmin(jnp.where(mask, jnp.asarray(rank), np.iinfo(np.int32).max), axis=-1)
     return jnp.any(mask, axis=-1), jnp.asarray(d)[best]
 

@@ -43,6 +43,11 @@ class TrainConfig:
     """Override the observation window radius r (a (2r+1)^2 window; the SPEC's default is 1)."""
     shaping: float | None = None
     """Override Battle's dense shaping weight (the env's default is 0: sparse terminal reward)."""
+    landmark_sight: int | None = None
+    """Deception only: radius of the landmark compass (the env's default 0 = off: the SPEC's
+    window alone; ``DeceptionConfig.landmark_sight``)."""
+    observe_time: bool | None = None
+    """Deception only: also observe the fraction of the episode left (env default False)."""
     controllers: tuple[str, ...] = ("learn", "scripted")
     """Controller of each team in team order: learn, random or scripted (extra entries ignored;
     Jungle has one team, Battle and Deception two: Deception's team 0 is home, 1 adversaries)."""
@@ -241,6 +246,11 @@ class TrainConfig:
         if self.shaping is not None:
             require(self.scenario == "battle", "shaping", self.shaping, "only Battle has one")
             overrides["shaping"] = self.shaping
+        for field in ("landmark_sight", "observe_time"):
+            value = getattr(self, field)
+            if value is not None:
+                require(self.scenario == "deception", field, value, "only Deception has one")
+                overrides[field] = value
         if self.num_agents is not None:
             return envs.sized_config(self.scenario, self.num_agents, self.density, **overrides)
         require(self.density is None, "density", self.density, "needs num_agents")

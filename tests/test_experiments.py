@@ -123,6 +123,34 @@ def test_deception_reference_rewards_follow_the_rules_on_the_final_states():
     stay, random, scripted = (rows[name]["home_reward"] for name in ("stay", "random", "scripted"))
     assert stay["mean"] == -100.0  # agents start off the landmarks: holding never covers one
     assert scripted["low"] > random["high"]  # walking onto a seen target: -54 vs -97
+    # Knowing every landmark: holding both (-14 on 2,000 games) beats the 3x3 rule, and luring
+    # the adversary to the decoy first (+16) beats holding both.
+    spread, decoy_first = (rows[name]["home_reward"] for name in ("spread", "decoy_first"))
+    assert spread["low"] > scripted["high"] and decoy_first["low"] > spread["high"]
+
+
+def test_full_information_plans_on_a_hand_built_state():
+    import jax.numpy as jnp
+
+    import envs
+    from envs.core import DOWN, LEFT, RIGHT, STAY
+    from experiments.deception_reference import DECOY_LEAD, full_information_moves
+
+    env, _ = envs.make("deception", max_steps=25)
+    # Home agents at (0,0) and (5,1), the adversary at (5,5); target (0,2), decoy (5,0).
+    state = env.state_from(jnp.array([[0, 0], [5, 1], [5, 5]]), jnp.array([[0, 2], [5, 0]]))
+
+    def moves(s, plan):  # the home agents' moves
+        return np.asarray(full_information_moves(env, s, plan))[:2]
+
+    np.testing.assert_array_equal(moves(state, "spread"), [RIGHT, LEFT])
+    np.testing.assert_array_equal(moves(state, "decoy_first"), [DOWN, LEFT])
+    # Agent 0 is 2 steps from the target: it leaves the decoy plan with 2 + DECOY_LEAD steps left.
+    late = state.replace(step=jnp.int32(25 - 2 - DECOY_LEAD))
+    np.testing.assert_array_equal(moves(late, "decoy_first"), [RIGHT, LEFT])
+    np.testing.assert_array_equal(moves(late.replace(step=late.step - 1), "decoy_first")[0], DOWN)
+    on_goals = env.state_from(jnp.array([[0, 2], [5, 0], [5, 5]]), jnp.array([[0, 2], [5, 0]]))
+    np.testing.assert_array_equal(moves(on_goals, "spread"), [STAY, STAY])
 
 
 def test_jungle_reference_moves_on_hand_built_states():

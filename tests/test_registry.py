@@ -26,6 +26,8 @@ import envs
         (("deception",), {"num_targets": 3}, "'num_landmarks'=2: must be >= num_targets=3"),
         (("deception",), {"num_adversaries": 0}, "'num_adversaries'=0: must be >= 1"),
         (("deception",), {"num_home": 40}, "needs 43 cells but the 6x6 grid has 36"),
+        (("deception",), {"landmark_sight": -1}, "'landmark_sight'=-1: must be >= 0"),
+        (("deception",), {"landmark_slots": 0}, "'landmark_slots'=0: must be >= 1"),
     ],
 )
 def test_bad_settings_are_refused_naming_the_field(args, overrides, message):

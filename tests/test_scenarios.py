@@ -246,3 +246,74 @@ def test_deception_only_home_agents_see_the_target():
     # The target (2,2) is right of home agent 0 and left of the adversary (agent 2).
     assert windows[0, 1, 2, item] == 1 and windows[0, 1, 2, target] == 1
     assert windows[2, 1, 0, item] == 1 and windows[2, 1, 0, target] == 0
+
+
+def compass_by_loop(config, positions, landmarks, alive, team):
+    """The landmark compass from its definition, one agent and one landmark at a time."""
+    slots = np.zeros((len(positions), config.landmark_slots, 5), np.float32)
+    for i, (row, col) in enumerate(positions):
+        if not alive[i]:
+            continue
+        in_sight = []
+        for index, (lr, lc) in enumerate(landmarks):
+            dr, dc = lr - row, lc - col
+            if max(abs(dr), abs(dc)) <= config.landmark_sight:
+                in_sight.append((max(abs(dr), abs(dc)), dr * dr + dc * dc, dr, dc, index))
+        # Nearest first: Chebyshev, then Euclidean, then row-major window order.
+        for slot, (_, _, dr, dc, index) in enumerate(sorted(in_sight)[: config.landmark_slots]):
+            lr, lc = landmarks[index]
+            others = sum(
+                1
+                for j, (r, c) in enumerate(positions)
+                if j != i and alive[j] and team[j] == 0 and max(abs(r - lr), abs(c - lc)) <= 1
+            )
+            is_target = index < config.num_targets and team[i] == 0
+            radius = config.landmark_sight
+            slots[i, slot] = [1, dr / radius, dc / radius, is_target, others / config.num_home]
+    return slots.reshape(len(positions), -1)
+
+
+def test_deception_landmark_compass_against_a_python_loop():
+    env, params = envs.make(
+        "deception", height=8, width=9, num_home=4, num_adversaries=2, num_landmarks=5,
+        num_targets=2, landmark_sight=3, landmark_slots=3,
+    )  # fmt: skip
+    window = 9 * core.NUM_CHANNELS
+    assert env.obs_dim == window + 3 * 5
+    step = jax.jit(env.step_no_reset)
+    obs, state = env.reset(jax.random.key(0), params)
+    for t in range(30):
+        positions, landmarks = np.asarray(state.grid.positions), np.asarray(state.landmarks)
+        alive, team = np.asarray(state.grid.alive), np.asarray(state.grid.team)
+        expected = compass_by_loop(env.config, positions, landmarks, alive, team)
+        np.testing.assert_allclose(obs.features[:, window:], expected, atol=1e-6, err_msg=f"t={t}")
+        actions = jax.random.randint(jax.random.key(t + 1), (env.num_agents,), 0, 5)
+        obs, state, *_ = step(jax.random.key(100 + t), state, actions, params)
+
+
+def test_deception_landmark_compass_hand_built():
+    env, _ = envs.make("deception", landmark_sight=2, landmark_slots=2)
+    # Home agent 0 at (2,1) beside the target (2,2); home agent 1 on the decoy (4,0); the
+    # adversary at (2,3). Sight 2 around agent 0 holds both landmarks: target first (nearer).
+    state = env.state_from(jnp.array([[2, 1], [4, 0], [2, 3]]), jnp.array([TARGET, DECOY]))
+    compass = np.asarray(env.observe(state).features)[:, 9 * core.NUM_CHANNELS :].reshape(3, 2, 5)
+    np.testing.assert_allclose(compass[0, 0], [1, 0, 0.5, 1, 0])  # target, no other home near
+    np.testing.assert_allclose(compass[0, 1], [1, 1, -0.5, 0, 0.5])  # decoy, agent 1 on it
+    np.testing.assert_allclose(compass[1, 0], [1, 0, 0, 0, 0])  # its own decoy: itself not counted
+    np.testing.assert_allclose(compass[1, 1], [1, -1, 1, 1, 0.5])  # target, agent 0 beside it
+    # The adversary sees the target (one step left) but not that it is one.
+    np.testing.assert_allclose(compass[2, 0], [1, 0, -0.5, 0, 0.5])
+    np.testing.assert_allclose(compass[2, 1], 0)  # the decoy is 3 columns away: out of sight
+
+
+def test_deception_observe_time_counts_down_to_the_payoff():
+    env, params = envs.make("deception", max_steps=4, observe_time=True)
+    obs, state = env.reset(jax.random.key(0), params)
+    left = [float(obs.features[0, -1])]
+    for t in range(3):
+        obs, state, *_ = run(env, params, state, [S, S, S], key=t)
+        left.append(float(obs.features[1, -1]))
+    np.testing.assert_allclose(left, [1.0, 0.75, 0.5, 0.25])
+    shorter = params.replace(max_steps=jnp.int32(2))  # a traced episode length, not the config's
+    obs, *_ = run(env, shorter, env.reset(jax.random.key(0), shorter)[1], [S, S, S])
+    np.testing.assert_allclose(obs.features[:, -1], 0.5)

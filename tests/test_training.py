@@ -45,6 +45,18 @@ def test_every_algorithm_runs_and_updates(algo, tmp_path):
     assert any(jax.tree.leaves(changed))
 
 
+def test_deception_landmark_compass_and_time_reach_the_network():
+    config = make_config("deception", landmark_sight=4, observe_time=True, num_batches=2, **SMALL)
+    trainer = Trainer(config)
+    assert trainer.env.obs_dim == 9 * 5 + 2 * 5 + 1
+    runner = trainer.init(jax.random.PRNGKey(0))
+    after, metrics = jax.jit(trainer.run_batches, static_argnums=1)(runner, 2)
+    assert int(after.batch) == 2
+    assert all(np.isfinite(np.asarray(v)).all() for v in metrics.values())
+    input_dims = {leaf.shape[0] for leaf in jax.tree.leaves(runner.teams) if leaf.ndim == 2}
+    assert trainer.env.obs_dim in input_dims
+
+
 def test_actor_lr_scale_scales_only_the_policys_steps():
     import dataclasses
 
@@ -414,6 +426,8 @@ def test_full_run_writes_every_artefact(tmp_path):
         ({"node_budget": 0}, "invalid config field 'node_budget'=0: must be >= 1"),
         ({"budget_margin": 0.5}, "invalid config field 'budget_margin'=0.5: must be >= 1"),
         ({"heads": 0}, "invalid config field 'heads'=0: must be >= 1"),
+        ({"landmark_sight": 4}, "invalid config field 'landmark_sight'=4: only Deception has one"),
+        ({"observe_time": True}, "invalid config field 'observe_time'=True: only Deception has"),
         ({"dual_clip": 0.5}, "invalid config field 'dual_clip'=0.5: must be > 1 (or 0: off)"),
         ({"update_chunks": -1}, "invalid config field 'update_chunks'=-1: must be >= 0 (0 = auto)"),
         (
