@@ -9,7 +9,7 @@ targets. Rewards are 0 until the last step, then:
 * home agents: mean over targets of (+1 if covered and not found, else -1);
 * adversaries: +1 if within distance 1 of any target, else -1.
 
-Observation ``features float32[N, 9*5 (+ 5 * landmark_slots) (+ 1)]``: the 3x3 window (off-grid,
+Observation ``features float32[N, 9*5 (+ 6 * landmark_slots) (+ 1)]``: the 3x3 window (off-grid,
 teammates, other team, landmark, target - the last only for home agents); with ``landmark_sight``
 > 0 (ours, off by default: the SPEC's observation is the window alone) a *landmark compass*; with
 ``observe_time`` the fraction of the episode left. Action ``int32[N]`` in [0, 5). Reward
@@ -31,8 +31,9 @@ from envs import core
 from envs.base import GridConfig, GridEnv, require
 
 HOME, ADVERSARY = 0, 1
-#: Features per landmark-compass slot: present, row offset, column offset, target, other home.
-COMPASS_FEATURES = 5
+#: Features per landmark-compass slot: present, row offset, column offset, target, teammates
+#: near it, opponents near it.
+COMPASS_FEATURES = 6
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,10 +51,11 @@ class DeceptionConfig(GridConfig):
       landmark_sight: radius of the landmark compass (ours; 0 = off, the SPEC's observation).
         Each agent also observes the ``landmark_slots`` nearest landmarks within this Chebyshev
         radius, nearest first: per slot a present flag, the offset (row, col) / radius, a target
-        flag (home agents only: adversaries never see which landmarks are targets) and the
-        number of *other* home agents within distance 1 of that landmark / num_home. It lets
-        home agents find the target beyond the 3x3 window and see which landmarks a teammate
-        already holds (SPEC section 8); computed in O(N x window + L x 9).
+        flag (home agents only: adversaries never see which landmarks are targets), the number
+        of *other* teammates within distance 1 of that landmark / team size and the number of
+        opponents there / their team size. It lets home agents find the target beyond the 3x3
+        window and see which landmarks a teammate holds and where the adversary waits (SPEC
+        section 8); computed in O(N x window + L x 9).
       landmark_slots: landmarks per agent in the compass (>= 1).
       observe_time: also observe the fraction of the episode left, (max_steps - step) /
         max_steps (the payoff is decided on the last step).
@@ -233,21 +235,28 @@ class Deception(GridEnv):
         present = jnp.any(pick, axis=1)  # [N, S]
         offset = jnp.einsum("nws,wc->nsc", pick.astype(jnp.int32), window)  # [N, S, 2]
         landmark = jnp.sum(jnp.where(pick, seen[..., None], 0), axis=1)  # [N, S]
-        is_home = grid.alive & (grid.team == HOME)
         around = self.spec.gather(
             grid.occupancy, state.landmarks, core.window_displacements(1)
         )  # [L, 9]
-        crowd = jnp.sum((around >= 0) & is_home[jnp.maximum(around, 0)], axis=-1)
-        own = is_home[:, None] & (jnp.max(jnp.abs(offset), axis=-1) <= 1)
-        others = crowd[landmark] - own
-        target = (landmark < cfg.num_targets) & jnp.asarray(self.reveal_target)[grid.team][:, None]
+        agent = jnp.maximum(around, 0)
+        crowd = jnp.stack(  # [L, 2] home agents and adversaries within distance 1 of a landmark
+            [jnp.sum((around >= 0) & (grid.team[agent] == t), axis=-1) for t in (HOME, ADVERSARY)],
+            axis=-1,
+        )
+        team = grid.team[:, None]
+        itself = jnp.max(jnp.abs(offset), axis=-1) <= 1
+        teammates = jnp.take_along_axis(crowd[landmark], team[..., None], axis=-1)[..., 0] - itself
+        opponents = jnp.take_along_axis(crowd[landmark], 1 - team[..., None], axis=-1)[..., 0]
+        sizes = jnp.array([cfg.num_home, cfg.num_adversaries], jnp.float32)
+        target = (landmark < cfg.num_targets) & jnp.asarray(self.reveal_target)[team]
         features = jnp.stack(
             [
                 present,
                 offset[..., 0] / cfg.landmark_sight,
                 offset[..., 1] / cfg.landmark_sight,
                 present & target,
-                present * others / cfg.num_home,
+                present * teammates / sizes[team],
+                present * opponents / sizes[1 - team],
             ],
             axis=-1,
         )

@@ -93,7 +93,7 @@ def main(args: Args) -> dict:
         reward, _ = home_rewards(env, params, reference, keys)
         rows[reference] = summarise({"home_reward": np.asarray(reward)})
         r = rows[reference]["home_reward"]
-        print(f"{reference:8s} vs scripted adversary: home reward x100 {r['mean']:.1f} "
+        print(f"{reference:11s} vs scripted adversary: home reward x100 {r['mean']:.1f} "
               f"[{r['low']:.1f}, {r['high']:.1f}]")  # fmt: skip
     return save_references(args, rows)
 

@@ -250,7 +250,8 @@ def test_deception_only_home_agents_see_the_target():
 
 def compass_by_loop(config, positions, landmarks, alive, team):
     """The landmark compass from its definition, one agent and one landmark at a time."""
-    slots = np.zeros((len(positions), config.landmark_slots, 5), np.float32)
+    slots = np.zeros((len(positions), config.landmark_slots, 6), np.float32)
+    sizes = [config.num_home, config.num_adversaries]
     for i, (row, col) in enumerate(positions):
         if not alive[i]:
             continue
@@ -262,14 +263,16 @@ def compass_by_loop(config, positions, landmarks, alive, team):
         # Nearest first: Chebyshev, then Euclidean, then row-major window order.
         for slot, (_, _, dr, dc, index) in enumerate(sorted(in_sight)[: config.landmark_slots]):
             lr, lc = landmarks[index]
-            others = sum(
-                1
+            near = [
+                j
                 for j, (r, c) in enumerate(positions)
-                if j != i and alive[j] and team[j] == 0 and max(abs(r - lr), abs(c - lc)) <= 1
-            )
+                if j != i and alive[j] and max(abs(r - lr), abs(c - lc)) <= 1
+            ]
+            teammates = sum(team[j] == team[i] for j in near) / sizes[team[i]]
+            opponents = sum(team[j] != team[i] for j in near) / sizes[1 - team[i]]
             is_target = index < config.num_targets and team[i] == 0
             radius = config.landmark_sight
-            slots[i, slot] = [1, dr / radius, dc / radius, is_target, others / config.num_home]
+            slots[i, slot] = [1, dr / radius, dc / radius, is_target, teammates, opponents]
     return slots.reshape(len(positions), -1)
 
 
@@ -279,7 +282,7 @@ def test_deception_landmark_compass_against_a_python_loop():
         num_targets=2, landmark_sight=3, landmark_slots=3,
     )  # fmt: skip
     window = 9 * core.NUM_CHANNELS
-    assert env.obs_dim == window + 3 * 5
+    assert env.obs_dim == window + 3 * 6
     step = jax.jit(env.step_no_reset)
     obs, state = env.reset(jax.random.key(0), params)
     for t in range(30):
@@ -296,13 +299,14 @@ def test_deception_landmark_compass_hand_built():
     # Home agent 0 at (2,1) beside the target (2,2); home agent 1 on the decoy (4,0); the
     # adversary at (2,3). Sight 2 around agent 0 holds both landmarks: target first (nearer).
     state = env.state_from(jnp.array([[2, 1], [4, 0], [2, 3]]), jnp.array([TARGET, DECOY]))
-    compass = np.asarray(env.observe(state).features)[:, 9 * core.NUM_CHANNELS :].reshape(3, 2, 5)
-    np.testing.assert_allclose(compass[0, 0], [1, 0, 0.5, 1, 0])  # target, no other home near
-    np.testing.assert_allclose(compass[0, 1], [1, 1, -0.5, 0, 0.5])  # decoy, agent 1 on it
-    np.testing.assert_allclose(compass[1, 0], [1, 0, 0, 0, 0])  # its own decoy: itself not counted
-    np.testing.assert_allclose(compass[1, 1], [1, -1, 1, 1, 0.5])  # target, agent 0 beside it
-    # The adversary sees the target (one step left) but not that it is one.
-    np.testing.assert_allclose(compass[2, 0], [1, 0, -0.5, 0, 0.5])
+    compass = np.asarray(env.observe(state).features)[:, 9 * core.NUM_CHANNELS :].reshape(3, 2, 6)
+    # Target: no other home agent near, the adversary beside it.
+    np.testing.assert_allclose(compass[0, 0], [1, 0, 0.5, 1, 0, 1])
+    np.testing.assert_allclose(compass[0, 1], [1, 1, -0.5, 0, 0.5, 0])  # decoy, agent 1 on it
+    np.testing.assert_allclose(compass[1, 0], [1, 0, 0, 0, 0, 0])  # its decoy: itself not counted
+    np.testing.assert_allclose(compass[1, 1], [1, -1, 1, 1, 0.5, 1])  # target, agent 0 beside it
+    # The adversary sees the target (one step left) but not that it is one; itself not counted.
+    np.testing.assert_allclose(compass[2, 0], [1, 0, -0.5, 0, 0, 0.5])
     np.testing.assert_allclose(compass[2, 1], 0)  # the decoy is 3 columns away: out of sight
 
 

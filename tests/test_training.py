@@ -48,7 +48,7 @@ def test_every_algorithm_runs_and_updates(algo, tmp_path):
 def test_deception_landmark_compass_and_time_reach_the_network():
     config = make_config("deception", landmark_sight=4, observe_time=True, num_batches=2, **SMALL)
     trainer = Trainer(config)
-    assert trainer.env.obs_dim == 9 * 5 + 2 * 5 + 1
+    assert trainer.env.obs_dim == 9 * 5 + 2 * 6 + 1
     runner = trainer.init(jax.random.PRNGKey(0))
     after, metrics = jax.jit(trainer.run_batches, static_argnums=1)(runner, 2)
     assert int(after.batch) == 2
