@@ -230,11 +230,20 @@ class Deception(GridEnv):
         window = core.window_displacements(cfg.landmark_sight)
         window = window[core.nearest_first(window)]
         seen = self.spec.gather(state.landmark_index, grid.positions, window)  # [N, W]
-        rank = jnp.cumsum(seen >= 0, axis=-1) - 1
-        pick = (seen >= 0)[..., None] & (rank[..., None] == jnp.arange(cfg.landmark_slots))
-        present = jnp.any(pick, axis=1)  # [N, S]
-        offset = jnp.einsum("nws,wc->nsc", pick.astype(jnp.int32), window)  # [N, S, 2]
-        landmark = jnp.sum(jnp.where(pick, seen[..., None], 0), axis=1)  # [N, S]
+        # The window is sorted nearest first, so slot s holds the smallest window index with a
+        # landmark after slot s-1's: one min-reduction per slot (a cumsum over the window
+        # costs O(W^2) per agent on CPU, where XLA lowers it to a reduce-window; an argmax is a
+        # slower two-value reduction).
+        size = window.shape[0]
+        index = jnp.where(seen >= 0, jnp.arange(size), size)  # [N, W]
+        nearest = [jnp.min(index, axis=-1)]
+        for _ in range(cfg.landmark_slots - 1):
+            nearest.append(jnp.min(jnp.where(index > nearest[-1][:, None], index, size), axis=-1))
+        nearest = jnp.stack(nearest, axis=-1)  # [N, S]
+        present = nearest < size
+        nearest = jnp.minimum(nearest, size - 1)
+        offset = jnp.where(present[..., None], jnp.asarray(window)[nearest], 0)  # [N, S, 2]
+        landmark = jnp.maximum(jnp.take_along_axis(seen, nearest, axis=-1), 0)  # [N, S]
         around = self.spec.gather(
             grid.occupancy, state.landmarks, core.window_displacements(1)
         )  # [L, 9]
