@@ -9,6 +9,12 @@ targets. Rewards are 0 until the last step, then:
 * home agents: mean over targets of (+1 if covered and not found, else -1);
 * adversaries: +1 if within distance 1 of any target, else -1.
 
+An optional potential-based shaping term (``shaping``, default 0; Ng et al. 1999) pays home agents
+``shaping * (payoff(s') - payoff(s))`` every step, where ``payoff`` is the home reward the episode
+would pay if it ended in that state: covering the target pays at once, being found costs at once;
+summed over an episode it telescopes to ``shaping * (final payoff - start payoff)``, so the best
+policy is unchanged. The reported ``home_reward`` stays the terminal payoff.
+
 Observation ``features float32[N, 9*5 (+ 6 * landmark_slots) (+ 1)]``: the 3x3 window (off-grid,
 teammates, other team, landmark, target - the last only for home agents); with ``landmark_sight``
 > 0 (ours, off by default: the SPEC's observation is the window alone) a *landmark compass*; with
@@ -59,6 +65,8 @@ class DeceptionConfig(GridConfig):
       landmark_slots: landmarks per agent in the compass (>= 1).
       observe_time: also observe the fraction of the episode left, (max_steps - step) /
         max_steps (the payoff is decided on the last step).
+      shaping: weight of the optional potential-based shaping of the home reward (0 = the
+        paper's terminal reward only).
     """
 
     height: int = 6
@@ -72,6 +80,7 @@ class DeceptionConfig(GridConfig):
     landmark_sight: int = 0
     landmark_slots: int = 2
     observe_time: bool = False
+    shaping: float = 0.0
 
     def __post_init__(self):
         for name in ("num_home", "num_adversaries", "num_targets", "landmark_slots"):
@@ -108,9 +117,11 @@ class DeceptionParams:
 
     Attributes:
       max_steps: int32[] episode length.
+      shaping: float32[] weight of the potential-based shaping of the home reward.
     """
 
     max_steps: jax.Array
+    shaping: jax.Array
 
 
 @struct.dataclass
@@ -152,7 +163,9 @@ class Deception(GridEnv):
         return compass + int(cfg.observe_time)
 
     def default_params(self) -> DeceptionParams:
-        return DeceptionParams(max_steps=jnp.int32(self.config.max_steps))
+        return DeceptionParams(
+            max_steps=jnp.int32(self.config.max_steps), shaping=jnp.float32(self.config.shaping)
+        )
 
     def reset_state(self, key: jax.Array, params: DeceptionParams) -> DeceptionState:
         cfg = self.config
@@ -194,13 +207,20 @@ class Deception(GridEnv):
         adversary = (around >= 0) & (grid.team[jnp.maximum(around, 0)] == ADVERSARY)
         return covered, jnp.any(adversary, axis=-1)
 
+    @staticmethod
+    def home_payoff(covered: jax.Array, found: jax.Array) -> jax.Array:
+        """The home reward if the episode ended now: mean over targets of +1 (covered and not
+        found) or -1 -> ``float32[]``."""
+        return jnp.mean(jnp.where(covered & ~found, 1.0, -1.0))
+
     def transition(self, key: jax.Array, state: DeceptionState, actions: jax.Array, params):
+        payoff_before = self.home_payoff(*self.target_status(state.grid, state.landmarks))
         moved = core.resolve_moves(key, self.spec, state.grid, actions)
         grid = moved.grid
         step = state.step + 1
         terminated = step >= params.max_steps
         covered, found = self.target_status(grid, state.landmarks)
-        home_reward = jnp.mean(jnp.where(covered & ~found, 1.0, -1.0))
+        home_reward = self.home_payoff(covered, found)
         near_target = jnp.any(
             self.spec.gather(grid.terrain, grid.positions, core.window_displacements(1))
             == core.TARGET,
@@ -208,7 +228,8 @@ class Deception(GridEnv):
         )
         adversary_reward = jnp.where(near_target, 1.0, -1.0)
         reward = jnp.where(grid.team == HOME, home_reward, adversary_reward)
-        reward = jnp.where(terminated, reward, 0.0) * grid.alive
+        shaped = params.shaping * (home_reward - payoff_before) * (grid.team == HOME)
+        reward = (jnp.where(terminated, reward, 0.0) + shaped) * grid.alive
         info = {"covered": covered, "found": found, "invalid_actions": moved.invalid_actions}
         return state.replace(grid=grid, step=step), reward, terminated, jnp.bool_(False), info
 

@@ -42,7 +42,8 @@ class TrainConfig:
     view_radius: int | None = None
     """Override the observation window radius r (a (2r+1)^2 window; the SPEC's default is 1)."""
     shaping: float | None = None
-    """Override Battle's dense shaping weight (the env's default is 0: sparse terminal reward)."""
+    """Override the dense shaping weight of Battle (kills) or Deception (potential-based, of the
+    home payoff); the envs' default is 0: the sparse terminal reward."""
     landmark_sight: int | None = None
     """Deception only: radius of the landmark compass (the env's default 0 = off: the SPEC's
     window alone; ``DeceptionConfig.landmark_sight``)."""
@@ -244,7 +245,12 @@ class TrainConfig:
         if self.view_radius is not None:
             overrides["view_radius"] = self.view_radius
         if self.shaping is not None:
-            require(self.scenario == "battle", "shaping", self.shaping, "only Battle has one")
+            require(
+                self.scenario in ("battle", "deception"),
+                "shaping",
+                self.shaping,
+                "only Battle and Deception have one",
+            )
             overrides["shaping"] = self.shaping
         for field in ("landmark_sight", "observe_time"):
             value = getattr(self, field)

@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import envs
 from envs import core
@@ -246,6 +247,28 @@ def test_deception_only_home_agents_see_the_target():
     # The target (2,2) is right of home agent 0 and left of the adversary (agent 2).
     assert windows[0, 1, 2, item] == 1 and windows[0, 1, 2, target] == 1
     assert windows[2, 1, 0, item] == 1 and windows[2, 1, 0, target] == 0
+
+
+def test_deception_potential_shaping_pays_changes_of_the_payoff_and_telescopes():
+    env, params = envs.make("deception", max_steps=4, shaping=0.5)
+    # Home agent 0 one step left of the target (2,2); the adversary at (5,5), the decoy at (4,0).
+    state = env.state_from(jnp.array([[2, 1], [0, 5], [5, 5]]), jnp.array([TARGET, DECOY]))
+    R, U = core.RIGHT, core.UP
+    # Step 1: agent 0 covers the target (payoff -1 -> +1): +0.5 * 2 to both home agents. The
+    # adversary walks (4,5), (3,5), (3,4): not yet within 1 of the target; step 4 to (3,3):
+    # found (payoff +1 -> -1: -0.5 * 2), and the episode ends with the terminal -1.
+    plan = [[R, S, U], [S, S, U], [S, S, core.LEFT], [S, S, core.LEFT]]
+    rewards = []
+    for t, actions in enumerate(plan):
+        _, state, reward, terminated, _, _ = run(env, params, state, actions, key=t)
+        rewards.append(np.asarray(reward))
+    assert bool(terminated)
+    rewards = np.stack(rewards)
+    np.testing.assert_allclose(rewards[:, 0], [1.0, 0.0, 0.0, -1.0 + -1.0])  # shaped, then -1 end
+    np.testing.assert_allclose(rewards[:, 0], rewards[:, 1])  # the team is paid together
+    np.testing.assert_allclose(rewards[:, 2], [0, 0, 0, 1])  # adversaries are never shaped
+    # Telescoping: shaping * (final payoff - start payoff) on top of the terminal payoff.
+    assert rewards[:, 0].sum() == pytest.approx(-1.0 + 0.5 * (-1.0 - -1.0))
 
 
 def compass_by_loop(config, positions, landmarks, alive, team):

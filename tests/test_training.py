@@ -450,6 +450,13 @@ def test_config_errors_name_the_field(overrides, message):
     assert message in str(error.value)
 
 
+def test_scenario_only_fields_are_refused_elsewhere():
+    with pytest.raises(ValueError, match=r"'shaping'=1\.0: only Battle and Deception have one"):
+        make_config("jungle", shaping=1.0)
+    with pytest.raises(ValueError, match="'observe_time'=True: only Deception has one"):
+        make_config("jungle", observe_time=True)
+
+
 def test_unknown_scenario_preset_and_field():
     with pytest.raises(ValueError, match="'scenario'='chess'; choose one of: jungle, battle"):
         make_config("chess")
