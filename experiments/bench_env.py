@@ -2,6 +2,7 @@
 
     python -m experiments.bench_env --scenario battle --num-agents 10000 --json out.json
     python -m experiments.bench_env --scenario jungle --num-agents 100 1000 10000
+    python -m experiments.bench_env --scenario deception --env landmark_sight=4 observe_time=True
 
 Each agent count runs in a fresh process (so ``peak_rss_mb`` is its own). ``--num-agents`` picks the
 nearest preset density and sizes the grid for it. By default ``num_envs = max(1, 10000 // N)`` so
@@ -11,6 +12,7 @@ after a warm-up call.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import statistics
 
@@ -37,15 +39,37 @@ class Args:
     repeats: int = 5
     """Timed calls after the warm-up (the median is reported)."""
     seed: int = 0
+    env: tuple[str, ...] = ()
+    """Environment config overrides as FIELD=VALUE (Python literals), e.g. landmark_sight=4."""
     json: str | None = None
     """Write the results here as JSON."""
     quiet: bool = False
     """Do not print the table."""
 
 
-def measure(scenario: str, num_agents: int, num_envs: int, steps: int, repeats: int, seed: int):
-    """Time ``steps`` random-action steps of ``num_envs`` envs of about ``num_agents`` agents."""
-    config = envs.sized_config(scenario, num_agents)
+def parse_overrides(pairs: tuple[str, ...]) -> dict:
+    """``("landmark_sight=4", "observe_time=True")`` -> ``{"landmark_sight": 4, ...}``.
+
+    Raises:
+      ValueError: an entry without ``=``, naming it.
+    """
+    overrides = {}
+    for pair in pairs:
+        field, sep, value = pair.partition("=")
+        if not sep:
+            raise ValueError(f"invalid --env entry {pair!r}: write FIELD=VALUE")
+        try:
+            overrides[field] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            overrides[field] = value
+    return overrides
+
+
+def measure(scenario: str, num_agents: int, num_envs: int, steps: int, repeats: int, seed: int,
+            env_overrides: tuple[str, ...] = ()):  # fmt: skip
+    """Time ``steps`` random-action steps of ``num_envs`` envs of about ``num_agents`` agents
+    (``env_overrides``: FIELD=VALUE settings of the env config)."""
+    config = envs.sized_config(scenario, num_agents, **parse_overrides(env_overrides))
     env = envs.make_env(config)
     params = env.default_params()
     num_envs = num_envs or max(1, 10000 // config.num_agents)
@@ -77,6 +101,7 @@ def measure(scenario: str, num_agents: int, num_envs: int, steps: int, repeats: 
     agent_steps = config.num_agents * num_envs * steps
     return {
         "scenario": scenario,
+        "env_overrides": list(env_overrides),
         "num_agents": config.num_agents,
         "grid": [config.height, config.width],
         "density": round(config.density, 4),
@@ -104,6 +129,7 @@ def main(args: Args) -> list[dict]:
                 args.steps,
                 args.repeats,
                 args.seed,
+                args.env,
             )
         ]
     else:  # one fresh process per size, so each peak RSS is its own
@@ -112,7 +138,8 @@ def main(args: Args) -> list[dict]:
             rows += run_module("experiments.bench_env", "--scenario", args.scenario,
                                "--num-agents", str(n), "--num-envs", str(args.num_envs),
                                "--steps", str(args.steps), "--repeats", str(args.repeats),
-                               "--seed", str(args.seed), "--quiet")  # fmt: skip
+                               "--seed", str(args.seed), "--quiet",
+                               *(["--env", *args.env] if args.env else []))  # fmt: skip
     if not args.quiet:
         header = f"{'N':>7} {'envs':>5} {'steps':>6} {'agent-steps/s':>14} {'ns/agent-step':>14}"
         print(f"{args.scenario} on {rows[0]['backend']} ({rows[0]['device']})")

@@ -5,7 +5,15 @@ import json
 import numpy as np
 import pytest
 
-from experiments import bench_scaling, flop_floor, profile_train, reproduce, rollout, train_seeds
+from experiments import (
+    bench_env,
+    bench_scaling,
+    flop_floor,
+    profile_train,
+    reproduce,
+    rollout,
+    train_seeds,
+)
 from qmarl_jax import loop
 from qmarl_jax.config import make_config
 
@@ -62,6 +70,18 @@ def test_reproduce_depth_stage(tmp_path):
     row = depth["jungle/depth1"]
     assert row["seconds_per_batch"] > 0 and len(row["evaluation"]["score"]["seeds"]) == 2
     assert "Depth sensitivity" in (tmp_path / "tables.md").read_text()
+
+
+def test_bench_env_takes_env_overrides():
+    assert bench_env.parse_overrides(("landmark_sight=4", "observe_time=True", "name=x")) == {
+        "landmark_sight": 4, "observe_time": True, "name": "x",
+    }  # fmt: skip
+    with pytest.raises(ValueError, match="invalid --env entry 'landmark_sight': write FIELD=VALUE"):
+        bench_env.parse_overrides(("landmark_sight",))
+    row = bench_env.measure("deception", 10, 2, 2, 1, 0, ("landmark_sight=2",))
+    assert row["env_overrides"] == ["landmark_sight=2"] and row["agent_steps_per_s"] > 0
+    with pytest.raises(ValueError, match="'landmark_sight'=-1: must be >= 0"):
+        bench_env.measure("deception", 10, 2, 2, 1, 0, ("landmark_sight=-1",))
 
 
 @pytest.mark.slow
