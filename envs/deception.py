@@ -13,7 +13,8 @@ An optional potential-based shaping term (``shaping``, default 0; Ng et al. 1999
 ``shaping * (payoff(s') - payoff(s))`` every step, where ``payoff`` is the home reward the episode
 would pay if it ended in that state: covering the target pays at once, being found costs at once;
 summed over an episode it telescopes to ``shaping * (final payoff - start payoff)``, so the best
-policy is unchanged. The reported ``home_reward`` stays the terminal payoff.
+policy of the undiscounted return is unchanged (the learner's discount 0.99 over 25 steps bends
+that only slightly). The reported ``home_reward`` stays the terminal payoff.
 
 Observation ``features float32[N, 9*5 (+ 6 * landmark_slots) (+ 1)]``: the 3x3 window (off-grid,
 teammates, other team, landmark, target - the last only for home agents); with ``landmark_sight``

@@ -5,8 +5,8 @@ adversary.
 
 The home team (team 0) plays ``stay`` (every agent holds), ``random`` or ``scripted`` (walk to
 the nearest target in sight and stand on it, random walk when none is in sight), or one of two
-*full-information* plans that know every landmark and which are targets - ceilings of what the
-SPEC's 3x3 view could reach, the landmark compass's yardsticks:
+*full-information* plans that know every landmark and which are targets - yardsticks of what
+coordination buys (the landmark compass's), not bounds:
 
 * ``spread``: home agent k walks to landmark k mod L (targets first) and stands on it;
 * ``decoy_first``: every home agent walks to the first decoy; home agent k < num_targets leaves
