@@ -199,14 +199,19 @@ class Deception(GridEnv):
             grid, landmarks, landmark_index, jnp.int32(0), jnp.asarray(horizon, jnp.int32)
         )
 
+    def team_counts(self, grid: core.Grid, cells: jax.Array, radius: int) -> jax.Array:
+        """Agents of each team within Chebyshev ``radius`` of each of ``cells int32[C, 2]`` ->
+        ``int32[C, 2]`` (home, adversaries). O(C x (2 radius + 1)^2)."""
+        around = self.spec.gather(grid.occupancy, cells, core.window_displacements(radius))
+        team = jnp.where(around >= 0, grid.team[jnp.maximum(around, 0)], -1)
+        return jnp.sum(team[..., None] == jnp.array([HOME, ADVERSARY]), axis=1, dtype=jnp.int32)
+
     def target_status(self, grid: core.Grid, landmarks: jax.Array) -> tuple[jax.Array, jax.Array]:
         """``(covered bool[T], found bool[T])`` of the targets in the current grid."""
         targets = landmarks[: self.config.num_targets]
         on_target = grid.occupancy[self.spec.flat(targets)]
         covered = (on_target >= 0) & (grid.team[jnp.maximum(on_target, 0)] == HOME)
-        around = self.spec.gather(grid.occupancy, targets, core.window_displacements(1))
-        adversary = (around >= 0) & (grid.team[jnp.maximum(around, 0)] == ADVERSARY)
-        return covered, jnp.any(adversary, axis=-1)
+        return covered, self.team_counts(grid, targets, 1)[:, ADVERSARY] > 0
 
     @staticmethod
     def home_payoff(covered: jax.Array, found: jax.Array) -> jax.Array:
@@ -266,14 +271,7 @@ class Deception(GridEnv):
         nearest = jnp.minimum(nearest, size - 1)
         offset = jnp.where(present[..., None], jnp.asarray(window)[nearest], 0)  # [N, S, 2]
         landmark = jnp.maximum(jnp.take_along_axis(seen, nearest, axis=-1), 0)  # [N, S]
-        around = self.spec.gather(
-            grid.occupancy, state.landmarks, core.window_displacements(1)
-        )  # [L, 9]
-        agent = jnp.maximum(around, 0)
-        crowd = jnp.stack(  # [L, 2] home agents and adversaries within distance 1 of a landmark
-            [jnp.sum((around >= 0) & (grid.team[agent] == t), axis=-1) for t in (HOME, ADVERSARY)],
-            axis=-1,
-        )
+        crowd = self.team_counts(grid, state.landmarks, 1)  # [L, 2]
         team = grid.team[:, None]
         itself = jnp.max(jnp.abs(offset), axis=-1) <= 1
         teammates = jnp.take_along_axis(crowd[landmark], team[..., None], axis=-1)[..., 0] - itself

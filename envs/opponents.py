@@ -127,14 +127,11 @@ def battle_scripted(env: GridEnv) -> Policy:
 
 def deception_scripted(env: GridEnv) -> Policy:
     sight = core.window_displacements(env.config.sight_radius)
-    watch = core.window_displacements(2)
 
     def policy(key, state, params):
         grid = state.grid
-        # Home agents near each landmark (O(L x 25)), and the best landmark overall.
-        around = env.spec.gather(grid.occupancy, state.landmarks, watch)
-        is_home = (around >= 0) & (grid.team[jnp.maximum(around, 0)] == HOME)
-        crowd = jnp.sum(is_home, axis=-1)
+        # Home agents within distance 2 of each landmark (O(L x 25)), and the best overall.
+        crowd = env.team_counts(grid, state.landmarks, 2)[:, HOME]
         # Ties go to the landmark on the first cell in row-major order, not the first landmark:
         # targets come first in ``state.landmarks``, and adversaries must not learn which they are.
         cell = env.spec.flat(state.landmarks)

@@ -20,6 +20,12 @@ from qmarl_jax.ensemble import MODES
 from qmarl_jax.nmp import Q_HEADS
 
 ALGOS = ("qmarl_ac", "qmarl_pg", "qmarl_ppo", "vanilla_pg", "mha")
+#: Environment overrides that only some scenarios have -> those scenarios.
+SCENARIO_FIELDS = {
+    "shaping": ("battle", "deception"),
+    "landmark_sight": ("deception",),
+    "observe_time": ("deception",),
+}
 LEARN = "learn"
 TEAM_CONTROLLERS = (LEARN, *CONTROLLERS)
 
@@ -244,18 +250,12 @@ class TrainConfig:
             overrides["max_steps"] = self.max_steps
         if self.view_radius is not None:
             overrides["view_radius"] = self.view_radius
-        if self.shaping is not None:
-            require(
-                self.scenario in ("battle", "deception"),
-                "shaping",
-                self.shaping,
-                "only Battle and Deception have one",
-            )
-            overrides["shaping"] = self.shaping
-        for field in ("landmark_sight", "observe_time"):
+        for field, scenarios in SCENARIO_FIELDS.items():
             value = getattr(self, field)
             if value is not None:
-                require(self.scenario == "deception", field, value, "only Deception has one")
+                names = " and ".join(name.capitalize() for name in scenarios)
+                verb = "has" if len(scenarios) == 1 else "have"
+                require(self.scenario in scenarios, field, value, f"only {names} {verb} one")
                 overrides[field] = value
         if self.num_agents is not None:
             return envs.sized_config(self.scenario, self.num_agents, self.density, **overrides)
