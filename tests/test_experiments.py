@@ -2,6 +2,7 @@
 
 import json
 
+import jax
 import numpy as np
 import pytest
 
@@ -48,6 +49,40 @@ def test_train_seeds_summarises_each_seeds_curve(tmp_path):
     assert scores[0] != scores[1]  # distinct seeds
     dropped = sum(map(sum, result["curves"]["graph_overflow_nodes"]))
     assert result["dropped_by_budget"]["nodes"] == pytest.approx(dropped)
+
+
+def test_train_seeds_evaluates_each_seed_at_both_sizes(tmp_path):
+    out = tmp_path / "ab.json"
+    assert train_seeds.main(["--seeds", "2", "--json", str(out), "--num-batches", "2",
+                             "--games-per-batch", "2", "--max-steps", "4", "--width", "16",
+                             "--eval-episodes", "6", "--eval-num-agents", "8"]) == 0  # fmt: skip
+    evaluation = json.loads(out.read_text())["evaluation"]
+    assert set(evaluation) == {"train", "num_agents_8"}
+    for size in evaluation.values():
+        assert len(size["score"]["seeds"]) == 2 and len(size["score_vs_oracle"]["seeds"]) == 2
+        assert size["score"]["mean"] == pytest.approx(np.mean(size["score"]["seeds"]))
+
+
+def test_train_seeds_evaluation_is_the_evaluator_with_seed_1000_plus_index():
+    from qmarl_jax.evaluate import Evaluator
+    from qmarl_jax.train import Trainer
+
+    config = make_config("jungle", games_per_batch=2, max_steps=4, width=16, num_blocks=1)
+    trainer = Trainer(config)
+    params = [tuple(t.params for t in trainer.init(jax.random.PRNGKey(s)).teams) for s in (0, 1)]
+    configs = train_seeds.evaluation_configs(config, 5, None)
+    evaluated = train_seeds.evaluate_final(configs, params, 5)["train"]
+    direct = Evaluator(configs["train"])
+    for index, seed_params in enumerate(params):
+        expected = direct(seed_params, 5, seed=1000 + index)["metrics"]["score"]["mean"]
+        assert evaluated["score"]["seeds"][index] == pytest.approx(expected)
+
+
+def test_train_seeds_rejects_bad_evaluation_flags_before_training():
+    with pytest.raises(ValueError, match="--eval-episodes=-1"):
+        train_seeds.main(["--eval-episodes", "-1"])
+    with pytest.raises(ValueError, match="num_agents=0"):
+        train_seeds.main(["--eval-episodes", "2", "--eval-num-agents", "0"])
 
 
 def test_rollout_runs_a_trained_policy_at_another_scale(tmp_path):
