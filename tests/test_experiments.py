@@ -1,11 +1,14 @@
 """Smoke runs of the experiment commands on a tiny budget (real programs, tiny sizes)."""
 
 import json
+import math
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from envs.opponents import make_controller
 from experiments import (
     bench_env,
     bench_scaling,
@@ -206,6 +209,118 @@ def test_full_information_plans_on_a_hand_built_state():
     np.testing.assert_array_equal(moves(late.replace(step=late.step - 1), "decoy_first")[0], DOWN)
     on_goals = env.state_from(jnp.array([[0, 2], [5, 0], [5, 5]]), jnp.array([[0, 2], [5, 0]]))
     np.testing.assert_array_equal(moves(on_goals, "spread"), [STAY, STAY])
+
+
+def test_deception_optimum_moves_agree_with_the_env():
+    import envs
+    from experiments import deception_optimum
+
+    env, params = envs.make("deception", height=4, width=4)
+    world = deception_optimum.make_world(env)
+    landmarks = np.array([[1, 1], [2, 3]])
+    adversary, payoff = deception_optimum.state_arrays(world, landmarks)
+    table = deception_optimum.next_states(world, adversary)
+    step = jax.jit(lambda key, state, actions: env.transition(key, state, actions, params)[0])
+    rng = np.random.default_rng(0)
+    contested = 0
+    for s in rng.choice(np.flatnonzero(world.distinct), 60, replace=False):
+        state = env.state_from(jnp.asarray(world.rows_cols()[s]), jnp.asarray(landmarks))
+        scripted = np.asarray(make_controller("scripted", env)(jax.random.PRNGKey(0), state,
+                                                               params))  # fmt: skip
+        assert adversary[s, 2] == scripted[2]
+        home = payoff[s] == env.home_payoff(*env.target_status(state.grid, state.landmarks))
+        assert home
+        joint = int(rng.integers(25))
+        actions = jnp.array([joint // 5, joint % 5, scripted[2]], jnp.int32)
+        outcomes = set(table[s, joint].tolist())
+        contested += len(outcomes) > 1
+        reached = set()
+        for k in range(16):  # the env's random priorities reach only modelled outcomes
+            cells = np.asarray(step(jax.random.PRNGKey(k), state, actions).grid.positions)
+            reached.add(int(world.index(cells[:, 0] * 4 + cells[:, 1])))
+        assert reached <= outcomes, s
+        if len(outcomes) == 1:
+            assert reached == outcomes
+    assert contested  # the sample holds cells claimed by two agents
+
+
+def _brute_force_optimum(env, landmarks):
+    """The home team's best expected payoff x100 by plain recursion over every start state."""
+    import functools
+    import itertools
+
+    cfg, teams = env.config, np.asarray(env.teams)
+    params, scripted = env.default_params(), make_controller("scripted", env)
+    target = tuple(landmarks[0])
+    moves = [(-1, 0), (1, 0), (0, -1), (0, 1), (0, 0)]  # up, down, left, right, stay
+
+    @functools.cache
+    def adversary_moves(cells):
+        state = env.state_from(jnp.array(cells), jnp.asarray(landmarks))
+        return tuple(int(a) for a in scripted(jax.random.PRNGKey(0), state, params))
+
+    def payoff(cells):
+        covered = any(c == target for c, t in zip(cells, teams, strict=True) if t == 0)
+        found = any(max(abs(c[0] - target[0]), abs(c[1] - target[1])) <= 1
+                    for c, t in zip(cells, teams, strict=True) if t == 1)  # fmt: skip
+        return 1.0 if covered and not found else -1.0
+
+    def outcomes(cells, actions):
+        for order in itertools.permutations(range(len(cells))):
+            claimed, after = set(), list(cells)
+            for i in order:
+                r, c = cells[i][0] + moves[actions[i]][0], cells[i][1] + moves[actions[i]][1]
+                free = 0 <= r < cfg.height and 0 <= c < cfg.width and (r, c) not in cells
+                if actions[i] != 4 and free and (r, c) not in claimed:
+                    claimed.add((r, c))
+                    after[i] = (r, c)
+            yield tuple(after)
+
+    @functools.cache
+    def value(cells, step):
+        if step == cfg.max_steps:
+            return payoff(cells)
+        scripted_actions = adversary_moves(cells)
+        best = -math.inf
+        for home_actions in itertools.product(range(5), repeat=int(np.sum(teams == 0))):
+            actions = list(home_actions) + list(scripted_actions[len(home_actions) :])
+            nexts = list(outcomes(cells, actions))
+            best = max(best, sum(value(n, step + 1) for n in nexts) / len(nexts))
+        return best
+
+    free = [(r, c) for r in range(cfg.height) for c in range(cfg.width)
+            if (r, c) not in {tuple(x) for x in landmarks}]  # fmt: skip
+    starts = list(itertools.permutations(free, env.num_agents))
+    return 100.0 * sum(value(start, 0) for start in starts) / len(starts)
+
+
+def test_deception_optimum_matches_brute_force_on_a_tiny_world():
+    import envs
+    from experiments import deception_optimum
+
+    env, _ = envs.make("deception", height=3, width=3, max_steps=3)
+    world = deception_optimum.make_world(env)
+    landmarks = np.array([[0, 2], [2, 0]])  # target in a corner, decoy in the opposite one
+    expected = _brute_force_optimum(env, landmarks)
+    assert deception_optimum.start_value(world, landmarks) == pytest.approx(expected, abs=1e-9)
+    assert -100.0 < expected < 100.0  # neither a sure win nor a sure loss: the check has teeth
+
+
+def test_deception_optimum_command_and_size_guard(tmp_path):
+    import envs
+    from experiments import deception_optimum
+
+    out = tmp_path / "opt.json"
+    result = deception_optimum.main(deception_optimum.Args(height=3, width=3, max_steps=2,
+                                                           layouts=0, json=str(out)))  # fmt: skip
+    assert (
+        result["layouts"] == 9 * 8
+        and len(json.loads(out.read_text())["per_layout"]["home_reward"]) == 72
+    )
+    with pytest.raises(ValueError, match=r"num_agents=3 .*use a smaller world"):
+        deception_optimum.make_world(envs.make("deception", height=20, width=20)[0])
+    with pytest.raises(ValueError, match="invalid layouts=-1"):
+        deception_optimum.main(deception_optimum.Args(layouts=-1))
 
 
 def test_jungle_reference_moves_on_hand_built_states():
