@@ -60,6 +60,8 @@ class Args:
     """Override the episode length."""
     layouts: int = 200
     """Random landmark layouts to solve (distinct, drawn with ``seed``); 0 = every layout."""
+    rollouts: int = 0
+    """Games of the optimal plan to play per layout (random starts) and summarise."""
     seed: int = 0
     json: str | None = None
 
@@ -167,22 +169,69 @@ def next_states(world: World, adversary_actions: np.ndarray) -> np.ndarray:
     return out
 
 
-def optimal_values(world: World, landmarks: np.ndarray) -> np.ndarray:
-    """float64[S] the home team's best expected terminal payoff from every state at the start of
-    an episode of ``max_steps`` moves with these ``landmarks int[L, 2]`` (targets first)."""
+@dataclasses.dataclass(frozen=True)
+class Solution:
+    """The solved decision process of one landmark layout."""
+
+    table: np.ndarray  # int[S, 5**H, N!]: ``next_states``
+    values: np.ndarray  # float64[T + 1, S]: best expected payoff with t moves made
+    payoff: np.ndarray  # float32[S]: the home payoff if the episode ended in each state
+
+
+def solve(world: World, landmarks: np.ndarray) -> Solution:
+    """Backward induction over an episode of ``max_steps`` moves with these ``landmarks int[L,
+    2]`` (targets first)."""
     adversary, payoff = state_arrays(world, landmarks)
     table = next_states(world, adversary)
-    value = payoff.astype(np.float64)
+    values = [payoff.astype(np.float64)]
     for _ in range(world.env.config.max_steps):
-        value = value[table].mean(axis=-1).max(axis=-1)
-    return value
+        values.append(values[-1][table].mean(axis=-1).max(axis=-1))
+    return Solution(table, np.stack(values[::-1]), payoff)
+
+
+def start_states(world: World, landmarks: np.ndarray) -> np.ndarray:
+    """bool[S]: the states the reset can draw (agents on distinct cells off the landmarks)."""
+    landmark_cells = landmarks[:, 0] * world.env.config.width + landmarks[:, 1]
+    return world.distinct & ~np.isin(world.cells, landmark_cells).any(axis=-1)
 
 
 def start_value(world: World, landmarks: np.ndarray) -> float:
     """The optimum averaged over the reset's start states of one layout (x100)."""
-    landmark_cells = landmarks[:, 0] * world.env.config.width + landmarks[:, 1]
-    starts = world.distinct & ~np.isin(world.cells, landmark_cells).any(axis=-1)
-    return 100.0 * float(optimal_values(world, landmarks)[starts].mean())
+    return 100.0 * float(solve(world, landmarks).values[0][start_states(world, landmarks)].mean())
+
+
+def play_optimal(solution: Solution, state: int, rng: np.random.Generator) -> np.ndarray:
+    """One game of the optimal plan from ``state``, chance drawn from ``rng`` -> the state ids
+    ``int[T + 1]``."""
+    trajectory = [int(state)]
+    for t in range(len(solution.values) - 1):
+        options = solution.table[trajectory[-1]]  # [5**H, N!]
+        joint = int(np.argmax(solution.values[t + 1][options].mean(axis=-1)))
+        trajectory.append(int(options[joint, rng.integers(options.shape[-1])]))
+    return np.array(trajectory)
+
+
+def plan_statistics(world: World, games: list, landmarks: list, payoffs: list) -> dict:
+    """How the optimal plan plays, as means over games (state-id trajectories, each with its
+    ``landmarks int[L, 2]`` and final payoff): the first step a home agent stands on a target
+    (games that never cover one left out), the steps it does, whether an adversary is beside a
+    target halfway, the share of steps with a home agent beside an adversary, the win rate."""
+    cfg, home = world.env.config, world.env.teams == HOME
+    rows = []
+    for trajectory, layout in zip(games, landmarks, strict=True):
+        cells = world.rows_cols()[trajectory]  # [T + 1, N, 2]
+        targets = layout[: cfg.num_targets]
+        gap = np.abs(cells[:, :, None] - targets).max(axis=-1).min(axis=-1)  # [T + 1, N]
+        covered = np.flatnonzero(np.any(gap[:, home] == 0, axis=-1))
+        beside = np.abs(cells[:, home][:, :, None] - cells[:, ~home][:, None]).max(axis=-1)
+        rows.append({
+            "first_cover_step": float(covered[0]) if len(covered) else np.nan,
+            "steps_covered": float(len(covered)),
+            "adversary_beside_target_halfway": float(np.any(gap[cfg.max_steps // 2, ~home] <= 1)),
+            "home_beside_adversary": float(np.mean(np.any(beside <= 1, axis=(1, 2)))),
+        })  # fmt: skip
+    out = {k: float(np.nanmean([row[k] for row in rows])) for k in rows[0]}
+    return out | {"win_rate": float(np.mean(np.asarray(payoffs) > 0)), "games": len(games)}
 
 
 def layouts(world: World, count: int, seed: int) -> np.ndarray:
@@ -200,18 +249,30 @@ def layouts(world: World, count: int, seed: int) -> np.ndarray:
 def main(args: Args) -> dict:
     if args.layouts < 0:
         raise ValueError(f"invalid layouts={args.layouts}: must be >= 0 (0 = every layout)")
+    if args.rollouts < 0:
+        raise ValueError(f"invalid rollouts={args.rollouts}: must be >= 0")
     overrides = {k: getattr(args, k) for k in ("height", "width", "max_steps")}
     env, _ = envs.make("deception", args.preset,
                        **{k: v for k, v in overrides.items() if v is not None})  # fmt: skip
     world = make_world(env)
     chosen = layouts(world, args.layouts, args.seed)
+    rng = np.random.default_rng(args.seed)
     start = time.perf_counter()
-    values = np.array([start_value(world, landmarks) for landmarks in chosen])
+    values, games, game_layouts, payoffs = [], [], [], []
+    for landmarks in chosen:
+        solution, starts = solve(world, landmarks), start_states(world, landmarks)
+        values.append(100.0 * float(solution.values[0][starts].mean()))
+        for state in rng.choice(np.flatnonzero(starts), args.rollouts):
+            games.append(play_optimal(solution, state, rng))
+            payoffs.append(float(solution.payoff[games[-1][-1]]))
+            game_layouts.append(landmarks)
+    values = np.array(values)
     row = summarise({"home_reward": values})["home_reward"]
     seconds = time.perf_counter() - start
+    exact = "" if args.layouts else ", every layout: exact"
     print(f"optimal home team vs scripted adversary over {len(chosen)} layouts: home reward x100 "
           f"{row['mean']:.1f} [{row['low']:.1f}, {row['high']:.1f}] (worst layout "
-          f"{values.min():.1f}, best {values.max():.1f}); {seconds:.0f} s")  # fmt: skip
+          f"{values.min():.1f}, best {values.max():.1f}{exact}); {seconds:.0f} s")  # fmt: skip
     result = {
         "preset": args.preset, "config": dataclasses.asdict(env.config),
         "layouts": len(chosen), "seed": args.seed, "seconds": seconds,
@@ -219,6 +280,11 @@ def main(args: Args) -> dict:
         "per_layout": {"landmarks": chosen.tolist(), "home_reward": values.tolist()},
         **machine(),
     }  # fmt: skip
+    if games:
+        result["optimal_plan"] = plan_statistics(world, games, game_layouts, payoffs)
+        print(
+            "optimal plan: " + ", ".join(f"{k} {v:.2f}" for k, v in result["optimal_plan"].items())
+        )
     write_json(args.json, result)
     return result
 

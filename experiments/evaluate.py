@@ -61,6 +61,9 @@ def report(summary: dict) -> str:
         lines.append(f"  {name:16s} {m['mean']:9.3f}   95% [{m['low']:.3f}, {m['high']:.3f}]")
     if "score_vs_oracle" in summary:
         lines.append(f"  {'score_vs_oracle':16s} {summary['score_vs_oracle']:9.3f}")
+        parts = [f"{name} {row['score_vs_oracle']:.3f} ({row['share']:.0%})"
+                 for name, row in summary["oracle_breakdown"].items()]  # fmt: skip
+        lines.append(f"  {'  by episode':16s} {', '.join(parts)}")
     t = summary["timing"]
     lines.append(f"  compile {t['compile_s']:.1f} s, play {t['play_s']:.1f} s")
     return "\n".join(lines)

@@ -145,6 +145,34 @@ def jungle_oracle(positions, alive, food, height: int, width: int, steps: int) -
     return 100.0 * total / (len(positions) * steps)
 
 
+def food_cell_kind(food: np.ndarray, height: int, width: int) -> np.ndarray:
+    """``"corner"``, ``"edge"`` or ``"interior"`` for each food cell of ``food int[E, 2]``."""
+    on_border = (np.isin(food[:, 0], (0, height - 1)).astype(int)
+                 + np.isin(food[:, 1], (0, width - 1)).astype(int))  # fmt: skip
+    return np.array(["interior", "edge", "corner"])[on_border]
+
+
+def oracle_breakdown(score, oracle, survival, food_kind=None) -> dict[str, dict[str, float]]:
+    """Where a Jungle score falls short of the oracle: ``score_vs_oracle`` and the share of
+    episodes for episodes where every agent survives, where one dies and, given ``food_kind
+    str[E]`` (one food per episode), by its cell. Each group's ratio is its mean score over its
+    mean bound.
+
+    Args:
+      score, oracle, survival: float[E] per-episode score x100, oracle bound x100, survival.
+    """
+    score, oracle, survival = map(np.asarray, (score, oracle, survival))
+    groups = {"all_alive": survival >= 1.0, "with_deaths": survival < 1.0}
+    if food_kind is not None:
+        groups |= {f"food_{kind}": np.asarray(food_kind) == kind
+                   for kind in ("corner", "edge", "interior")}  # fmt: skip
+    return {
+        name: {"share": float(mask.mean()),
+               "score_vs_oracle": float(score[mask].mean() / oracle[mask].mean())}
+        for name, mask in groups.items() if mask.any() and oracle[mask].mean() > 0
+    }  # fmt: skip
+
+
 # ---- playing episodes -----------------------------------------------------------------------
 def check_choices(opponent: str | None, ensemble: str | None) -> None:
     """Raise a ValueError naming the field unless ``opponent`` and ``ensemble`` are valid."""
@@ -268,7 +296,7 @@ class Evaluator:
         self._compile(params_by_team, key0)  # not timed as play
         start_time = time.perf_counter()
         values: dict[str, list] = {}
-        graph_rows, oracle = [], []
+        graph_rows, oracle, food_kinds = [], [], []
         with_oracle = self.config.scenario == "jungle" and env.num_agents <= ORACLE_MAX_AGENTS
         for batch in range(math.ceil(episodes / games)):
             batch_values, graph_stats, states = self._batch(
@@ -284,6 +312,9 @@ class Evaluator:
                                   cfg.height, cfg.width, cfg.max_steps)
                     for e in range(games)
                 )  # fmt: skip
+                if cfg.num_food == 1:
+                    food_kinds.extend(food_cell_kind(np.asarray(states.food).reshape(games, 2),
+                                                     cfg.height, cfg.width))  # fmt: skip
         per_episode = {k: np.concatenate(v)[:episodes] for k, v in values.items()}
         timing = {"compile_s": self.compile_s, "play_s": time.perf_counter() - start_time}
         summary: dict[str, Any] = {"metrics": summarise(per_episode), "timing": timing}
@@ -291,6 +322,12 @@ class Evaluator:
             bound = np.asarray(oracle[:episodes])
             summary["metrics"]["oracle"] = summarise({"oracle": bound})["oracle"]
             summary["score_vs_oracle"] = float(per_episode["score"].mean() / bound.mean())
+            summary["oracle_breakdown"] = oracle_breakdown(
+                per_episode["score"],
+                bound,
+                per_episode["survival"],
+                food_kinds[:episodes] if food_kinds else None,
+            )
         summary["graph"] = {
             k: float(np.max([row[k] for row in graph_rows]))
             if k.endswith("max_nodes")

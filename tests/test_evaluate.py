@@ -195,7 +195,12 @@ def test_evaluate_cli_writes_json_and_rejects_bad_input(jungle_run, tmp_path, ca
     assert code == 0
     summary = json.loads(out.read_text())
     assert summary["episodes"] == 20 and "score_vs_oracle" in summary
-    assert "score_vs_oracle" in capsys.readouterr().out
+    shares = {k: v["share"] for k, v in summary["oracle_breakdown"].items()}
+    assert sum(shares.get(k, 0) for k in ("all_alive", "with_deaths")) == pytest.approx(1.0)
+    food = sum(v for k, v in shares.items() if k.startswith("food_"))
+    assert food == pytest.approx(1.0)  # tiny Jungle has one food per episode
+    printed = capsys.readouterr().out
+    assert "score_vs_oracle" in printed and "by episode" in printed
     assert evaluate_cli.main(["--run", str(jungle_run), "--opponent", "nobody"]) == 2
     assert "invalid opponent='nobody'; choose one of: scripted, random" in capsys.readouterr().err
     assert evaluate_cli.main(["--run", str(jungle_run), "--ensemble", "max"]) == 2
@@ -215,3 +220,20 @@ def test_battle_against_another_runs_frozen_policy(tmp_path):
     third = loop.train(wide, run_dir=tmp_path / "c", progress=False, finish=False)
     with pytest.raises(ValueError, match="width: run 16, opponent 32"):
         evaluate_run(first, episodes=4, opponent=str(third))
+
+
+def test_oracle_breakdown_on_hand_made_episodes():
+    from qmarl_jax.evaluate import food_cell_kind, oracle_breakdown
+
+    kinds = food_cell_kind(np.array([[0, 0], [0, 2], [2, 2], [4, 4], [4, 1]]), 5, 5)
+    assert kinds.tolist() == ["corner", "edge", "interior", "corner", "edge"]
+    score = np.array([40.0, 60.0, 90.0, 10.0, 50.0])
+    oracle = np.array([50.0, 70.0, 100.0, 40.0, 60.0])
+    survival = np.array([1.0, 1.0, 1.0, 0.75, 0.5])
+    rows = oracle_breakdown(score, oracle, survival, kinds)
+    assert rows["all_alive"] == {"share": 0.6, "score_vs_oracle": pytest.approx(190 / 220)}
+    assert rows["with_deaths"] == {"share": 0.4, "score_vs_oracle": pytest.approx(60 / 100)}
+    assert rows["food_corner"]["score_vs_oracle"] == pytest.approx(50 / 90)
+    assert rows["food_edge"]["score_vs_oracle"] == pytest.approx(110 / 130)
+    assert rows["food_interior"] == {"share": 0.2, "score_vs_oracle": pytest.approx(0.9)}
+    assert set(oracle_breakdown(score[:3], oracle[:3], survival[:3])) == {"all_alive"}

@@ -306,13 +306,35 @@ def test_deception_optimum_matches_brute_force_on_a_tiny_world():
     assert -100.0 < expected < 100.0  # neither a sure win nor a sure loss: the check has teeth
 
 
+def test_optimal_plan_games_reach_its_value():
+    import envs
+    from experiments import deception_optimum
+
+    env, _ = envs.make("deception", height=3, width=3, max_steps=3)
+    world = deception_optimum.make_world(env)
+    landmarks = np.array([[0, 2], [2, 0]])
+    solution = deception_optimum.solve(world, landmarks)
+    starts = np.flatnonzero(deception_optimum.start_states(world, landmarks))
+    rng = np.random.default_rng(0)
+    # A start whose value needs luck (a contested cell) as well as the plan.
+    start = next(s for s in starts if abs(solution.values[0][s]) < 0.99)
+    games = [deception_optimum.play_optimal(solution, start, rng) for _ in range(1500)]
+    for game in games[:50]:  # every move is one of the modelled outcomes of some joint action
+        for t in range(3):
+            assert game[t + 1] in solution.table[game[t]]
+    payoff = np.mean([solution.payoff[game[-1]] for game in games])
+    assert payoff == pytest.approx(solution.values[0][start], abs=0.08)
+
+
 def test_deception_optimum_command_and_size_guard(tmp_path):
     import envs
     from experiments import deception_optimum
 
     out = tmp_path / "opt.json"
     result = deception_optimum.main(deception_optimum.Args(height=3, width=3, max_steps=2,
-                                                           layouts=0, json=str(out)))  # fmt: skip
+                                                           layouts=0, rollouts=2,
+                                                           json=str(out)))  # fmt: skip
+    assert result["optimal_plan"]["games"] == 2 * 72
     assert (
         result["layouts"] == 9 * 8
         and len(json.loads(out.read_text())["per_layout"]["home_reward"]) == 72
