@@ -153,10 +153,11 @@ def food_cell_kind(food: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def oracle_breakdown(score, oracle, survival, food_kind=None) -> dict[str, dict[str, float]]:
-    """Where a Jungle score falls short of the oracle: ``score_vs_oracle`` and the share of
-    episodes for episodes where every agent survives, where one dies and, given ``food_kind
-    str[E]`` (one food per episode), by its cell. Each group's ratio is its mean score over its
-    mean bound.
+    """Where a Jungle score falls short of the oracle -> ``{group: {"share", "score_vs_oracle"}}``
+    for the episodes where every agent survives (``all_alive``), where one dies
+    (``with_deaths``) and, given ``food_kind str[E]`` (one food per episode), by the food's cell
+    (``food_corner``, ``food_edge``, ``food_interior``). A group's ratio is its mean score over
+    its mean bound; empty groups are left out.
 
     Args:
       score, oracle, survival: float[E] per-episode score x100, oracle bound x100, survival.
