@@ -228,8 +228,7 @@ def test_deception_optimum_moves_agree_with_the_env():
         scripted = np.asarray(make_controller("scripted", env)(jax.random.PRNGKey(0), state,
                                                                params))  # fmt: skip
         assert adversary[s, 2] == scripted[2]
-        home = payoff[s] == env.home_payoff(*env.target_status(state.grid, state.landmarks))
-        assert home
+        assert payoff[s] == env.home_payoff(*env.target_status(state.grid, state.landmarks))
         joint = int(rng.integers(25))
         actions = jnp.array([joint // 5, joint % 5, scripted[2]], jnp.int32)
         outcomes = set(table[s, joint].tolist())
