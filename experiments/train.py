@@ -15,7 +15,8 @@ import sys
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    front = argparse.ArgumentParser(add_help=False)
+    # No prefix matching: `--seed` (a TrainConfig flag) must not be read as a front flag.
+    front = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     front.add_argument("--scenario", default="battle")
     front.add_argument("--preset", default="default")
     front.add_argument("--resume", default=None)

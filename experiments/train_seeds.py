@@ -74,7 +74,8 @@ def evaluate_final(configs: dict, params_per_seed, episodes: int) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    front = argparse.ArgumentParser(add_help=False)
+    # No prefix matching: `--seed` (a TrainConfig flag) must not be read as a front flag.
+    front = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     front.add_argument("--scenario", default="jungle")
     front.add_argument("--preset", default="default")
     front.add_argument("--seeds", type=int, default=3)

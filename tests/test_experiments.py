@@ -81,6 +81,15 @@ def test_train_seeds_evaluation_is_the_evaluator_with_seed_1000_plus_index():
         assert evaluated["score"]["seeds"][index] == pytest.approx(expected)
 
 
+def test_train_seeds_reads_seed_and_seeds_apart(tmp_path):
+    out = tmp_path / "ab.json"
+    assert train_seeds.main(["--seeds", "2", "--seed", "5", "--json", str(out), "--num-batches",
+                             "1", "--games-per-batch", "2", "--max-steps", "3", "--width", "16",
+                             "--num-blocks", "1"]) == 0  # fmt: skip
+    result = json.loads(out.read_text())
+    assert result["config"]["seed"] == 5 and result["seeds"] == 2
+
+
 def test_train_seeds_rejects_bad_evaluation_flags_before_training():
     with pytest.raises(ValueError, match="--eval-episodes=-1"):
         train_seeds.main(["--eval-episodes", "-1"])
