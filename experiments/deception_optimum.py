@@ -27,6 +27,7 @@ move rules are re-implemented here over whole arrays of states (``next_states``,
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import math
 import time
@@ -84,8 +85,9 @@ class World:
     def num_home(self) -> int:
         return int(np.sum(self.env.teams == HOME))
 
+    @functools.cached_property
     def rows_cols(self) -> np.ndarray:
-        """int32[S, N, 2] the (row, col) of every agent in every state."""
+        """int32[S, N, 2] the (row, col) of every agent in every state (computed once)."""
         return np.stack(np.divmod(self.cells, self.env.config.width), axis=-1)
 
     def index(self, cells: np.ndarray) -> np.ndarray:
@@ -127,9 +129,10 @@ def _scripted_and_payoff(env):
 
 def state_arrays(world: World, landmarks: np.ndarray):
     """``(adversary actions int32[S, N], home payoff float32[S])`` of every state, from the env's
-    scripted controller and payoff (states with two agents on one cell get a dummy layout)."""
+    scripted controller and payoff (states with two agents on one cell are evaluated at a valid
+    state instead: their entries are never used)."""
     spare = np.flatnonzero(world.distinct)[0]
-    positions = world.rows_cols()[np.where(world.distinct, np.arange(len(world.cells)), spare)]
+    positions = world.rows_cols[np.where(world.distinct, np.arange(len(world.cells)), spare)]
     actions, payoff = world.scripted_and_payoff(
         jnp.asarray(positions, jnp.int32), jnp.asarray(landmarks, jnp.int32)
     )
@@ -152,7 +155,7 @@ def next_states(world: World, adversary_actions: np.ndarray) -> np.ndarray:
     shape = (len(world.cells), len(joint), n)
     actions = np.broadcast_to(adversary_actions[:, None, :].astype(np.int64), shape).copy()
     actions[..., np.flatnonzero(world.env.teams == HOME)] = joint[None]
-    target = world.rows_cols()[:, None] + MOVES[actions]  # [S, A, N, 2]
+    target = world.rows_cols[:, None] + MOVES[actions]  # [S, A, N, 2]
     on_grid = np.all((target >= 0) & (target < (cfg.height, cfg.width)), axis=-1)
     target_cell = target[..., 0] * cfg.width + target[..., 1]
     occupied = np.any(target_cell[..., None] == world.cells[:, None, None, :], axis=-1)
@@ -219,7 +222,7 @@ def plan_statistics(world: World, games: list, landmarks: list, payoffs: list) -
     cfg, home = world.env.config, world.env.teams == HOME
     rows = []
     for trajectory, layout in zip(games, landmarks, strict=True):
-        cells = world.rows_cols()[trajectory]  # [T + 1, N, 2]
+        cells = world.rows_cols[trajectory]  # [T + 1, N, 2]
         targets = layout[: cfg.num_targets]
         gap = np.abs(cells[:, :, None] - targets).max(axis=-1).min(axis=-1)  # [T + 1, N]
         covered = np.flatnonzero(np.any(gap[:, home] == 0, axis=-1))

@@ -233,7 +233,7 @@ def test_deception_optimum_moves_agree_with_the_env():
     rng = np.random.default_rng(0)
     contested = 0
     for s in rng.choice(np.flatnonzero(world.distinct), 60, replace=False):
-        state = env.state_from(jnp.asarray(world.rows_cols()[s]), jnp.asarray(landmarks))
+        state = env.state_from(jnp.asarray(world.rows_cols[s]), jnp.asarray(landmarks))
         scripted = np.asarray(make_controller("scripted", env)(jax.random.PRNGKey(0), state,
                                                                params))  # fmt: skip
         assert adversary[s, 2] == scripted[2]
