@@ -107,7 +107,9 @@ def jungle_scripted(env: GridEnv) -> Policy:
     return policy
 
 
-def battle_scripted(env: GridEnv) -> Policy:
+def battle_scripted(env: GridEnv, hold_when_adjacent: bool = True) -> Policy:
+    """Battle's scripted rule; ``hold_when_adjacent=False`` keeps stepping at the nearest enemy
+    once beside it (a reference, ``experiments.battle_reference``'s ``charge``)."""
     sight = core.window_displacements(env.config.sight_radius)
 
     def policy(key, state, params):
@@ -119,7 +121,7 @@ def battle_scripted(env: GridEnv) -> Policy:
         offset = jnp.where(
             found[:, None], offset, jnp.round(centroid - grid.positions).astype(jnp.int32)
         )
-        engaged = found & (jnp.max(jnp.abs(offset), axis=-1) <= 1)
+        engaged = found & (jnp.max(jnp.abs(offset), axis=-1) <= 1) & hold_when_adjacent
         return jnp.where(engaged, core.STAY, step_toward(env.spec, grid, offset))
 
     return policy

@@ -150,18 +150,68 @@ def test_battle_reference_policies(tmp_path):
     from experiments import battle_reference
 
     out = tmp_path / "ref.json"
-    result = battle_reference.main(battle_reference.Args(episodes=300, json=str(out)))
+    args = battle_reference.Args(episodes=300, json=str(out), lookahead_episodes=20,
+                                 lookahead_candidates=4, lookahead_horizon=2)  # fmt: skip
+    result = battle_reference.main(args)
     rows = json.loads(out.read_text())["references"]
-    assert set(rows) == set(battle_reference.REFERENCES) == set(result["references"])
+    assert set(rows) == {*battle_reference.REFERENCES, "lookahead"} == set(result["references"])
+    assert rows["lookahead"]["episodes"] == 20 and rows["pack"]["episodes"] == 300
     for r in rows.values():
         assert r["win"]["mean"] + r["draw"]["mean"] + r["loss"]["mean"] == pytest.approx(1.0)
     mirror = rows["scripted"]["terminal_reward"]
     assert mirror["low"] <= 0 <= mirror["high"]  # the mirror match is symmetric
     assert rows["random"]["terminal_reward"]["mean"] < rows["stay"]["terminal_reward"]["mean"]
-    # Packing into a corner beats holding scattered (-21.9 vs -49.4 over 2,000 episodes).
+    # Packing into a corner beats holding scattered (-21.9 vs -49.4 over 2,000 episodes), and a
+    # block beats a line along the edge (pack -3.6 vs corner -21.9).
     assert rows["corner"]["terminal_reward"]["low"] > rows["stay"]["terminal_reward"]["high"]
+    assert rows["pack"]["terminal_reward"]["mean"] > rows["corner"]["terminal_reward"]["mean"]
     actions = battle_reference.corner_actions(jnp.asarray([[3, 4], [0, 4], [0, 0], [9, 0]]))
     assert actions.tolist() == [0, 2, 4, 0]  # up, left, stay, up
+
+
+def test_battle_lookahead_plays_its_base_with_one_candidate_and_beats_it_with_more():
+    import jax
+    import numpy as np
+
+    import envs
+    from experiments import battle_reference as ref
+
+    env, params = envs.make("battle")
+    keys = jax.random.split(jax.random.PRNGKey(5), 100)
+    pack = ref.reference_policy(env, "pack")
+    base = ref.outcomes(env, params, pack, keys)
+    alone = ref.outcomes(env, params, ref.lookahead_policy(env, params, pack, 1, 3), keys)
+    assert alone.tolist() == base.tolist()  # the base is candidate 0: same games
+    planned = ref.outcomes(env, params, ref.lookahead_policy(env, params, pack, 8, 3), keys)
+    planned_reward = ref.summarise_outcomes("lookahead", np.asarray(planned))["terminal_reward"]
+    base_reward = ref.summarise_outcomes("pack", np.asarray(base))["terminal_reward"]
+    assert planned_reward["low"] > base_reward["high"]  # 82.5 vs -3.6 over 200 / 2,000 games
+
+
+def test_battle_reference_refuses_a_bad_planner_setting_before_playing():
+    from experiments import battle_reference as ref
+
+    with pytest.raises(ValueError, match="lookahead_horizon"):
+        ref.main(ref.Args(episodes=10, lookahead_horizon=0))
+    with pytest.raises(ValueError, match="lookahead_episodes"):
+        ref.main(ref.Args(episodes=10, lookahead_episodes=20))
+
+
+def test_battle_pack_convention_on_a_hand_made_grid():
+    import jax.numpy as jnp
+
+    import envs
+    from envs.core import LEFT, STAY, UP
+    from experiments import battle_reference
+
+    env, _ = envs.make("battle")
+    cells = [[0, 0], [0, 1], [1, 0], [1, 1], [3, 2], [4, 2], [0, 5], [6, 7]]
+    cells += [[9, c] for c in range(0, 10, 2)] + [[7, 0]]  # 14 agents, away from the rest
+    state = env.state_from(jnp.asarray(cells, jnp.int32))
+    actions = battle_reference.pack_actions(env, state.grid).tolist()
+    # corner; left blocked; up blocked, left off-grid; both blocked; up free; up taken -> left;
+    # top edge -> left; up free
+    assert actions[:8] == [STAY, STAY, STAY, STAY, UP, LEFT, LEFT, UP]
 
 
 def test_deception_reference_rewards_follow_the_rules_on_the_final_states():
