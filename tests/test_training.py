@@ -462,6 +462,8 @@ def test_unknown_scenario_preset_and_field():
         make_config("chess")
     with pytest.raises(ValueError, match="'preset'='fast'; choose one of: default, paper"):
         make_config("battle", "fast")
+    with pytest.raises(ValueError, match="'preset'='coordinated': only for deception"):
+        make_config("battle", "coordinated")
     with pytest.raises(ValueError, match=r"unknown config field\(s\) \['lrate'\]"):
         make_config("battle", lrate=0.1)
 
@@ -471,6 +473,15 @@ def test_paper_preset_holds_the_papers_settings():
     assert (config.lr, config.lr_decay, config.lr_patience) == (0.01, 0.95, 10)
     assert (config.games_per_batch, config.num_batches, config.gamma) == (100, 120, 0.99)
     assert config.algo == "qmarl_ac"
+
+
+def test_coordinated_preset_is_the_deception_run_that_beat_the_paper():
+    config = make_config("deception", "coordinated")
+    assert (config.landmark_sight, config.observe_time, config.shaping) == (4, True, 1.0)
+    assert (config.games_per_batch, config.num_batches, config.lr_anneal) == (256, 1000, True)
+    assert config.algo == "qmarl_ppo" and config.controllers == ("learn", "scripted")
+    env = Trainer(config).env.config
+    assert (env.landmark_sight, env.observe_time, env.shaping) == (4, True, 1.0)
 
 
 def test_linear_lr_anneal_scales_every_update():
