@@ -111,8 +111,9 @@ def lookahead_policy(env, params, base, candidates: int, horizon: int, rollouts:
             after = jax.tree.map(lambda old, new: jnp.where(done, old, new), state, after)
             return (after, done | ended, joint(act_key, after, base(act_key, after))), None
 
-        start = (state, jnp.bool_(False), joint(key, state, first))
-        (final, _, _), _ = jax.lax.scan(step, start, jax.random.split(key, horizon))
+        first_key, steps_key = jax.random.split(key)
+        start = (state, jnp.bool_(False), joint(first_key, state, first))
+        (final, _, _), _ = jax.lax.scan(step, start, jax.random.split(steps_key, horizon))
         alive = final.grid.alive
         return jnp.sum(alive & team0) - jnp.sum(alive & ~team0)
 

@@ -185,7 +185,7 @@ def test_battle_lookahead_plays_its_base_with_one_candidate_and_beats_it_with_mo
     planned = ref.outcomes(env, params, ref.lookahead_policy(env, params, pack, 8, 3), keys)
     planned_reward = ref.summarise_outcomes("lookahead", np.asarray(planned))["terminal_reward"]
     base_reward = ref.summarise_outcomes("pack", np.asarray(base))["terminal_reward"]
-    assert planned_reward["low"] > base_reward["high"]  # 82.5 vs -3.6 over 200 / 2,000 games
+    assert planned_reward["low"] > base_reward["high"]  # +82.6 vs -3.6 over 500 / 2,000 games
 
 
 def test_battle_reference_refuses_a_bad_planner_setting_before_playing():
