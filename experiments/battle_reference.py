@@ -66,6 +66,11 @@ def pack_actions(env, grid: core.Grid) -> jax.Array:
     return jnp.where(up, UP, jnp.where(left, LEFT, STAY)).astype(jnp.int32)
 
 
+def survivors_margin(alive: jax.Array, team0: jax.Array) -> jax.Array:
+    """Team 0's survivors minus team 1's from ``alive bool[..., N]`` -> ``int32[...]``."""
+    return jnp.sum(alive & team0, axis=-1) - jnp.sum(alive & ~team0, axis=-1)
+
+
 def reference_policy(env, reference: str) -> Callable[[jax.Array, object], jax.Array]:
     """The ``reference`` controller: ``policy(key, state) -> int32[N]`` (the caller keeps team
     0's entries)."""
@@ -114,8 +119,7 @@ def lookahead_policy(env, params, base, candidates: int, horizon: int, rollouts:
         first_key, steps_key = jax.random.split(key)
         start = (state, jnp.bool_(False), joint(first_key, state, first))
         (final, _, _), _ = jax.lax.scan(step, start, jax.random.split(steps_key, horizon))
-        alive = final.grid.alive
-        return jnp.sum(alive & team0) - jnp.sum(alive & ~team0)
+        return survivors_margin(final.grid.alive, team0)
 
     def policy(key, state):
         base_key, flip_key, draw_key, rollout_key = jax.random.split(key, 4)
@@ -147,9 +151,7 @@ def outcomes(env, params, policy, keys: jax.Array) -> jax.Array:
         return jnp.where(team0, policy(own_key, state), scripted(other_key, state, None))
 
     _, final, _ = play_episodes(env, params, act, keys)
-    alive = final.grid.alive
-    margin = jnp.sum(alive & team0, axis=-1) - jnp.sum(alive & ~team0, axis=-1)
-    return jnp.sign(margin).astype(jnp.int32)
+    return jnp.sign(survivors_margin(final.grid.alive, team0)).astype(jnp.int32)
 
 
 def summarise_outcomes(name: str, outcome: np.ndarray) -> dict:

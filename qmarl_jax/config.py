@@ -367,9 +367,10 @@ def make_config(scenario: str = "battle", preset: str = "default", **overrides: 
     _one_of("scenario", scenario, envs.SCENARIOS)
     _one_of("preset", preset, PRESETS)
     if scenario not in PRESET_SCENARIOS.get(preset, envs.SCENARIOS):
+        usable = [p for p in PRESETS if scenario in PRESET_SCENARIOS.get(p, envs.SCENARIOS)]
         raise ValueError(
             f"invalid config field 'preset'={preset!r}: only for "
-            f"{', '.join(PRESET_SCENARIOS[preset])}; choose one of: default, paper"
+            f"{', '.join(PRESET_SCENARIOS[preset])}; choose one of: {', '.join(usable)}"
         )
     fields = dict(DEFAULT_PRESETS[scenario])
     if preset == "paper":
