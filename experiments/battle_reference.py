@@ -10,16 +10,15 @@ block in the top-left corner instead of a line along the edge), ``scripted`` (th
 ``charge`` (the scripted rule without holding once beside an enemy); team 1 is always
 ``scripted`` (walks at the nearest enemy within ``sight_radius`` 4, else at the enemy centroid: it
 sees the whole map, a learner sees its 3x3 window). ``lookahead`` is a centralised rollout planner
-over ``pack`` on the env's own dynamics (``lookahead_policy``): not a policy a learner could
-copy, but proof of how far above the scripted team a team can get. Prints and saves win / draw /
-loss rates with 95% Wilson intervals and the mean terminal reward x100 of team 0 — the
+over ``pack`` on the env's own dynamics (``planner``, ``experiments.lookahead``): not a policy a
+learner could copy, but proof of how far above the scripted team a team can get. Prints and saves
+win / draw / loss rates with 95% Wilson intervals and the mean terminal reward x100 of team 0 — the
 yardsticks for a learned Battle policy (docs/RESULTS.md).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -28,10 +27,10 @@ import tyro
 
 import envs
 from envs import core
-from envs.base import require
 from envs.core import LEFT, STAY, UP
 from envs.opponents import battle_scripted, make_controller
 from experiments.common import ReferenceArgs, play_episodes, save_references
+from experiments.lookahead import JointPolicy, lookahead_policy, require_planner_settings
 from qmarl_jax.evaluate import summarise
 
 REFERENCES = ("stay", "random", "corner", "pack", "scripted", "charge")
@@ -71,7 +70,7 @@ def survivors_margin(alive: jax.Array, team0: jax.Array) -> jax.Array:
     return jnp.sum(alive & team0, axis=-1) - jnp.sum(alive & ~team0, axis=-1)
 
 
-def reference_policy(env, reference: str) -> Callable[[jax.Array, object], jax.Array]:
+def reference_policy(env, reference: str) -> JointPolicy:
     """The ``reference`` controller: ``policy(key, state) -> int32[N]`` (the caller keeps team
     0's entries)."""
     own = make_controller("random" if reference == "random" else "scripted", env)
@@ -90,52 +89,22 @@ def reference_policy(env, reference: str) -> Callable[[jax.Array, object], jax.A
     return policy
 
 
-def lookahead_policy(env, params, base, candidates: int, horizon: int, rollouts: int = 4,
-                     perturb: float = 0.3) -> Callable[[jax.Array, object], jax.Array]:  # fmt: skip
-    """A centralised rollout planner for team 0 (one step of policy improvement over ``base``):
-    ``policy(key, state) -> int32[N]``.
-
-    Each step it draws ``candidates`` joint actions - ``base``'s own, then ``base``'s with every
-    agent's action replaced by a uniform one with probability ``perturb`` - plays each for one
-    step and ``base`` for ``horizon - 1`` more against the scripted team on the env's own
-    dynamics (the same ``rollouts`` keys for every candidate), and keeps the one with the best
-    mean survivors' margin (``base``'s on ties). It sees the whole map and knows the opponent's
-    rule: a yardstick of what a team can reach against ``scripted``, not a decentralised policy.
-    """
+def planner(env, params, candidates: int, horizon: int) -> JointPolicy:
+    """The ``lookahead`` yardstick: ``lookahead.lookahead_policy`` for team 0 over ``pack``, the
+    scripted team playing its rule, each rollout scored by the survivors' margin at its end ->
+    ``policy(key, state) -> int32[N]`` (the caller keeps team 0's entries). It sees the whole map
+    and knows the opponent's rule: a yardstick of what a team can reach against ``scripted``, not
+    a decentralised policy."""
     scripted = make_controller("scripted", env)
     team0 = jnp.asarray(env.teams) == 0
 
-    def joint(key, state, mine):
-        return jnp.where(team0, mine, scripted(key, state, None))
+    def base(key, state):
+        return jnp.where(team0, pack_actions(env, state.grid), scripted(key, state, None))
 
-    def margin_after(key, state, first):
-        def step(carry, key):
-            state, done, actions = carry
-            act_key, step_key = jax.random.split(key)
-            _, after, _, ended, _, _ = env.step_no_reset(step_key, state, actions, params)
-            after = jax.tree.map(lambda old, new: jnp.where(done, old, new), state, after)
-            return (after, done | ended, joint(act_key, after, base(act_key, after))), None
+    def margin(final, rewards):
+        return survivors_margin(final.grid.alive, team0).astype(jnp.float32)
 
-        first_key, steps_key = jax.random.split(key)
-        start = (state, jnp.bool_(False), joint(first_key, state, first))
-        (final, _, _), _ = jax.lax.scan(step, start, jax.random.split(steps_key, horizon))
-        return survivors_margin(final.grid.alive, team0)
-
-    def policy(key, state):
-        base_key, flip_key, draw_key, rollout_key = jax.random.split(key, 4)
-        own = base(base_key, state)
-        flip = jax.random.uniform(flip_key, (candidates, env.num_agents)) < perturb
-        drawn = jax.random.randint(draw_key, flip.shape, 0, core.NUM_ACTIONS, dtype=jnp.int32)
-        options = jnp.where(flip, drawn, own[None]).at[0].set(own)
-        keys = jax.random.split(rollout_key, rollouts)
-
-        def score(option):
-            margins = jax.vmap(lambda k: margin_after(k, state, option))(keys)
-            return jnp.mean(margins.astype(jnp.float32))
-
-        return options[jnp.argmax(jax.vmap(score)(options))]  # the first best: base on ties
-
-    return policy
+    return lookahead_policy(env, params, base, margin, candidates, horizon, planned=team0)
 
 
 def outcomes(env, params, policy, keys: jax.Array) -> jax.Array:
@@ -169,10 +138,7 @@ def summarise_outcomes(name: str, outcome: np.ndarray) -> dict:
 
 
 def main(args: Args) -> dict:
-    for name in ("lookahead_candidates", "lookahead_horizon"):
-        require(getattr(args, name) >= 1, name, getattr(args, name), "must be >= 1")
-    require(0 <= args.lookahead_episodes <= args.episodes, "lookahead_episodes",
-            args.lookahead_episodes, f"must be in 0..episodes ({args.episodes})")  # fmt: skip
+    require_planner_settings(args)
     env, params = envs.make("battle", args.preset)
     keys = jax.random.split(jax.random.PRNGKey(args.seed), args.episodes)
     rows = {}
@@ -180,9 +146,8 @@ def main(args: Args) -> dict:
         outcome = outcomes(env, params, reference_policy(env, reference), keys)
         rows[reference] = summarise_outcomes(reference, np.asarray(outcome))
     if args.lookahead_episodes:
-        planner = lookahead_policy(env, params, reference_policy(env, "pack"),
-                                   args.lookahead_candidates, args.lookahead_horizon)  # fmt: skip
-        outcome = outcomes(env, params, planner, keys[: args.lookahead_episodes])
+        policy = planner(env, params, args.lookahead_candidates, args.lookahead_horizon)
+        outcome = outcomes(env, params, policy, keys[: args.lookahead_episodes])
         rows["lookahead"] = summarise_outcomes("lookahead", np.asarray(outcome))
         rows["lookahead"].update(candidates=args.lookahead_candidates,
                                  horizon=args.lookahead_horizon, base="pack")  # fmt: skip

@@ -13,6 +13,10 @@ collisions and harm ignored). These yardsticks say how much of that bound a poli
 * ``informed`` - the same rule with more than a learner has: it knows where every food is (it
   walks the shortest Manhattan way to the nearest food side) and sees other agents in a 5x5
   window when avoiding harm.
+* ``lookahead`` - a centralised rollout planner over ``informed`` (``experiments.lookahead``):
+  each step it scores ``informed``'s joint action and variants of it by the team's reward over a
+  few steps played on the env's own dynamics (collisions and harm included). A ceiling of what a
+  team that sees everything can reach, not a policy a learner could copy.
 
 Each scores moves and takes the best, ties broken at random. Prints and saves the Jungle score
 x100, the oracle bound and ``score_vs_oracle`` with 95% intervals (README "Results").
@@ -21,6 +25,7 @@ x100, the oracle bound and ``score_vs_oracle`` with 95% intervals (README "Resul
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -30,6 +35,7 @@ import tyro
 import envs
 from envs import core
 from experiments.common import ReferenceArgs, play_episodes, save_references
+from experiments.lookahead import lookahead_policy, require_planner_settings
 from qmarl_jax.evaluate import jungle_oracle, summarise
 
 REFERENCES = ("stay", "random", "local", "informed")
@@ -45,6 +51,13 @@ class Args(ReferenceArgs):
     """Jungle reference settings (``preset`` tiny: the paper's sizes)."""
 
     episodes: int = 1000
+    lookahead_episodes: int = 1000
+    """Games of the ``lookahead`` planner (the first of the ``episodes`` start states; 0 = skip
+    it)."""
+    lookahead_candidates: int = 64
+    """Joint actions the planner scores per step."""
+    lookahead_horizon: int = 12
+    """Steps each candidate is played out (the first with the candidate, then ``informed``)."""
 
 
 def move_scores(env, state, radius: int) -> jax.Array:
@@ -104,29 +117,46 @@ def reference_actions(reference: str, env, key: jax.Array, state) -> jax.Array:
     return jnp.argmax(scores + 0.1 * noise, axis=-1).astype(jnp.int32)
 
 
-def play(env, params, reference: str, keys: jax.Array):
-    """Score x100 of one episode per key and its start state -> ``(float32[E], JungleState)``."""
+def planner(env, params, candidates: int, horizon: int):
+    """The ``lookahead`` yardstick: ``lookahead.lookahead_policy`` over ``informed``, each rollout
+    scored by the team's summed reward -> ``policy(key, state) -> int32[N]``."""
+    base = lambda key, state: reference_actions("informed", env, key, state)
+    team_reward = lambda final, rewards: jnp.sum(rewards)
+    return lookahead_policy(env, params, base, team_reward, candidates, horizon)
+
+
+def play(env, params, act, keys: jax.Array):
+    """Score x100 of one episode per key with ``act(key, state) -> int32[N]`` and its start
+    state -> ``(float32[E], JungleState)``."""
     cfg = env.config
-    act = lambda key, state: reference_actions(reference, env, key, state)
     start, _, rewards = play_episodes(env, params, act, keys)
     return 100.0 * rewards.sum(axis=-1) / (cfg.num_agents * cfg.max_steps), start
 
 
 def score_references(args: Args) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Per-episode score x100 and oracle bound of every reference ->
-    ``{reference: (float[E], float[E])}`` (the same ``args.episodes`` start states for all)."""
+    """Per-episode score x100 and oracle bound of every reference and the planner ->
+    ``{reference: (float[E], float[E])}`` (the same ``args.episodes`` start states for all; the
+    planner's the first ``args.lookahead_episodes`` of them)."""
+    require_planner_settings(args)
     env, params = envs.make("jungle", args.preset)
     cfg = env.config
     keys = jax.random.split(jax.random.PRNGKey(args.seed), args.episodes)
-    scores = {}
-    for reference in REFERENCES:
-        score, start = jax.device_get(play(env, params, reference, keys))
-        bound = np.array([
-            jungle_oracle(start.grid.positions[e], start.grid.alive[e], start.food[e],
-                          cfg.height, cfg.width, cfg.max_steps)
-            for e in range(args.episodes)
-        ])  # fmt: skip
-        scores[reference] = (np.asarray(score), bound)
+    policies = {reference: functools.partial(reference_actions, reference, env)
+                for reference in REFERENCES}  # fmt: skip
+    scores, bounds = {}, None
+    for reference, act in policies.items():
+        score, start = jax.device_get(play(env, params, act, keys))
+        if bounds is None:  # every reference starts from the same states
+            bounds = np.array([
+                jungle_oracle(start.grid.positions[e], start.grid.alive[e], start.food[e],
+                              cfg.height, cfg.width, cfg.max_steps)
+                for e in range(args.episodes)
+            ])  # fmt: skip
+        scores[reference] = (np.asarray(score), bounds)
+    if args.lookahead_episodes:
+        act = planner(env, params, args.lookahead_candidates, args.lookahead_horizon)
+        score, _ = jax.device_get(play(env, params, act, keys[: args.lookahead_episodes]))
+        scores["lookahead"] = (np.asarray(score), bounds[: args.lookahead_episodes])
     return scores
 
 

@@ -1,0 +1,91 @@
+"""A centralised rollout planner: one step of policy improvement over a fixed joint policy.
+
+The reference scripts use it as a ceiling - how far a team that sees the whole map and knows
+every rule can get above a fixed convention - not as a policy a decentralised learner could copy:
+``battle_reference`` plans over ``pack`` against the scripted team, ``jungle_reference`` over the
+``informed`` rule.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+
+from envs import core
+from envs.base import require
+
+#: ``policy(key, state) -> int32[N]``: one action per agent.
+JointPolicy = Callable[[jax.Array, object], jax.Array]
+#: ``value(final_state, rewards float32[N]) -> float32[]``: the score of one rollout, from its
+#: last state and each agent's rewards summed over the steps played before the episode ended.
+RolloutValue = Callable[[object, jax.Array], jax.Array]
+
+
+def rollout_value(env, params, base: JointPolicy, value: RolloutValue, horizon: int):
+    """``value`` of playing a joint action once and ``base`` for ``horizon - 1`` more steps:
+    ``fn(key, state, first int32[N]) -> float32[]``.
+
+    The rollout stops where the episode ends (terminated, or truncated at ``max_steps``): later
+    steps change neither the state nor the summed rewards.
+    """
+
+    def step(carry, key):
+        state, done, total, actions = carry
+        act_key, step_key = jax.random.split(key)
+        _, after, reward, terminated, truncated, _ = env.step_no_reset(
+            step_key, state, actions, params
+        )
+        after = jax.tree.map(lambda old, new: jnp.where(done, old, new), state, after)
+        total = total + jnp.where(done, 0.0, reward)
+        return (after, done | terminated | truncated, total, base(act_key, after)), None
+
+    def played(key, state, first):
+        zero = jnp.zeros(env.num_agents, jnp.float32)
+        start = (state, jnp.bool_(False), zero, first)
+        (final, _, total, _), _ = jax.lax.scan(step, start, jax.random.split(key, horizon))
+        return value(final, total)
+
+    return played
+
+
+def lookahead_policy(env, params, base: JointPolicy, value: RolloutValue, candidates: int,
+                     horizon: int, planned: jax.Array | None = None, rollouts: int = 4,
+                     perturb: float = 0.3) -> JointPolicy:  # fmt: skip
+    """A centralised rollout planner over ``base``: ``policy(key, state) -> int32[N]``.
+
+    Each step it draws ``candidates`` joint actions - ``base``'s own, then ``base``'s with the
+    action of every ``planned`` agent (``bool[N]``, default all) replaced by a uniform one with
+    probability ``perturb`` - plays each for one step and ``base`` for ``horizon - 1`` more on
+    the env's own dynamics (the same ``rollouts`` keys for every candidate), and keeps the one
+    with the best mean ``value`` (``base``'s on ties). Agents outside ``planned`` always play
+    ``base`` (Battle: the scripted opponent).
+    """
+    planned = jnp.ones(env.num_agents, bool) if planned is None else jnp.asarray(planned)
+    played = rollout_value(env, params, base, value, horizon)
+
+    def policy(key, state):
+        base_key, flip_key, draw_key, rollout_key = jax.random.split(key, 4)
+        own = base(base_key, state)
+        flip = (jax.random.uniform(flip_key, (candidates, env.num_agents)) < perturb) & planned
+        drawn = jax.random.randint(draw_key, flip.shape, 0, core.NUM_ACTIONS, dtype=jnp.int32)
+        options = jnp.where(flip, drawn, own[None]).at[0].set(own)
+        keys = jax.random.split(rollout_key, rollouts)
+
+        def score(option):
+            return jnp.mean(jax.vmap(lambda k: played(k, state, option))(keys))
+
+        return options[jnp.argmax(jax.vmap(score)(options))]  # the first best: base on ties
+
+    return policy
+
+
+def require_planner_settings(args) -> None:
+    """Refuse bad planner settings of a reference script's ``args`` (``lookahead_candidates``,
+    ``lookahead_horizon``, ``lookahead_episodes`` out of ``episodes``) before anything is played.
+    """
+    for name in ("lookahead_candidates", "lookahead_horizon"):
+        require(getattr(args, name) >= 1, name, getattr(args, name), "must be >= 1")
+    require(0 <= args.lookahead_episodes <= args.episodes, "lookahead_episodes",
+            args.lookahead_episodes, f"must be in 0..episodes ({args.episodes})")  # fmt: skip
