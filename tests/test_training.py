@@ -464,6 +464,9 @@ def test_unknown_scenario_preset_and_field():
         make_config("battle", "fast")
     with pytest.raises(ValueError, match="'preset'='coordinated': only for deception"):
         make_config("battle", "coordinated")
+    with pytest.raises(ValueError, match=r"'preset'='wide_view': only for jungle; choose one of: "
+                                         r"default, paper$"):  # fmt: skip
+        make_config("battle", "wide_view")
     with pytest.raises(ValueError, match=r"unknown config field\(s\) \['lrate'\]"):
         make_config("battle", lrate=0.1)
 
@@ -482,6 +485,14 @@ def test_coordinated_preset_is_the_deception_run_that_beat_the_paper():
     assert config.algo == "qmarl_ppo" and config.controllers == ("learn", "scripted")
     env = Trainer(config).env.config
     assert (env.landmark_sight, env.observe_time, env.shaping) == (4, True, 1.0)
+
+
+def test_wide_view_preset_is_the_jungle_recipe_that_learned_on_every_seed():
+    config = make_config("jungle", "wide_view")
+    assert (config.view_radius, config.num_batches, config.entropy_coef) == (2, 1200, 0.05)
+    assert config.algo == "qmarl_ppo" and config.games_per_batch == 32
+    assert Trainer(config).env.config.view_radius == 2
+    assert make_config("jungle", "wide_view", entropy_coef=0.03).entropy_coef == 0.03
 
 
 def test_linear_lr_anneal_scales_every_update():
