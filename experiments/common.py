@@ -32,10 +32,10 @@ class ReferenceArgs:
 
 
 def save_references(args: ReferenceArgs, rows: dict) -> dict:
-    """The result of a reference-policy script (``rows`` per reference, the settings and the
-    machine), written to ``args.json`` when given -> the result."""
-    result = {"preset": args.preset, "episodes": args.episodes, "seed": args.seed,
-              "references": rows, **machine()}  # fmt: skip
+    """The result of a reference-policy script (``rows`` per reference, every setting of
+    ``args`` and the machine), written to ``args.json`` when given -> the result."""
+    settings = {k: v for k, v in dataclasses.asdict(args).items() if k != "json"}
+    result = {**settings, "references": rows, **machine()}
     write_json(args.json, result)
     return result
 

@@ -1,6 +1,7 @@
 """Reference policies for Jungle: what hand-written controllers score against the oracle bound.
 
     python -m experiments.jungle_reference --episodes 1000 --json out.json
+    python -m experiments.jungle_reference --num-agents 8 --lookahead-episodes 500   # Table 1's 2x
 
 The learned Jungle policy is judged by ``score_vs_oracle``, the score over the SPEC's oracle bound
 (the best assignment of agents to distinct food-adjacent cells, walking shortest paths, with
@@ -51,6 +52,10 @@ class Args(ReferenceArgs):
     """Jungle reference settings (``preset`` tiny: the paper's sizes)."""
 
     episodes: int = 1000
+    num_agents: int | None = None
+    """Play at about this many agents (the nearest preset's density, as ``experiments.evaluate
+    --num-agents``: 8 is Table 1's twice the tiny size, a 7x7 world with 2 food); None: the
+    preset's."""
     lookahead_episodes: int = 1000
     """Games of the ``lookahead`` planner (the first of the ``episodes`` start states; 0 = skip
     it)."""
@@ -133,12 +138,20 @@ def play(env, params, act, keys: jax.Array):
     return 100.0 * rewards.sum(axis=-1) / (cfg.num_agents * cfg.max_steps), start
 
 
+def reference_env(args: Args):
+    """``(env, params)`` of ``args``: the preset, or about ``args.num_agents`` agents."""
+    if args.num_agents is None:
+        return envs.make("jungle", args.preset)
+    env = envs.make_env(envs.sized_config("jungle", args.num_agents))
+    return env, env.default_params()
+
+
 def score_references(args: Args) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per-episode score x100 and oracle bound of every reference and the planner ->
     ``{reference: (float[E], float[E])}`` (the same ``args.episodes`` start states for all; the
     planner's the first ``args.lookahead_episodes`` of them)."""
     require_planner_settings(args)
-    env, params = envs.make("jungle", args.preset)
+    env, params = reference_env(args)
     cfg = env.config
     keys = jax.random.split(jax.random.PRNGKey(args.seed), args.episodes)
     policies = {reference: functools.partial(reference_actions, reference, env)

@@ -449,6 +449,20 @@ def test_jungle_reference_never_beats_the_oracle_bound(tmp_path):
     assert ratio == pytest.approx(means["informed"] / scores["informed"][1].mean())
 
 
+def test_jungle_reference_plays_at_twice_the_size(tmp_path):
+    from experiments import jungle_reference
+
+    args = jungle_reference.Args(episodes=16, num_agents=8, lookahead_episodes=0,
+                                 json=str(tmp_path / "ref.json"))  # fmt: skip
+    scores = jungle_reference.score_references(args)
+    for score, bound in scores.values():
+        assert (score <= bound + 1e-4).all()
+    result = jungle_reference.main(args, scores)
+    assert result["num_agents"] == 8 and "lookahead" not in result["references"]
+    env, _ = jungle_reference.reference_env(args)
+    assert (env.num_agents, env.config.height, env.config.num_food) == (8, 7, 2)
+
+
 def test_jungle_reference_refuses_a_bad_planner_setting_before_playing():
     from experiments import jungle_reference as ref
 
