@@ -83,7 +83,10 @@ class TrainConfig:
     num_minibatches: int = 4
     """PPO minibatches per epoch (over the env-steps of the batch)."""
     entropy_coef: float = 0.01
-    """Entropy bonus weight."""
+    """Entropy bonus weight (at the first batch when ``entropy_final`` is set)."""
+    entropy_final: float | None = None
+    """Anneal the entropy bonus linearly from ``entropy_coef`` at the first batch to this at the
+    last (None = constant ``entropy_coef``): explore early, sharpen late."""
     critic_coef: float = 0.5
     """Critic loss weight."""
     normalize_advantages: bool = True
@@ -211,6 +214,8 @@ class TrainConfig:
             require(0 < getattr(self, name) <= 1, name, getattr(self, name), "must be in (0, 1]")
         for name in ("clip_eps", "entropy_coef", "critic_coef", "max_grad_norm"):
             require(getattr(self, name) >= 0, name, getattr(self, name), "must be >= 0")
+        require(self.entropy_final is None or self.entropy_final >= 0, "entropy_final",
+                self.entropy_final, "must be >= 0 (or None: constant entropy_coef)")  # fmt: skip
         require(self.depth >= 0, "depth", self.depth, "must be >= 0")
         require(self.dual_clip == 0 or self.dual_clip > 1, "dual_clip", self.dual_clip,
                 "must be > 1 (or 0: off)")  # fmt: skip

@@ -148,30 +148,40 @@ class Trainer:
         updates = jax.tree.map(lambda u: u * team.plateau.scale * scale, updates)
         return team.replace(params=optax.apply_updates(team.params, updates), opt_state=opt_state)
 
-    def _gradient_step(self, team: TeamState, batch: common.TeamBatch, scale: jax.Array):
+    def _gradient_step(
+        self, team: TeamState, batch: common.TeamBatch, scale: jax.Array, entropy_coef: jax.Array
+    ):
         cfg = self.config
         if self.update_chunks == 1:
             gradient = jax.value_and_grad(LOSSES[cfg.loss_kind], has_aux=True)
-            on_batch = lambda small: gradient(team.params, self.heads, small, cfg)
+            on_batch = lambda small: gradient(team.params, self.heads, small, cfg, entropy_coef)
             (loss, aux), grads = common.on_trimmed_batch(self.actor.ladder, batch, on_batch)
         else:
-            (loss, aux), grads = self._chunked_gradient(team.params, batch)
+            (loss, aux), grads = self._chunked_gradient(team.params, batch, entropy_coef)
         return self._apply(team, grads, scale), {"total_loss": loss, **aux}
 
-    def chunk_gradient(self, params, chunk: common.TeamBatch, counts, next_value: jax.Array):
+    def chunk_gradient(
+        self, params, chunk: common.TeamBatch, counts, next_value: jax.Array, entropy_coef=None
+    ):
         """``((loss, (metrics, first_value)), grads)`` of ``qmarl_ac.chunk_loss`` on one time
-        chunk (``counts``: the whole batch's ``LossCounts``; ``next_value float32[E, N]``),
-        computed on the smallest budget size that holds the chunk (``config.budget_buckets``)."""
-        on_size = lambda small: self.sized_chunk_gradient(params, small, counts, next_value)
+        chunk (``counts``: the whole batch's ``LossCounts``; ``next_value float32[E, N]``;
+        ``entropy_coef``: the batch's entropy bonus, None: the config's), computed on the
+        smallest budget size that holds the chunk (``config.budget_buckets``)."""
+
+        def on_size(small):
+            return self.sized_chunk_gradient(params, small, counts, next_value, entropy_coef)
+
         return common.on_trimmed_batch(self.actor.ladder, chunk, on_size)
 
-    def sized_chunk_gradient(self, params, chunk: common.TeamBatch, counts, next_value):
+    def sized_chunk_gradient(
+        self, params, chunk: common.TeamBatch, counts, next_value, entropy_coef=None
+    ):
         """``chunk_gradient`` on the chunk's budget size as given (no size switch)."""
         return jax.value_and_grad(qmarl_ac.chunk_loss, has_aux=True)(
-            params, self.heads, chunk, self.config, counts, next_value
+            params, self.heads, chunk, self.config, counts, next_value, entropy_coef
         )
 
-    def _chunked_gradient(self, params, batch: common.TeamBatch):
+    def _chunked_gradient(self, params, batch: common.TeamBatch, entropy_coef=None):
         """The qmarl_ac loss and gradient as a sum over ``update_chunks`` time chunks: the same
         numbers as in one piece, with the activations of one chunk alive at a time. The chunks
         run last first, each handing the value of its first step to the one before it."""
@@ -179,7 +189,7 @@ class Trainer:
         chunks = common.time_chunks(batch, self.update_chunks)
 
         def gradient(chunk, next_value):
-            return self.chunk_gradient(params, chunk, counts, next_value)
+            return self.chunk_gradient(params, chunk, counts, next_value, entropy_coef)
 
         def add_chunk(carry, chunk):
             total, next_value = carry
@@ -196,7 +206,12 @@ class Trainer:
         return total
 
     def _ppo_steps(
-        self, team: TeamState, batch: common.TeamBatch, key: jax.Array, scale: jax.Array
+        self,
+        team: TeamState,
+        batch: common.TeamBatch,
+        key: jax.Array,
+        scale: jax.Array,
+        entropy_coef: jax.Array,
     ):
         cfg = self.config
         samples = qmarl_ppo.prepare(team.params, self.heads, batch, cfg)
@@ -211,7 +226,7 @@ class Trainer:
             )
 
             def step(team, mb):
-                (loss, aux), grads = self.ppo_gradient(team.params, mb)
+                (loss, aux), grads = self.ppo_gradient(team.params, mb, entropy_coef)
                 return self._apply(team, grads, scale), {"total_loss": loss, **aux}
 
             return jax.lax.scan(step, team, shuffled)
@@ -219,14 +234,15 @@ class Trainer:
         team, logs = jax.lax.scan(epoch, team, jax.random.split(key, cfg.ppo_epochs))
         return team, jax.tree.map(jnp.mean, logs)
 
-    def ppo_gradient(self, params, samples: qmarl_ppo.PPOSamples):
-        """``((loss, aux), grads)`` of ``qmarl_ppo.loss`` on a minibatch of samples, computed on
-        the smallest budget size that holds all of its ego-graphs (``config.budget_buckets``)."""
+    def ppo_gradient(self, params, samples: qmarl_ppo.PPOSamples, entropy_coef=None):
+        """``((loss, aux), grads)`` of ``qmarl_ppo.loss`` on a minibatch of samples (with the
+        batch's entropy bonus ``entropy_coef``, None: the config's), computed on the smallest
+        budget size that holds all of its ego-graphs (``config.budget_buckets``)."""
 
         def on_graphs(graphs):
             small = qmarl_ppo.with_graphs(samples, graphs)
             return jax.value_and_grad(qmarl_ppo.loss, has_aux=True)(
-                params, self.heads, small, self.config
+                params, self.heads, small, self.config, entropy_coef
             )
 
         return graph.on_trimmed_graphs(
@@ -239,6 +255,16 @@ class Trainer:
         if not self.config.lr_anneal:
             return jnp.float32(1.0)
         return 1.0 - batch.astype(jnp.float32) / self.config.num_batches
+
+    def entropy_coef(self, batch: jax.Array) -> jax.Array:
+        """Entropy bonus weight of batch ``batch``: ``entropy_coef``, or with ``entropy_final``
+        linear from it at batch 0 to ``entropy_final`` at the last batch."""
+        cfg = self.config
+        if cfg.entropy_final is None:
+            return jnp.float32(cfg.entropy_coef)
+        progress = batch.astype(jnp.float32) / max(cfg.num_batches - 1, 1)
+        progress = jnp.minimum(progress, 1.0)
+        return cfg.entropy_coef + (cfg.entropy_final - cfg.entropy_coef) * progress
 
     def update(self, runner: RunnerState) -> tuple[RunnerState, dict]:
         """Collect one batch of episodes and update every learning team."""
@@ -254,14 +280,17 @@ class Trainer:
         new_teams = []
         finite = jnp.bool_(True)
         anneal = self.anneal_scale(runner.batch)
+        entropy_coef = self.entropy_coef(runner.batch)
         for index, (team_state, team) in enumerate(
             zip(runner.teams, cfg.learning_teams, strict=True)
         ):
             batch = team_batch(traj, index, team, self.teams, reward)
             if cfg.loss_kind == "ppo":
-                updated, losses = self._ppo_steps(team_state, batch, update_key, anneal)
+                updated, losses = self._ppo_steps(
+                    team_state, batch, update_key, anneal, entropy_coef
+                )
             else:
-                updated, losses = self._gradient_step(team_state, batch, anneal)
+                updated, losses = self._gradient_step(team_state, batch, anneal, entropy_coef)
             finite &= jnp.all(jnp.array([jnp.all(jnp.isfinite(v)) for v in losses.values()]))
             plateau = team_state.plateau.observe(
                 logs[f"return/team{team}"], cfg.lr_decay, cfg.lr_patience
@@ -270,6 +299,7 @@ class Trainer:
             prefix = "" if index == 0 else f"team{team}/"
             logs.update({f"{prefix}{k}": v for k, v in losses.items()})
             logs[f"{prefix}lr"] = cfg.lr * plateau.scale * anneal
+        logs["entropy_coef"] = entropy_coef
         halted = runner.halted | ~finite
         # A non-finite loss keeps the last good parameters and stops every later update.
         teams = jax.tree.map(

@@ -429,6 +429,7 @@ def test_full_run_writes_every_artefact(tmp_path):
         ({"landmark_sight": 4}, "invalid config field 'landmark_sight'=4: only Deception has one"),
         ({"observe_time": True}, "invalid config field 'observe_time'=True: only Deception has"),
         ({"dual_clip": 0.5}, "invalid config field 'dual_clip'=0.5: must be > 1 (or 0: off)"),
+        ({"entropy_final": -0.1}, "invalid config field 'entropy_final'=-0.1: must be >= 0"),
         ({"update_chunks": -1}, "invalid config field 'update_chunks'=-1: must be >= 0 (0 = auto)"),
         (
             {"budget_buckets": -1},
@@ -510,6 +511,29 @@ def test_linear_lr_anneal_scales_every_update():
                        jax.tree.leaves(step_plain.teams[0].params),
                        jax.tree.leaves(state.teams[0].params), strict=True):  # fmt: skip
         np.testing.assert_allclose(a - s, 0.25 * (p - s), rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("algo", ["qmarl_ac", "qmarl_pg", "qmarl_ppo"])
+def test_entropy_schedule_is_linear_and_each_update_uses_its_batchs_weight(algo):
+    """``entropy_final`` anneals the bonus from ``entropy_coef`` at batch 0 to ``entropy_final``
+    at the last batch; the update of batch k equals the update of a run whose constant bonus is
+    the schedule's value at k (same state, same key)."""
+    config = make_config("jungle", algo=algo, entropy_coef=0.5, entropy_final=0.1, num_batches=5,
+                         ppo_epochs=1, num_minibatches=2, **SMALL)  # fmt: skip
+    trainer = Trainer(config)
+    runner = trainer.init(jax.random.PRNGKey(0))
+    state, metrics = jax.jit(trainer.run_batches, static_argnums=1)(runner, 2)
+    np.testing.assert_allclose(metrics["entropy_coef"], [0.5, 0.4], rtol=1e-6)
+    scheduled, logs = jax.jit(trainer.update)(state)  # batch 2: 0.5 + (0.1 - 0.5) * 2 / 4
+    assert float(logs["entropy_coef"]) == pytest.approx(0.3)
+    fields = {**config.to_dict(), "entropy_coef": 0.3, "entropy_final": None}
+    constant, _ = jax.jit(Trainer(TrainConfig(**fields)).update)(state)
+    wrong, _ = jax.jit(Trainer(TrainConfig(**{**fields, "entropy_coef": 0.5})).update)(state)
+    leaves = lambda r: jax.tree.leaves(r.teams[0].params)
+    for a, c in zip(leaves(scheduled), leaves(constant), strict=True):
+        np.testing.assert_allclose(a, c, rtol=1e-5, atol=1e-7)
+    assert any(not np.allclose(a, w, rtol=1e-5, atol=1e-7)
+               for a, w in zip(leaves(scheduled), leaves(wrong), strict=True))  # fmt: skip
 
 
 def test_credit_fallen_pays_the_outcome_to_agents_that_died_before_the_end():

@@ -257,6 +257,12 @@ def entropy(logits: jax.Array) -> jax.Array:
     return -sum(jnp.exp(c) * c for c in log_softmax_columns(logits))
 
 
+def entropy_weight(config, entropy_coef: jax.Array | float | None) -> jax.Array | float:
+    """The entropy bonus weight of a loss: ``entropy_coef`` (the trainer's annealed scalar) or,
+    for None, the config's constant ``entropy_coef``."""
+    return config.entropy_coef if entropy_coef is None else entropy_coef
+
+
 def expected_value(logits: jax.Array, values: jax.Array) -> jax.Array:
     """``sum_a pi(a) values(a)`` per node: ``[..., A], [..., A] -> [...]``."""
     columns = log_softmax_columns(logits)

@@ -45,6 +45,7 @@ def chunk_loss(
     config,
     counts: common.LossCounts,
     next_value: jax.Array,
+    entropy_coef: jax.Array | float | None = None,
 ):
     """The loss terms of T steps given the value of the state after them.
 
@@ -53,6 +54,7 @@ def chunk_loss(
       counts: the normalisers of the whole batch (``common.loss_counts``).
       next_value: float32[E, N] ``V`` of every agent at step T (``final_value``, or the first
         value of the next chunk).
+      entropy_coef: the entropy bonus weight (None: ``config.entropy_coef``).
 
     Returns:
       ``(loss, (metrics, first_value float32[E, N]))``: ``first_value`` is ``V`` at step 0, the
@@ -78,7 +80,8 @@ def chunk_loss(
     log_prob = common.label_log_probs(logits, labels)
     actor_loss = -jnp.sum(weight * advantage * log_prob)
     entropy = jnp.sum(weight * common.entropy(logits))
-    total = (actor_loss + config.critic_coef * critic_loss - config.entropy_coef * entropy) / graphs
+    bonus = common.entropy_weight(config, entropy_coef) * entropy
+    total = (actor_loss + config.critic_coef * critic_loss - bonus) / graphs
     metrics = {
         "actor_loss": actor_loss / graphs,
         "critic_loss": critic_loss / graphs,
@@ -87,10 +90,11 @@ def chunk_loss(
     return total, (metrics, agent_value[0])
 
 
-def loss(params, heads: common.Heads, batch: common.TeamBatch, config):
-    """Scalar loss and metrics for one team's whole batch."""
+def loss(params, heads: common.Heads, batch: common.TeamBatch, config, entropy_coef=None):
+    """Scalar loss and metrics for one team's whole batch (``entropy_coef``: as in
+    ``chunk_loss``)."""
     next_value = final_value(params, heads, batch)
     total, (metrics, _) = chunk_loss(
-        params, heads, batch, config, common.loss_counts(batch), next_value
+        params, heads, batch, config, common.loss_counts(batch), next_value, entropy_coef
     )
     return total, metrics

@@ -12,8 +12,9 @@ import jax.numpy as jnp
 from qmarl_jax.algos import common
 
 
-def loss(params, heads: common.Heads, batch: common.TeamBatch, config):
-    """Scalar loss and metrics for one team's batch."""
+def loss(params, heads: common.Heads, batch: common.TeamBatch, config, entropy_coef=None):
+    """Scalar loss and metrics for one team's batch (``entropy_coef``: the entropy bonus
+    weight; None: ``config.entropy_coef``)."""
     logits = heads.logits(params, batch.features[:-1], common.drop_last(batch.graphs))
     returns = common.discounted_returns(common.masked_rewards(batch), config.gamma)
     valid = batch.valid[:-1]
@@ -27,7 +28,7 @@ def loss(params, heads: common.Heads, batch: common.TeamBatch, config):
     graphs = common.num_graphs(batch)
     actor_loss = -jnp.sum(weight * node_return * log_prob)
     entropy = jnp.sum(weight * common.entropy(logits))
-    total = (actor_loss - config.entropy_coef * entropy) / graphs
+    total = (actor_loss - common.entropy_weight(config, entropy_coef) * entropy) / graphs
     return total, {
         "actor_loss": actor_loss / graphs,
         "entropy": entropy / jnp.maximum(jnp.sum(weight), 1),

@@ -84,8 +84,9 @@ def with_graphs(samples: PPOSamples, graphs) -> PPOSamples:
     )
 
 
-def loss(params, heads: common.Heads, samples: PPOSamples, config):
-    """Clipped-surrogate + value + entropy loss of a minibatch of samples."""
+def loss(params, heads: common.Heads, samples: PPOSamples, config, entropy_coef=None):
+    """Clipped-surrogate + value + entropy loss of a minibatch of samples (``entropy_coef``: the
+    entropy bonus weight; None: ``config.entropy_coef``)."""
     logits = heads.logits(params, samples.features, samples.graphs)
     values = heads.values(params, samples.features, samples.graphs)
     log_prob = common.label_log_probs(logits, samples.labels)
@@ -107,7 +108,8 @@ def loss(params, heads: common.Heads, samples: PPOSamples, config):
     actor_loss = -jnp.sum(jnp.where(weight, copies * surrogate, 0.0))
     critic_loss = jnp.sum(jnp.where(weight, copies * (values - samples.target) ** 2, 0.0))
     entropy = jnp.sum(jnp.where(weight, copies * common.entropy(logits), 0.0))
-    total = (actor_loss + config.critic_coef * critic_loss - config.entropy_coef * entropy) / graphs
+    bonus = common.entropy_weight(config, entropy_coef) * entropy
+    total = (actor_loss + config.critic_coef * critic_loss - bonus) / graphs
     return total, {
         "actor_loss": actor_loss / graphs,
         "critic_loss": critic_loss / graphs,
