@@ -533,3 +533,74 @@ def test_flop_floor_counts_products_and_the_batch(tmp_path):
     assert row["update_gflop_per_batch"] > 2 * row["acting_gflop_per_batch"] > 0
     assert row["matmul_gflop_per_s"] > 0 and row["floor_s_per_100_episodes"] > 0
     assert json.loads((tmp_path / "floor.json").read_text())["update_chunks"] == 30
+
+
+def test_battle_imitation_labels_states_with_the_planner_and_grows_the_data(tmp_path):
+    """A tiny DAgger run grows the data set by ``games x max_steps`` states per iteration and
+    every row carries rates that sum to 1; in planner-played games the labels are the planner's
+    actions on the recorded state and they are what moved team 0 (replayed through the env with
+    the same keys)."""
+    from experiments import battle_imitation as imitation
+    from experiments.battle_reference import planner
+
+    args = imitation.Args(iterations=2, games=3, epochs=1, minibatch=16, eval_episodes=6,
+                          candidates=2, horizon=2, json=str(tmp_path / "im.json"))  # fmt: skip
+    result = imitation.main(args)
+    rows = json.loads((tmp_path / "im.json").read_text())["iterations_run"]
+    assert [r["states"] for r in rows] == [90, 180]
+    assert [r["states"] for r in result["iterations_run"]] == [90, 180]
+    for r in rows:
+        assert 0 <= r["agreement"] <= 1
+        assert r["win"]["mean"] + r["draw"]["mean"] + r["loss"]["mean"] == pytest.approx(1.0)
+
+    trainer = imitation.Trainer(make_config("battle"))
+    env, env_params, games = trainer.env, trainer.env_params, 2
+    teacher = planner(env, env_params, 3, 2)
+    data = imitation.labelled_games(trainer, teacher, games, True)(None, jax.random.PRNGKey(3))
+    team0 = np.asarray(env.teams) == 0
+    assert data.weight.shape == (30 * games, 14) and not np.asarray(data.weight)[:, ~team0].any()
+    assert np.asarray(data.weight)[:games][:, team0].all()  # everyone alive at the start
+    reset_key, steps_key = jax.random.split(jax.random.PRNGKey(3))
+    _, states = env.batch_reset(jax.random.split(reset_key, games), env_params)
+    label_key, _, other_key, step_key = jax.random.split(jax.random.split(steps_key, 30)[0], 4)
+    labels = jax.vmap(teacher)(jax.random.split(label_key, games), states)
+    np.testing.assert_array_equal(data.labels[:games], labels)
+    np.testing.assert_array_equal(data.grids.positions[:games], states.grid.positions)
+    scripted = make_controller("scripted", env)
+    other = jax.vmap(scripted, in_axes=(0, 0, None))(jax.random.split(other_key, games), states,
+                                                     None)  # fmt: skip
+    moved = jnp.where(jnp.asarray(team0), labels, other)
+    step = jax.vmap(env.step_no_reset, in_axes=(0, 0, 0, None))
+    _, after, *_ = step(jax.random.split(step_key, games), states, moved, env_params)
+    np.testing.assert_array_equal(data.grids.positions[games : 2 * games], after.grid.positions)
+
+
+def test_battle_imitation_fit_copies_a_constant_teacher():
+    """Fitting labels that are all UP makes the student's argmax UP on every labelled node."""
+    from envs.core import UP
+    from experiments import battle_imitation as imitation
+
+    trainer = imitation.Trainer(make_config("battle", width=16, num_blocks=1))
+    obs, states = trainer.env.batch_reset(jax.random.split(jax.random.PRNGKey(0), 32),
+                                          trainer.env_params)  # fmt: skip
+    team0 = jnp.asarray(trainer.env.teams) == 0
+    data = imitation.Labelled(
+        obs.features, states.grid, jnp.full(obs.alive.shape, UP, jnp.int32), obs.alive & team0
+    )
+    params = trainer.init(jax.random.PRNGKey(1)).teams[0].params
+    args = imitation.Args(epochs=30, minibatch=8, lr=3e-3)
+    tx = imitation.optax.adam(args.lr)
+    _, before = imitation.imitation_loss(trainer, params, data)
+    params, _, agreement = imitation.fit(trainer, tx, params, tx.init(params), data, args,
+                                         jax.random.PRNGKey(2))  # fmt: skip
+    _, after = imitation.imitation_loss(trainer, params, data)
+    assert float(before) < 0.6 and float(after) == 1.0 and agreement == 1.0
+
+
+def test_battle_imitation_refuses_bad_settings_before_playing():
+    from experiments import battle_imitation as imitation
+
+    with pytest.raises(ValueError, match="'games'=0"):
+        imitation.main(imitation.Args(games=0))
+    with pytest.raises(ValueError, match=r"'lr'=0\.0"):
+        imitation.main(imitation.Args(lr=0.0))

@@ -1,0 +1,208 @@
+"""Can the decentralised ego-graph policy copy Battle's centralised planner? (DAgger)
+
+    python -m experiments.battle_imitation --iterations 6 --games 256 --json out.json
+
+The ``lookahead`` planner (``battle_reference.planner``) beats the scripted team by about +85 to
++97 terminal reward x100 while every learner here stays below 0. This experiment asks whether
+the gap is one of search (the learner never finds the winning play) or of information (the
+winning play is not readable from a 3x3 window and messages from a 2-hop ego-graph): it trains
+Q-MARL's network (``qmarl_ppo``'s, the Battle default) to imitate the planner by DAgger (Ross et
+al. 2011). Iteration 0 plays ``games`` games with the planner, later ones with the student (the
+scripted team plays team 1 throughout); every state visited is labelled with the planner's joint
+action, added to one growing data set, and the student is refit on all of it (``epochs`` passes
+of cross-entropy: each ego-graph node of an alive team-0 agent is labelled with its agent's
+planner action, as the RL losses label nodes with executed actions). After each iteration the
+student plays ``eval_episodes`` games against the scripted team (``qmarl_jax.evaluate``).
+
+Prints and saves per iteration: the data set's size, the student's agreement with the planner's
+labels and its win / draw / loss rates and terminal reward x100 with 95% intervals.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import tyro
+from flax import struct
+
+from envs.base import require
+from envs.opponents import make_controller
+from experiments.battle_reference import planner
+from experiments.common import machine, write_json
+from qmarl_jax.algos.common import per_node
+from qmarl_jax.config import make_config
+from qmarl_jax.evaluate import Evaluator, evaluation_config
+from qmarl_jax.train import Trainer
+
+
+@dataclasses.dataclass
+class Args:
+    """Imitation settings (Battle ``tiny``, the default config's network and view)."""
+
+    iterations: int = 6
+    """DAgger iterations (0: the planner plays; later: the student plays)."""
+    games: int = 256
+    """Games played and labelled per iteration."""
+    epochs: int = 4
+    """Passes over the whole data set after each iteration."""
+    minibatch: int = 256
+    """States per gradient step."""
+    lr: float = 1e-3
+    """Adam learning rate."""
+    candidates: int = 8
+    """The planner's joint actions per step (``battle_reference --lookahead-candidates``)."""
+    horizon: int = 3
+    """The planner's rollout length."""
+    view_radius: int = 1
+    """The student's observation window radius (1: the SPEC's 3x3)."""
+    eval_episodes: int = 1000
+    seed: int = 0
+    json: str | None = None
+
+
+@struct.dataclass
+class Labelled:
+    """States with the planner's labels, flattened over games and steps (leading axis M).
+
+    Attributes:
+      features: float32[M, N, F] observations.
+      grids: the env's grids (ego-graphs are built from them when training).
+      labels: int32[M, N] the planner's action of every agent.
+      weight: bool[M, N] alive team-0 agents of games still running.
+    """
+
+    features: jax.Array
+    grids: object
+    labels: jax.Array
+    weight: jax.Array
+
+
+def check(args: Args) -> None:
+    """Refuse bad settings before anything is compiled."""
+    for name in ("iterations", "games", "epochs", "minibatch", "candidates", "horizon",
+                 "eval_episodes"):  # fmt: skip
+        require(getattr(args, name) >= 1, name, getattr(args, name), "must be >= 1")
+    require(args.lr > 0, "lr", args.lr, "must be > 0")
+
+
+def labelled_games(trainer: Trainer, teacher, games: int, planner_plays: bool):
+    """``play(params, key) -> Labelled`` of ``games`` games: team 0 moved by the planner
+    (``planner_plays``) or by the student's ensembled policy, team 1 by the scripted rule; every
+    state labelled with the planner's team-0 actions (jitted)."""
+    env, env_params, actor = trainer.env, trainer.env_params, trainer.actor
+    team0 = jnp.asarray(env.teams) == 0
+    scripted = make_controller("scripted", env)
+    step = jax.vmap(env.step_no_reset, in_axes=(0, 0, 0, None))
+
+    def play(params, key):
+        reset_key, steps_key = jax.random.split(key)
+        obs, states = env.batch_reset(jax.random.split(reset_key, games), env_params)
+
+        def body(carry, key):
+            obs, states, live = carry
+            label_key, act_key, other_key, step_key = jax.random.split(key, 4)
+            labels = jax.vmap(teacher)(jax.random.split(label_key, games), states)
+            if planner_plays:
+                other = jax.vmap(scripted, in_axes=(0, 0, None))(
+                    jax.random.split(other_key, games), states, None
+                )
+                actions = jnp.where(team0, labels, other)
+            else:
+                actions, _ = actor.act((params,), act_key, obs.features, states)
+            weight = obs.alive & team0 & live[:, None]
+            record = Labelled(obs.features, states.grid, labels, weight)
+            obs, states, _, terminated, truncated, _ = step(
+                jax.random.split(step_key, games), states, actions, env_params
+            )
+            return (obs, states, live & ~(terminated | truncated)), record
+
+        start = (obs, states, jnp.ones(games, bool))
+        steps = jax.random.split(steps_key, env.config.max_steps)
+        _, records = jax.lax.scan(body, start, steps)
+        return jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), records)
+
+    return jax.jit(play)
+
+
+def imitation_loss(trainer: Trainer, params, data: Labelled):
+    """Cross-entropy of the student's node logits against the planner's labels over the nodes
+    of alive team-0 agents (each ego-graph counted once per centre it stands for) ->
+    ``(loss, agreement)``: ``agreement`` is the weighted share of nodes whose argmax is the
+    label."""
+    graphs, _ = trainer.actor.build_graphs(data.grids, 0)
+    logits = trainer.heads.logits(params, data.features, graphs)  # [M, B, 5]
+    agent = graphs.nodes["agent"]
+    labels = per_node(data.labels, agent)
+    weight = per_node(data.weight, agent) * graphs.nodes["copies"].astype(jnp.float32)
+    total = jnp.maximum(jnp.sum(weight), 1.0)
+    log_prob = jnp.take_along_axis(jax.nn.log_softmax(logits), labels[..., None], -1)[..., 0]
+    agreement = jnp.sum(weight * (jnp.argmax(logits, -1) == labels)) / total
+    return -jnp.sum(weight * log_prob) / total, agreement
+
+
+def fit(trainer: Trainer, tx, params, opt_state, data: Labelled, args: Args, key):
+    """``args.epochs`` shuffled passes of minibatch Adam on ``data`` -> ``(params, opt_state,
+    mean agreement of the last pass)``."""
+
+    @jax.jit
+    def step(params, opt_state, index):
+        batch = jax.tree.map(lambda x: x[index], data)
+        grad = jax.grad(lambda p: imitation_loss(trainer, p, batch), has_aux=True)
+        grads, agreement = grad(params)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, agreement
+
+    size = data.labels.shape[0]
+    steps = max(size // args.minibatch, 1)
+    agreement = []
+    for epoch_key in jax.random.split(key, args.epochs):
+        order = np.asarray(jax.random.permutation(epoch_key, size))
+        agreement = []
+        for i in range(steps):
+            index = jnp.asarray(order[i * args.minibatch : (i + 1) * args.minibatch])
+            params, opt_state, share = step(params, opt_state, index)
+            agreement.append(float(share))
+    return params, opt_state, float(np.mean(agreement))
+
+
+def main(args: Args) -> dict:
+    check(args)
+    config = make_config("battle", view_radius=args.view_radius, seed=args.seed)
+    trainer = Trainer(config)
+    teacher = planner(trainer.env, trainer.env_params, args.candidates, args.horizon)
+    key = jax.random.PRNGKey(args.seed)
+    init_key, key = jax.random.split(key)
+    params = trainer.init(init_key).teams[0].params
+    tx = optax.adam(args.lr)
+    opt_state = tx.init(params)
+    evaluator = Evaluator(evaluation_config(config, min(args.eval_episodes, 500)))
+    play = {who: labelled_games(trainer, teacher, args.games, who) for who in (True, False)}
+    data, rows = None, []
+    for iteration in range(args.iterations):
+        play_key, fit_key, key = jax.random.split(jax.random.fold_in(key, iteration), 3)
+        fresh = play[iteration == 0](params, play_key)
+        data = fresh if data is None else jax.tree.map(
+            lambda a, b: jnp.concatenate([a, b]), data, fresh
+        )  # fmt: skip
+        params, opt_state, agreement = fit(trainer, tx, params, opt_state, data, args, fit_key)
+        result = evaluator((params,), args.eval_episodes, seed=args.seed + 1000)["metrics"]
+        row = {"iteration": iteration, "states": int(data.labels.shape[0]),
+               "agreement": agreement,
+               **{k: result[k] for k in ("win", "draw", "loss", "terminal_reward")}}  # fmt: skip
+        reward = result["terminal_reward"]
+        print(f"iteration {iteration}: {row['states']} states, agreement {agreement:.3f}, "
+              f"win {result['win']['mean']:.3f}, terminal reward x100 {reward['mean']:.1f} "
+              f"[{reward['low']:.1f}, {reward['high']:.1f}]", flush=True)  # fmt: skip
+        rows.append(row)
+    out = {**{k: v for k, v in dataclasses.asdict(args).items() if k != "json"},
+           "iterations_run": rows, **machine()}  # fmt: skip
+    write_json(args.json, out)
+    return out
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))
