@@ -15,7 +15,9 @@ planner action, as the RL losses label nodes with executed actions). After each 
 student plays ``eval_episodes`` games against the scripted team (``qmarl_jax.evaluate``).
 
 Prints and saves per iteration: the data set's size, the student's agreement with the planner's
-labels and its win / draw / loss rates and terminal reward x100 with 95% intervals.
+labels (on the data it was fitted on; and, before fitting, on the iteration's new states, overall
+and on the agent-steps where the planner departs from ``pack``), and its win / draw / loss rates
+and terminal reward x100 with 95% intervals.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from flax import struct
 
 from envs.base import require
 from envs.opponents import make_controller
-from experiments.battle_reference import planner
+from experiments.battle_reference import pack_actions, planner
 from experiments.common import machine, write_json
 from qmarl_jax.algos.common import per_node
 from qmarl_jax.config import make_config
@@ -144,6 +146,34 @@ def imitation_loss(trainer: Trainer, params, data: Labelled):
     return -jnp.sum(weight * log_prob) / total, agreement
 
 
+def held_out_agreement(trainer: Trainer, params, data: Labelled, minibatch: int) -> dict:
+    """The student's agreement with the planner on states it has not been fitted on, overall and
+    on the planner's departures from its base ``pack`` (the agent-steps where planning changed
+    the action: what a student must learn beyond the convention) -> ``{"all", "departures",
+    "departure_share"}`` (nodes of alive team-0 agents, each ego-graph once per centre)."""
+
+    @jax.jit
+    def counts(batch: Labelled):
+        graphs, _ = trainer.actor.build_graphs(batch.grids, 0)
+        logits = trainer.heads.logits(params, batch.features, graphs)
+        agent = graphs.nodes["agent"]
+        labels = per_node(batch.labels, agent)
+        base = per_node(jax.vmap(lambda grid: pack_actions(trainer.env, grid))(batch.grids), agent)
+        weight = per_node(batch.weight, agent) * graphs.nodes["copies"].astype(jnp.float32)
+        agree = weight * (jnp.argmax(logits, -1) == labels)
+        departed = labels != base
+        return jnp.stack([jnp.sum(weight), jnp.sum(agree), jnp.sum(weight * departed),
+                          jnp.sum(agree * departed)])  # fmt: skip
+
+    total = np.zeros(4)
+    for start in range(0, data.labels.shape[0], minibatch):
+        piece = slice(start, start + minibatch)
+        total += np.asarray(counts(jax.tree.map(lambda x, piece=piece: x[piece], data)))
+    nodes, agree, departures, agree_departed = (float(v) for v in total)
+    return {"all": agree / max(nodes, 1.0), "departures": agree_departed / max(departures, 1.0),
+            "departure_share": departures / max(nodes, 1.0)}  # fmt: skip
+
+
 def fit(trainer: Trainer, tx, params, opt_state, data: Labelled, args: Args, key):
     """``args.epochs`` shuffled passes of minibatch Adam on ``data`` -> ``(params, opt_state,
     mean agreement of the last pass)``."""
@@ -185,16 +215,20 @@ def main(args: Args) -> dict:
     for iteration in range(args.iterations):
         play_key, fit_key, key = jax.random.split(jax.random.fold_in(key, iteration), 3)
         fresh = play[iteration == 0](params, play_key)
+        held_out = held_out_agreement(trainer, params, fresh, args.minibatch)
         data = fresh if data is None else jax.tree.map(
             lambda a, b: jnp.concatenate([a, b]), data, fresh
         )  # fmt: skip
         params, opt_state, agreement = fit(trainer, tx, params, opt_state, data, args, fit_key)
         result = evaluator((params,), args.eval_episodes, seed=args.seed + 1000)["metrics"]
         row = {"iteration": iteration, "states": int(data.labels.shape[0]),
-               "agreement": agreement,
+               "agreement": agreement, "held_out_agreement": held_out,
                **{k: result[k] for k in ("win", "draw", "loss", "terminal_reward")}}  # fmt: skip
         reward = result["terminal_reward"]
-        print(f"iteration {iteration}: {row['states']} states, agreement {agreement:.3f}, "
+        print(f"iteration {iteration}: {row['states']} states, agreement {agreement:.3f} "
+              f"(before fitting, on the new states: {held_out['all']:.3f}; on the planner's "
+              f"{held_out['departure_share']:.3f} departures from pack: "
+              f"{held_out['departures']:.3f}), "
               f"win {result['win']['mean']:.3f}, terminal reward x100 {reward['mean']:.1f} "
               f"[{reward['low']:.1f}, {reward['high']:.1f}]", flush=True)  # fmt: skip
         rows.append(row)

@@ -577,7 +577,7 @@ def test_battle_imitation_labels_states_with_the_planner_and_grows_the_data(tmp_
 
 def test_battle_imitation_fit_copies_a_constant_teacher():
     """Fitting labels that are all UP makes the student's argmax UP on every labelled node."""
-    from envs.core import UP
+    from envs.core import LEFT, UP
     from experiments import battle_imitation as imitation
 
     trainer = imitation.Trainer(make_config("battle", width=16, num_blocks=1))
@@ -595,6 +595,18 @@ def test_battle_imitation_fit_copies_a_constant_teacher():
                                          jax.random.PRNGKey(2))  # fmt: skip
     _, after = imitation.imitation_loss(trainer, params, data)
     assert float(before) < 0.6 and float(after) == 1.0 and agreement == 1.0
+    # Held-out agreement of this always-UP student, against labels with known answers.
+    held_out = lambda labels: imitation.held_out_agreement(
+        trainer, params, data.replace(labels=labels), minibatch=12
+    )
+    pack = jax.vmap(lambda grid: imitation.pack_actions(trainer.env, grid))(states.grid)
+    same = held_out(pack)  # the planner never departing from pack
+    assert same["departure_share"] == 0.0 and same["departures"] == 0.0
+    all_up = held_out(data.labels)
+    assert all_up["all"] == 1.0 and all_up["departures"] == 1.0
+    assert 0.0 < all_up["departure_share"] < 1.0  # pack moves up wherever the cell above is free
+    all_left = held_out(jnp.full_like(pack, LEFT))
+    assert all_left["all"] == 0.0 and all_left["departures"] == 0.0
 
 
 def test_battle_imitation_refuses_bad_settings_before_playing():
