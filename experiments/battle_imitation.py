@@ -23,6 +23,7 @@ and terminal reward x100 with 95% intervals.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -36,6 +37,7 @@ from envs.opponents import make_controller
 from experiments.battle_reference import pack_actions, planner
 from experiments.common import machine, write_json
 from qmarl_jax.algos.common import per_node
+from qmarl_jax.checkpoint import Checkpointer, save_config
 from qmarl_jax.config import make_config
 from qmarl_jax.evaluate import Evaluator, evaluation_config
 from qmarl_jax.train import Trainer
@@ -63,6 +65,10 @@ class Args:
     """The student's observation window radius (1: the SPEC's 3x3)."""
     eval_episodes: int = 1000
     seed: int = 0
+    run_dir: str | None = None
+    """Also save the student as a run directory at batch 0 (config + checkpoint): evaluate it
+    with ``experiments.evaluate --run DIR``, fine-tune it by RL with ``experiments.train
+    --resume DIR``."""
     json: str | None = None
 
 
@@ -199,6 +205,19 @@ def fit(trainer: Trainer, tx, params, opt_state, data: Labelled, args: Args, key
     return params, opt_state, float(np.mean(agreement))
 
 
+def save_student(trainer: Trainer, params, run_dir: str) -> None:
+    """Write ``params`` as a run directory at batch 0: ``trainer.config`` and a checkpoint whose
+    team 0 has the student's parameters, a fresh optimiser and a fresh plateau schedule (what
+    ``experiments.train --resume`` continues from)."""
+    runner = trainer.init(jax.random.PRNGKey(trainer.config.seed))
+    team = runner.teams[0].replace(params=params, opt_state=trainer.tx.init(params))
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    save_config(Path(run_dir), trainer.config)
+    checkpointer = Checkpointer(Path(run_dir))
+    checkpointer.save(0, runner.replace(teams=(team,)))
+    checkpointer.close()
+
+
 def main(args: Args) -> dict:
     check(args)
     config = make_config("battle", view_radius=args.view_radius, seed=args.seed)
@@ -232,6 +251,8 @@ def main(args: Args) -> dict:
               f"win {result['win']['mean']:.3f}, terminal reward x100 {reward['mean']:.1f} "
               f"[{reward['low']:.1f}, {reward['high']:.1f}]", flush=True)  # fmt: skip
         rows.append(row)
+    if args.run_dir:
+        save_student(trainer, params, args.run_dir)
     out = {**{k: v for k, v in dataclasses.asdict(args).items() if k != "json"},
            "iterations_run": rows, **machine()}  # fmt: skip
     write_json(args.json, out)

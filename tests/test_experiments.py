@@ -544,8 +544,24 @@ def test_battle_imitation_labels_states_with_the_planner_and_grows_the_data(tmp_
     from experiments.battle_reference import planner
 
     args = imitation.Args(iterations=2, games=3, epochs=1, minibatch=16, eval_episodes=6,
-                          candidates=2, horizon=2, json=str(tmp_path / "im.json"))  # fmt: skip
+                          candidates=2, horizon=2, json=str(tmp_path / "im.json"),
+                          run_dir=str(tmp_path / "student"))  # fmt: skip
     result = imitation.main(args)
+    # The saved student is a run at batch 0 (what `train --resume` restores): its config loads
+    # and its checkpoint restores into that config's state with the student's parameters.
+    from qmarl_jax.checkpoint import Checkpointer, load_config
+
+    saved = load_config(tmp_path / "student")
+    student = imitation.Trainer(saved)
+    runner = Checkpointer(tmp_path / "student").restore(student.init(jax.random.PRNGKey(0)))
+    assert int(runner.batch) == 0 and saved.view_radius == 1
+    fresh = student.init(jax.random.PRNGKey(saved.seed)).teams[0].params
+    assert any(
+        not np.allclose(a, b)
+        for a, b in zip(
+            jax.tree.leaves(runner.teams[0].params), jax.tree.leaves(fresh), strict=True
+        )
+    )
     rows = json.loads((tmp_path / "im.json").read_text())["iterations_run"]
     assert [r["states"] for r in rows] == [90, 180]
     assert [r["states"] for r in result["iterations_run"]] == [90, 180]
