@@ -159,7 +159,7 @@ def held_out_agreement(trainer: Trainer, params, data: Labelled, minibatch: int)
     "departure_share"}`` (nodes of alive team-0 agents, each ego-graph once per centre)."""
 
     @jax.jit
-    def counts(batch: Labelled):
+    def counts(params, batch: Labelled):
         graphs, _ = trainer.actor.build_graphs(batch.grids, 0)
         logits = trainer.heads.logits(params, batch.features, graphs)
         agent = graphs.nodes["agent"]
@@ -174,7 +174,7 @@ def held_out_agreement(trainer: Trainer, params, data: Labelled, minibatch: int)
     total = np.zeros(4)
     for start in range(0, data.labels.shape[0], minibatch):
         piece = slice(start, start + minibatch)
-        total += np.asarray(counts(jax.tree.map(lambda x, piece=piece: x[piece], data)))
+        total += np.asarray(counts(params, jax.tree.map(lambda x, piece=piece: x[piece], data)))
     nodes, agree, departures, agree_departed = (float(v) for v in total)
     return {"all": agree / max(nodes, 1.0), "departures": agree_departed / max(departures, 1.0),
             "departure_share": departures / max(nodes, 1.0)}  # fmt: skip
@@ -185,7 +185,7 @@ def fit(trainer: Trainer, tx, params, opt_state, data: Labelled, args: Args, key
     mean agreement of the last pass)``."""
 
     @jax.jit
-    def step(params, opt_state, index):
+    def step(params, opt_state, data, index):  # data as an argument: no baked-in constants
         batch = jax.tree.map(lambda x: x[index], data)
         grad = jax.grad(lambda p: imitation_loss(trainer, p, batch), has_aux=True)
         grads, agreement = grad(params)
@@ -200,7 +200,7 @@ def fit(trainer: Trainer, tx, params, opt_state, data: Labelled, args: Args, key
         agreement = []
         for i in range(steps):
             index = jnp.asarray(order[i * args.minibatch : (i + 1) * args.minibatch])
-            params, opt_state, share = step(params, opt_state, index)
+            params, opt_state, share = step(params, opt_state, data, index)
             agreement.append(float(share))
     return params, opt_state, float(np.mean(agreement))
 

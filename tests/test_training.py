@@ -3,6 +3,7 @@
 import json
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -517,23 +518,28 @@ def test_linear_lr_anneal_scales_every_update():
 def test_entropy_schedule_is_linear_and_each_update_uses_its_batchs_weight(algo):
     """``entropy_final`` anneals the bonus from ``entropy_coef`` at batch 0 to ``entropy_final``
     at the last batch; the update of batch k equals the update of a run whose constant bonus is
-    the schedule's value at k (same state, same key)."""
+    the schedule's value at k (same state, same key; a schedule ignored would use 0.5)."""
     config = make_config("jungle", algo=algo, entropy_coef=0.5, entropy_final=0.1, num_batches=5,
                          ppo_epochs=1, num_minibatches=2, **SMALL)  # fmt: skip
     trainer = Trainer(config)
-    runner = trainer.init(jax.random.PRNGKey(0))
-    state, metrics = jax.jit(trainer.run_batches, static_argnums=1)(runner, 2)
-    np.testing.assert_allclose(metrics["entropy_coef"], [0.5, 0.4], rtol=1e-6)
-    scheduled, logs = jax.jit(trainer.update)(state)  # batch 2: 0.5 + (0.1 - 0.5) * 2 / 4
+    schedule = jax.vmap(trainer.entropy_coef)(jnp.arange(5))
+    np.testing.assert_allclose(schedule, [0.5, 0.4, 0.3, 0.2, 0.1], rtol=1e-6)
+    state = trainer.init(jax.random.PRNGKey(0)).replace(batch=jnp.int32(2))
+    scheduled, logs = jax.jit(trainer.update)(state)
     assert float(logs["entropy_coef"]) == pytest.approx(0.3)
     fields = {**config.to_dict(), "entropy_coef": 0.3, "entropy_final": None}
     constant, _ = jax.jit(Trainer(TrainConfig(**fields)).update)(state)
-    wrong, _ = jax.jit(Trainer(TrainConfig(**{**fields, "entropy_coef": 0.5})).update)(state)
-    leaves = lambda r: jax.tree.leaves(r.teams[0].params)
-    for a, c in zip(leaves(scheduled), leaves(constant), strict=True):
+    for a, c in zip(jax.tree.leaves(scheduled.teams[0].params),
+                    jax.tree.leaves(constant.teams[0].params), strict=True):  # fmt: skip
         np.testing.assert_allclose(a, c, rtol=1e-5, atol=1e-7)
-    assert any(not np.allclose(a, w, rtol=1e-5, atol=1e-7)
-               for a, w in zip(leaves(scheduled), leaves(wrong), strict=True))  # fmt: skip
+
+
+def test_entropy_weight_of_a_loss_is_the_given_one_or_the_configs():
+    from qmarl_jax.algos import common
+
+    config = make_config("jungle", entropy_coef=0.03)
+    assert common.entropy_weight(config, None) == 0.03
+    assert common.entropy_weight(config, 0.2) == 0.2
 
 
 def test_credit_fallen_pays_the_outcome_to_agents_that_died_before_the_end():
