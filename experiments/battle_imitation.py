@@ -136,16 +136,25 @@ def labelled_games(trainer: Trainer, teacher, games: int, planner_plays: bool):
     return jax.jit(play)
 
 
+def node_outputs(trainer: Trainer, params, data: Labelled):
+    """The student on team 0's ego-graphs of ``data`` -> ``(logits float32[M, B, 5], labels
+    int32[M, B], weight float32[M, B], agent int32[M, B])``: each node's logits, its agent's
+    planner label, its weight (alive team-0 agent, times the centres its ego-graph stands for)
+    and its agent."""
+    graphs, _ = trainer.actor.build_graphs(data.grids, 0)
+    logits = trainer.heads.logits(params, data.features, graphs)
+    agent = graphs.nodes["agent"]
+    labels = per_node(data.labels, agent)
+    weight = per_node(data.weight, agent) * graphs.nodes["copies"].astype(jnp.float32)
+    return logits, labels, weight, agent
+
+
 def imitation_loss(trainer: Trainer, params, data: Labelled):
     """Cross-entropy of the student's node logits against the planner's labels over the nodes
     of alive team-0 agents (each ego-graph counted once per centre it stands for) ->
     ``(loss, agreement)``: ``agreement`` is the weighted share of nodes whose argmax is the
     label."""
-    graphs, _ = trainer.actor.build_graphs(data.grids, 0)
-    logits = trainer.heads.logits(params, data.features, graphs)  # [M, B, 5]
-    agent = graphs.nodes["agent"]
-    labels = per_node(data.labels, agent)
-    weight = per_node(data.weight, agent) * graphs.nodes["copies"].astype(jnp.float32)
+    logits, labels, weight, _ = node_outputs(trainer, params, data)
     total = jnp.maximum(jnp.sum(weight), 1.0)
     log_prob = jnp.take_along_axis(jax.nn.log_softmax(logits), labels[..., None], -1)[..., 0]
     agreement = jnp.sum(weight * (jnp.argmax(logits, -1) == labels)) / total
@@ -160,12 +169,8 @@ def held_out_agreement(trainer: Trainer, params, data: Labelled, minibatch: int)
 
     @jax.jit
     def counts(params, batch: Labelled):
-        graphs, _ = trainer.actor.build_graphs(batch.grids, 0)
-        logits = trainer.heads.logits(params, batch.features, graphs)
-        agent = graphs.nodes["agent"]
-        labels = per_node(batch.labels, agent)
+        logits, labels, weight, agent = node_outputs(trainer, params, batch)
         base = per_node(jax.vmap(lambda grid: pack_actions(trainer.env, grid))(batch.grids), agent)
-        weight = per_node(batch.weight, agent) * graphs.nodes["copies"].astype(jnp.float32)
         agree = weight * (jnp.argmax(logits, -1) == labels)
         departed = labels != base
         return jnp.stack([jnp.sum(weight), jnp.sum(agree), jnp.sum(weight * departed),
