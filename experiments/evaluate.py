@@ -56,7 +56,8 @@ def report(summary: dict) -> str:
         f"{summary['num_agents']} agents, opponent {summary['opponent'] or '-'}, ensemble "
         f"{summary['ensemble']}, {'greedy' if summary['greedy'] else 'sampled'}"
     ]
-    for name in SHOWN[summary["scenario"]]:
+    # (Jungle above ``ORACLE_MAX_AGENTS`` agents has no oracle bound.)
+    for name in (n for n in SHOWN[summary["scenario"]] if n in summary["metrics"]):
         m = summary["metrics"][name]
         lines.append(f"  {name:16s} {m['mean']:9.3f}   95% [{m['low']:.3f}, {m['high']:.3f}]")
     if "score_vs_oracle" in summary:

@@ -82,6 +82,17 @@ class TrainConfig:
     """PPO epochs per batch."""
     num_minibatches: int = 4
     """PPO minibatches per epoch (over the env-steps of the batch)."""
+    desired_kl: float | None = None
+    """PPO adaptive learning rate (rsl_rl's, made for thousands of parallel robots): after each
+    minibatch whose mean KL divergence of the nodes' policies from the acting ones is above 2 x
+    this, the learning rate is divided by 1.5; below half of it, multiplied by 1.5 (kept in
+    [1e-5, 1e-2]; ``lr`` is the start). None = off. With many agents per game the gradients are
+    nearly noise-free and each Adam step moves every parameter by about the learning rate, so the
+    step that suits a tiny world is far too long (docs/RESULTS.md, "Learning at scale")."""
+    target_kl: float | None = None
+    """PPO early stop (Stable-Baselines3's rule): a batch's epochs stop at the first minibatch
+    whose mean KL divergence of the nodes' policies from the acting ones exceeds 1.5 x this;
+    None = off (docs/RESULTS.md, "Learning at scale")."""
     entropy_coef: float = 0.01
     """Entropy bonus weight (at the first batch when ``entropy_final`` is set)."""
     entropy_final: float | None = None
@@ -214,6 +225,11 @@ class TrainConfig:
             require(0 < getattr(self, name) <= 1, name, getattr(self, name), "must be in (0, 1]")
         for name in ("clip_eps", "entropy_coef", "critic_coef", "max_grad_norm"):
             require(getattr(self, name) >= 0, name, getattr(self, name), "must be >= 0")
+        for name in ("target_kl", "desired_kl"):
+            value = getattr(self, name)
+            require(value is None or value > 0, name, value, "must be > 0 (or None: off)")
+            require(value is None or self.loss_kind == "ppo", name, value,
+                    f"only for algo='qmarl_ppo' (got algo={self.algo!r}); or None")  # fmt: skip
         require(self.entropy_final is None or self.entropy_final >= 0, "entropy_final",
                 self.entropy_final, "must be >= 0 (or None: constant entropy_coef)")  # fmt: skip
         require(self.depth >= 0, "depth", self.depth, "must be >= 0")

@@ -9,6 +9,8 @@ are scanned inside jit; the host loop (``qmarl_jax.run``) only runs chunks of
 from __future__ import annotations
 
 import math
+from functools import partial
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -54,6 +56,35 @@ class Plateau:
             bad_batches=jnp.where(decay_now, 0, bad),
             scale=jnp.where(decay_now, self.scale * decay, self.scale),
         )
+
+
+class KLScaleState(NamedTuple):
+    """State of ``scale_by_kl``: ``kl_scale float32[]`` the learning-rate multiplier."""
+
+    kl_scale: jax.Array
+
+
+def scale_by_kl(desired_kl: float, lr: float) -> optax.GradientTransformationExtraArgs:
+    """rsl_rl's adaptive learning rate as an optax transform: updates are multiplied by a scale
+    that, before each step, is divided by 1.5 when the step's ``kl`` (an extra argument of
+    ``update``: the minibatch's KL divergence from the acting policy) exceeds ``2 x desired_kl``
+    and multiplied by 1.5 when it is under half of it, the learning rate ``lr x scale`` kept in
+    [1e-5, 1e-2]. Without ``kl`` the scale is applied unchanged."""
+
+    def init(params):
+        del params
+        return KLScaleState(jnp.float32(1.0))
+
+    def update(updates, state, params=None, *, kl=None, **extra):
+        del params, extra
+        scale = state.kl_scale
+        if kl is not None:
+            scale = jnp.where(kl > 2 * desired_kl, scale / 1.5,
+                              jnp.where(kl < desired_kl / 2, scale * 1.5, scale))  # fmt: skip
+            scale = jnp.clip(scale, 1e-5 / lr, max(1e-2 / lr, 1.0))
+        return jax.tree.map(lambda u: u * scale, updates), KLScaleState(scale)
+
+    return optax.GradientTransformationExtraArgs(init, update)
 
 
 @struct.dataclass
@@ -119,7 +150,8 @@ class Trainer:
             if config.actor_lr_scale != 1
             else []
         )
-        self.tx = optax.chain(*clip, optax.adam(config.lr), *policy_scale)
+        adaptive = [scale_by_kl(config.desired_kl, config.lr)] if config.desired_kl else []
+        self.tx = optax.chain(*clip, optax.adam(config.lr), *adaptive, *policy_scale)
         self.teams = np.asarray(self.env.teams)
         self.update_chunks = update_chunks(config, jax.default_backend())
 
@@ -143,8 +175,8 @@ class Trainer:
         return RunnerState(tuple(teams), keys[0], jnp.int32(0), jnp.bool_(False))
 
     # ---- one batch -----------------------------------------------------------------------
-    def _apply(self, team: TeamState, grads, scale: jax.Array) -> TeamState:
-        updates, opt_state = self.tx.update(grads, team.opt_state, team.params)
+    def _apply(self, team: TeamState, grads, scale: jax.Array, **extra) -> TeamState:
+        updates, opt_state = self.tx.update(grads, team.opt_state, team.params, **extra)
         updates = jax.tree.map(lambda u: u * team.plateau.scale * scale, updates)
         return team.replace(params=optax.apply_updates(team.params, updates), opt_state=opt_state)
 
@@ -219,19 +251,28 @@ class Trainer:
         minibatch = max(1, num_samples // cfg.num_minibatches)
         num_minibatches = num_samples // minibatch
 
-        def epoch(team, key):
+        def epoch(carry, key):
             order = jax.random.permutation(key, num_samples)[: num_minibatches * minibatch]
             shuffled = jax.tree.map(
                 lambda x: x[order].reshape(num_minibatches, minibatch, *x.shape[1:]), samples
             )
 
-            def step(team, mb):
+            def step(carry, mb):
+                team, stopped = carry
                 (loss, aux), grads = self.ppo_gradient(team.params, mb, entropy_coef)
-                return self._apply(team, grads, scale), {"total_loss": loss, **aux}
+                extra = {"kl": aux["kl"]} if cfg.desired_kl is not None else {}
+                stepped = self._apply(team, grads, scale, **extra)
+                if cfg.target_kl is not None:  # measured before this step, as SB3 does
+                    stopped |= aux["kl"] > 1.5 * cfg.target_kl
+                    stepped = jax.tree.map(partial(jnp.where, stopped), team, stepped)
+                team = stepped
+                logs = {"total_loss": loss, **aux, "ppo_updates": (~stopped).astype(jnp.float32)}
+                return (team, stopped), logs
 
-            return jax.lax.scan(step, team, shuffled)
+            return jax.lax.scan(step, carry, shuffled)
 
-        team, logs = jax.lax.scan(epoch, team, jax.random.split(key, cfg.ppo_epochs))
+        keys = jax.random.split(key, cfg.ppo_epochs)
+        (team, _), logs = jax.lax.scan(epoch, (team, jnp.bool_(False)), keys)
         return team, jax.tree.map(jnp.mean, logs)
 
     def ppo_gradient(self, params, samples: qmarl_ppo.PPOSamples, entropy_coef=None):
@@ -255,6 +296,12 @@ class Trainer:
         if not self.config.lr_anneal:
             return jnp.float32(1.0)
         return 1.0 - batch.astype(jnp.float32) / self.config.num_batches
+
+    def kl_scale(self, team: TeamState) -> jax.Array:
+        """The team's adaptive learning-rate factor (``desired_kl``; 1 when off)."""
+        if self.config.desired_kl is None:
+            return jnp.float32(1.0)
+        return optax.tree_utils.tree_get(team.opt_state, "kl_scale")
 
     def entropy_coef(self, batch: jax.Array) -> jax.Array:
         """Entropy bonus weight of batch ``batch``: ``entropy_coef``, or with ``entropy_final``
@@ -298,7 +345,7 @@ class Trainer:
             new_teams.append(updated.replace(plateau=plateau))
             prefix = "" if index == 0 else f"team{team}/"
             logs.update({f"{prefix}{k}": v for k, v in losses.items()})
-            logs[f"{prefix}lr"] = cfg.lr * plateau.scale * anneal
+            logs[f"{prefix}lr"] = cfg.lr * plateau.scale * anneal * self.kl_scale(updated)
         logs["entropy_coef"] = entropy_coef
         halted = runner.halted | ~finite
         # A non-finite loss keeps the last good parameters and stops every later update.

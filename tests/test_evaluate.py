@@ -207,6 +207,24 @@ def test_evaluate_cli_writes_json_and_rejects_bad_input(jungle_run, tmp_path, ca
     assert evaluate_cli.main(["--run", str(tmp_path), "--episodes", "5"]) == 2
 
 
+def test_evaluate_cli_above_the_oracle_cap_reports_without_the_bound(
+    jungle_run, tmp_path, capsys, monkeypatch
+):
+    """Jungle with more agents than the oracle's assignment can afford: no bound, no ratio, and
+    the report and the JSON are still written (they once failed on the missing bound)."""
+    from qmarl_jax import evaluate as evaluate_lib
+
+    monkeypatch.setattr(evaluate_lib, "ORACLE_MAX_AGENTS", 3)  # tiny has 4 agents
+    out = tmp_path / "eval.json"
+    code = evaluate_cli.main(["--run", str(jungle_run), "--episodes", "8", "--json", str(out)])
+    assert code == 0
+    summary = json.loads(out.read_text())
+    assert "oracle" not in summary["metrics"] and "score_vs_oracle" not in summary
+    assert "score" in summary["metrics"]
+    printed = capsys.readouterr().out
+    assert "score " in printed and "oracle" not in printed
+
+
 def test_battle_against_another_runs_frozen_policy(tmp_path):
     config = make_config("battle", max_steps=8, **SMALL)
     first = loop.train(config, run_dir=tmp_path / "a", progress=False, finish=False)

@@ -632,3 +632,21 @@ def test_battle_imitation_refuses_bad_settings_before_playing():
         imitation.main(imitation.Args(games=0))
     with pytest.raises(ValueError, match=r"'lr'=0\.0"):
         imitation.main(imitation.Args(lr=0.0))
+
+
+def test_jungle_reference_above_the_oracle_cap_reports_the_score_alone(tmp_path, monkeypatch):
+    """Too many agents for the oracle's assignment: the same scores, no bound and no ratio."""
+    from experiments import jungle_reference
+
+    args = jungle_reference.Args(episodes=8, seed=3, json=str(tmp_path / "ref.json"),
+                                 lookahead_episodes=0)  # fmt: skip
+    with_bound = jungle_reference.score_references(args)
+    monkeypatch.setattr(jungle_reference, "ORACLE_MAX_AGENTS", 3)  # tiny has 4 agents
+    without = jungle_reference.score_references(args)
+    for reference, (score, bound) in without.items():
+        np.testing.assert_array_equal(score, with_bound[reference][0])
+        assert np.isnan(bound).all()
+    jungle_reference.main(args, without)
+    rows = json.loads((tmp_path / "ref.json").read_text())["references"]
+    assert all("score_vs_oracle" not in row and "oracle" not in row for row in rows.values())
+    assert rows["local"]["score"]["mean"] == pytest.approx(without["local"][0].mean(), rel=1e-5)

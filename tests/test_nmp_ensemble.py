@@ -233,6 +233,12 @@ def test_policy_terms_match_numpy_in_float64():
     np.testing.assert_allclose(got(common.entropy), -(p * log_p).sum(-1), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(got(common.expected_value, values), (p * values).sum(-1),
                                rtol=1e-5, atol=1e-5)  # fmt: skip
+    other = rng.normal(scale=3.0, size=(2, 7, 5))
+    log_q = other - other.max(-1, keepdims=True)
+    log_q -= np.log(np.exp(log_q).sum(-1, keepdims=True))
+    np.testing.assert_allclose(got(common.kl_divergence, other.astype(np.float32)),
+                               (p * (log_p - log_q)).sum(-1), rtol=1e-4, atol=1e-4)  # fmt: skip
+    np.testing.assert_allclose(got(common.kl_divergence, logits), 0.0, atol=1e-5)
 
 
 def test_rbf_expansion():

@@ -431,6 +431,11 @@ def test_full_run_writes_every_artefact(tmp_path):
         ({"observe_time": True}, "invalid config field 'observe_time'=True: only Deception has"),
         ({"dual_clip": 0.5}, "invalid config field 'dual_clip'=0.5: must be > 1 (or 0: off)"),
         ({"entropy_final": -0.1}, "invalid config field 'entropy_final'=-0.1: must be >= 0"),
+        ({"target_kl": 0.0}, "invalid config field 'target_kl'=0.0: must be > 0 (or None: off)"),
+        (
+            {"desired_kl": 0.01, "algo": "qmarl_ac"},
+            "invalid config field 'desired_kl'=0.01: only for algo='qmarl_ppo'",
+        ),
         ({"update_chunks": -1}, "invalid config field 'update_chunks'=-1: must be >= 0 (0 = auto)"),
         (
             {"budget_buckets": -1},
@@ -532,6 +537,77 @@ def test_entropy_schedule_is_linear_and_each_update_uses_its_batchs_weight(algo)
     for a, c in zip(jax.tree.leaves(scheduled.teams[0].params),
                     jax.tree.leaves(constant.teams[0].params), strict=True):  # fmt: skip
         np.testing.assert_allclose(a, c, rtol=1e-5, atol=1e-7)
+
+
+def test_target_kl_stops_a_batchs_epochs_at_the_first_minibatch_past_it():
+    """With ``target_kl`` the PPO steps of a batch stop (SB3's rule) once a minibatch's mean KL
+    divergence of the nodes' policies from the acting ones exceeds 1.5 x the target: a target no
+    step reaches changes nothing, and one below any step's KL lets exactly the first step through
+    (its KL is 0: the parameters are still the acting ones), as Adam's step count shows."""
+    base = make_config("jungle", algo="qmarl_ppo", ppo_epochs=2, num_minibatches=4, **SMALL)
+    state = Trainer(base).init(jax.random.PRNGKey(0))
+    start = jax.tree.leaves(state.teams[0].params)
+
+    def update(target_kl):
+        trainer = Trainer(TrainConfig(**{**base.to_dict(), "target_kl": target_kl}))
+        after, logs = jax.jit(trainer.update)(state)
+        adam_steps = [int(x) for x in jax.tree.leaves(after.teams[0].opt_state)
+                      if jnp.issubdtype(x.dtype, jnp.integer)]  # fmt: skip
+        return jax.tree.leaves(after.teams[0].params), logs, adam_steps
+
+    free, free_logs, free_steps = update(None)
+    loose, loose_logs, loose_steps = update(1e6)
+    tight, tight_logs, tight_steps = update(1e-9)
+    assert free_steps == loose_steps == [8]
+    assert tight_steps == [1]
+    assert float(free_logs["ppo_updates"]) == float(loose_logs["ppo_updates"]) == 1.0
+    assert float(tight_logs["ppo_updates"]) == pytest.approx(1 / 8)
+    assert "kl" not in free_logs  # measured only for target_kl
+    assert float(loose_logs["kl"]) > 1e-6  # later minibatches see moved parameters
+    for a, b in zip(free, loose, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    moved = lambda leaves: [
+        np.abs(np.asarray(x - s)).max() for x, s in zip(leaves, start, strict=True)
+    ]
+    assert max(moved(tight)) > 0
+    further = [f >= t for f, t in zip(moved(free), moved(tight), strict=True)]
+    assert sum(further) > len(further) // 2  # one step moves less than eight
+
+
+def test_scale_by_kl_follows_rsl_rls_rule_step_by_step():
+    """Each step's KL moves the scale before the step: above 2 x desired -> / 1.5, below half ->
+    x 1.5, else unchanged; the learning rate stays in [1e-5, 1e-2] (a plain loop replays it)."""
+    from qmarl_jax.train import scale_by_kl
+
+    desired, lr = 0.01, 1e-3
+    tx = scale_by_kl(desired, lr)
+    state = tx.init({"w": jnp.zeros(2)})
+    expected = 1.0
+    kls = [0.0, 0.001, 0.01, 0.03, 0.5, 0.015, 0.004] + [0.0] * 12 + [1.0] * 30
+    for kl in kls:
+        if kl > 2 * desired:
+            expected /= 1.5
+        elif kl < desired / 2:
+            expected *= 1.5
+        expected = min(max(expected, 1e-5 / lr), 1e-2 / lr)
+        updates, state = tx.update({"w": jnp.ones(2)}, state, kl=jnp.float32(kl))
+        np.testing.assert_allclose(updates["w"], [expected] * 2, rtol=1e-5)
+    assert expected == pytest.approx(1e-5 / lr)  # the floor was reached, and the cap before it
+    updates, state = tx.update({"w": jnp.ones(2)}, state)  # no KL: applied unchanged
+    np.testing.assert_allclose(updates["w"], [expected] * 2, rtol=1e-5)
+
+
+def test_desired_kl_adapts_the_learning_rate_to_each_minibatchs_kl():
+    """A desired KL above every step's KL raises the learning rate 1.5x per minibatch (8 here, up
+    to the 1e-2 cap); one below every step's KL but the first (whose KL is 0: the acting
+    parameters) lowers it 1.5x per later step; the logged lr is the adapted one."""
+    base = make_config("jungle", algo="qmarl_ppo", ppo_epochs=2, num_minibatches=4, lr=0.003,
+                       lr_anneal=False, **SMALL)  # fmt: skip
+    for desired, scale in ((1e6, 1e-2 / 0.003), (1e-9, 1.5 * 1.5**-7)):
+        trainer = Trainer(TrainConfig(**{**base.to_dict(), "desired_kl": desired}))
+        after, logs = jax.jit(trainer.update)(trainer.init(jax.random.PRNGKey(0)))
+        assert float(trainer.kl_scale(after.teams[0])) == pytest.approx(scale, rel=1e-5)
+        assert float(logs["lr"]) == pytest.approx(0.003 * scale, rel=1e-5)
 
 
 def test_entropy_weight_of_a_loss_is_the_given_one_or_the_configs():

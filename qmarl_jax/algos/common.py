@@ -257,6 +257,12 @@ def entropy(logits: jax.Array) -> jax.Array:
     return -sum(jnp.exp(c) * c for c in log_softmax_columns(logits))
 
 
+def kl_divergence(old_logits: jax.Array, logits: jax.Array) -> jax.Array:
+    """KL(old || new) of each node's policy, exactly over the actions: ``[..., A] x 2 -> [...]``."""
+    old, new = log_softmax_columns(old_logits), log_softmax_columns(logits)
+    return sum(jnp.exp(o) * (o - n) for o, n in zip(old, new, strict=True))
+
+
 def entropy_weight(config, entropy_coef: jax.Array | float | None) -> jax.Array | float:
     """The entropy bonus weight of a loss: ``entropy_coef`` (the trainer's annealed scalar) or,
     for None, the config's constant ``entropy_coef``."""

@@ -27,6 +27,8 @@ class PPOSamples:
       advantage: float32[S, B] the node's agent's (standardised) advantage.
       target: float32[S, B] the node's agent's return (GAE + old value).
       weight: bool[S, B] nodes of acting team agents.
+      old_logits: float32[S, B, 5] each node's policy under the acting parameters, to measure
+        how far the epochs move it (``config.target_kl``, ``desired_kl``); None when not needed.
     """
 
     features: jax.Array
@@ -36,6 +38,7 @@ class PPOSamples:
     advantage: jax.Array
     target: jax.Array
     weight: jax.Array
+    old_logits: jax.Array | None = None
 
 
 def prepare(params, heads: common.Heads, batch: common.TeamBatch, config) -> PPOSamples:
@@ -57,14 +60,19 @@ def prepare(params, heads: common.Heads, batch: common.TeamBatch, config) -> PPO
     if config.normalize_advantages:
         advantage = common.standardize(advantage, valid)
     agents = batch.node_agent[:-1]
+    features, graphs = batch.features[:-1], common.drop_last(batch.graphs)
+    old_logits = None
+    if config.target_kl is not None or config.desired_kl is not None:
+        old_logits = heads.logits(params, features, graphs)
     samples = PPOSamples(
-        features=batch.features[:-1],
-        graphs=common.drop_last(batch.graphs),
+        features=features,
+        graphs=graphs,
         labels=common.node_labels(batch)[:-1],
         old_log_prob=batch.node_logp,
         advantage=common.per_node(advantage * valid, agents),
         target=common.per_node(target, agents),
         weight=valid_weight[:-1] > 0,
+        old_logits=old_logits,
     )
     flatten = lambda x: x.reshape(-1, *x.shape[2:])
     return jax.tree.map(flatten, jax.lax.stop_gradient(samples))
@@ -73,7 +81,9 @@ def prepare(params, heads: common.Heads, batch: common.TeamBatch, config) -> PPO
 def with_graphs(samples: PPOSamples, graphs) -> PPOSamples:
     """``samples`` on ``graphs`` cut from their own (``graph.trim_budget``): the per-node arrays
     are cut to the same node slots."""
-    cut = lambda x: x[..., : graphs.nodes["agent"].shape[-1]]
+    slots = graphs.nodes["agent"].shape[-1]
+    cut = lambda x: x[..., :slots]
+    old_logits = samples.old_logits
     return samples.replace(
         graphs=graphs,
         labels=cut(samples.labels),
@@ -81,6 +91,7 @@ def with_graphs(samples: PPOSamples, graphs) -> PPOSamples:
         advantage=cut(samples.advantage),
         target=cut(samples.target),
         weight=cut(samples.weight),
+        old_logits=None if old_logits is None else old_logits[..., :slots, :],
     )
 
 
@@ -110,9 +121,15 @@ def loss(params, heads: common.Heads, samples: PPOSamples, config, entropy_coef=
     entropy = jnp.sum(jnp.where(weight, copies * common.entropy(logits), 0.0))
     bonus = common.entropy_weight(config, entropy_coef) * entropy
     total = (actor_loss + config.critic_coef * critic_loss - bonus) / graphs
-    return total, {
+    metrics = {
         "actor_loss": actor_loss / graphs,
         "critic_loss": critic_loss / graphs,
         "entropy": entropy / nodes,
         "clip_fraction": jnp.sum(copies * (jnp.abs(ratio - 1) > config.clip_eps)) / nodes,
     }
+    if samples.old_logits is not None:
+        # Exact, not estimated from the labels: they are the ensemble's actions, which a node's
+        # own policy may have given almost no probability (a ratio-based estimate explodes).
+        kl = common.kl_divergence(samples.old_logits, logits)
+        metrics["kl"] = jnp.sum(jnp.where(weight, copies * kl, 0.0)) / nodes
+    return total, metrics
