@@ -650,3 +650,37 @@ def test_jungle_reference_above_the_oracle_cap_reports_the_score_alone(tmp_path,
     rows = json.loads((tmp_path / "ref.json").read_text())["references"]
     assert all("score_vs_oracle" not in row and "oracle" not in row for row in rows.values())
     assert rows["local"]["score"]["mean"] == pytest.approx(without["local"][0].mean(), rel=1e-5)
+
+
+def test_compare_runs_bins_hand_made_histories(tmp_path, capsys):
+    """Bins of a hand-made metrics.jsonl: means against a plain loop, a shorter last bin, a JSON
+    and a PNG; bad input answered before any work."""
+    from experiments import compare_runs
+
+    runs = []
+    for name, scenario, offset in (("a", "jungle", 0.0), ("b", "battle", 10.0)):
+        run = tmp_path / name
+        run.mkdir()
+        (run / "config.json").write_text(json.dumps({"scenario": scenario}))
+        metric = "score" if scenario == "jungle" else "terminal_reward"
+        rows = [{"batch": b, metric: offset + b * b, "entropy": 1.0 / b, "note": "x"}
+                for b in range(1, 8)]  # fmt: skip
+        (run / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+        runs.append(str(run))
+    out, png = tmp_path / "c.json", tmp_path / "c.png"
+    code = compare_runs.main([*runs, "--labels", "A", "B", "--bin", "3", "--json", str(out),
+                              "--plot", str(png)])  # fmt: skip
+    assert code == 0 and png.stat().st_size > 0
+    saved = json.loads(out.read_text())["runs"]
+    a = saved["A"]["curves"]
+    assert a["first_batch"] == [1, 4, 7] and a["last_batch"] == [3, 6, 7]
+    expected = [np.mean([b * b for b in range(lo, hi + 1)]) for lo, hi in ((1, 3), (4, 6), (7, 7))]
+    np.testing.assert_allclose(a["score"], expected)
+    np.testing.assert_allclose(saved["B"]["curves"]["terminal_reward"], np.add(expected, 10.0))
+    np.testing.assert_allclose(a["entropy"][0], np.mean([1, 1 / 2, 1 / 3]))
+    assert "note" not in a and saved["B"]["batches"] == 7
+    assert "A (7 batches), score per 3:" in capsys.readouterr().out
+    assert compare_runs.main([*runs, "--labels", "A"]) == 2
+    assert "1 --labels for 2 runs" in capsys.readouterr().err
+    assert compare_runs.main([runs[0], "--bin", "0"]) == 2
+    assert compare_runs.main([str(tmp_path / "missing")]) == 2

@@ -1,0 +1,104 @@
+"""Learning curves of several training runs side by side: binned means as JSON, one PNG.
+
+    python -m experiments.compare_runs runs/a runs/b --labels plain adaptive --bin 50 \\
+        --json out.json --plot out.png
+
+Each run's ``metrics.jsonl`` (one row per batch) is cut into bins of ``--bin`` batches; the JSON
+holds, per run, the bins' first and last batch and the mean of every numeric metric over the bin,
+and the run's config. The PNG draws the scenario's headline metric (Jungle ``score``, Battle
+``terminal_reward``, Deception ``home_reward``) per bin against the batch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from experiments.common import write_json
+from qmarl_jax.metrics import HEADLINE
+
+
+def binned(rows: list[dict], size: int) -> dict[str, list]:
+    """Means over consecutive bins of ``size`` rows -> ``{"first_batch", "last_batch", metric:
+    [per bin]}`` (the last bin may be shorter; non-numeric fields are left out)."""
+    bins = [rows[i : i + size] for i in range(0, len(rows), size)]
+    names = [k for k, v in rows[0].items() if isinstance(v, int | float) and k != "batch"]
+    out = {"first_batch": [b[0]["batch"] for b in bins],
+           "last_batch": [b[-1]["batch"] for b in bins]}  # fmt: skip
+    for name in names:
+        out[name] = [float(np.mean([row[name] for row in b if name in row])) for b in bins]
+    return out
+
+
+def load_run(run_dir: Path, size: int) -> dict:
+    """``{"config", "batches", "curves"}`` of one run directory."""
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    rows = [json.loads(line) for line in lines if line.strip()]
+    if not rows:
+        raise ValueError(f"run {run_dir} has no batches in metrics.jsonl")
+    config = json.loads((run_dir / "config.json").read_text())
+    return {"config": config, "batches": rows[-1]["batch"], "curves": binned(rows, size)}
+
+
+def plot(runs: dict[str, dict], path: Path) -> Path:
+    """The headline metric of every run per bin (bin centre on the x axis)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    metric = None
+    for label, run in runs.items():
+        metric = HEADLINE[run["config"]["scenario"]]
+        curves = run["curves"]
+        centre = (np.asarray(curves["first_batch"]) + np.asarray(curves["last_batch"])) / 2
+        ax.plot(centre, curves[metric], marker=".", label=label)
+    ax.set_xlabel("batch")
+    ax.set_ylabel(f"{metric} (x100, bin mean)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", help="training run directories")
+    parser.add_argument("--labels", nargs="*", default=None, help="one per run (default: names)")
+    parser.add_argument("--bin", type=int, default=50, help="batches per bin")
+    parser.add_argument("--json", default=None)
+    parser.add_argument("--plot", default=None)
+    args = parser.parse_args(argv)
+    labels = args.labels or [Path(run).name for run in args.runs]
+    if len(labels) != len(args.runs):
+        print(f"error: {len(labels)} --labels for {len(args.runs)} runs", file=sys.stderr)
+        return 2
+    if args.bin < 1:
+        print(f"error: --bin must be >= 1, got {args.bin}", file=sys.stderr)
+        return 2
+    try:
+        runs = {label: load_run(Path(run), args.bin)
+                for label, run in zip(labels, args.runs, strict=True)}  # fmt: skip
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    for label, run in runs.items():
+        metric = HEADLINE[run["config"]["scenario"]]
+        values = " ".join(f"{v:.1f}" for v in run["curves"][metric])
+        print(f"{label} ({run['batches']} batches), {metric} per {args.bin}: {values}")
+    write_json(args.json, {"bin": args.bin, "runs": runs})
+    if args.plot:
+        plot(runs, Path(args.plot))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
