@@ -69,7 +69,7 @@ def scale_by_kl(desired_kl: float, lr: float) -> optax.GradientTransformationExt
     that, before each step, is divided by 1.5 when the step's ``kl`` (an extra argument of
     ``update``: the minibatch's KL divergence from the acting policy) exceeds ``2 x desired_kl``
     and multiplied by 1.5 when it is under half of it, the learning rate ``lr x scale`` kept in
-    [1e-5, 1e-2]. Without ``kl`` the scale is applied unchanged."""
+    [1e-5, max(1e-2, lr)]. Without ``kl`` the scale is applied unchanged."""
 
     def init(params):
         del params
@@ -301,7 +301,7 @@ class Trainer:
         """The team's adaptive learning-rate factor (``desired_kl``; 1 when off)."""
         if self.config.desired_kl is None:
             return jnp.float32(1.0)
-        return optax.tree_utils.tree_get(team.opt_state, "kl_scale")
+        return next(s for s in team.opt_state if isinstance(s, KLScaleState)).kl_scale
 
     def entropy_coef(self, batch: jax.Array) -> jax.Array:
         """Entropy bonus weight of batch ``batch``: ``entropy_coef``, or with ``entropy_final``
