@@ -38,7 +38,7 @@ import envs
 from envs import core
 from experiments.common import ReferenceArgs, play_episodes, save_references
 from experiments.lookahead import lookahead_policy, require_planner_settings
-from qmarl_jax.evaluate import ORACLE_MAX_AGENTS, jungle_oracle, summarise
+from qmarl_jax.evaluate import jungle_oracles, summarise
 
 REFERENCES = ("stay", "random", "local", "informed")
 
@@ -161,12 +161,9 @@ def score_references(args: Args) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     for reference, act in policies.items():
         score, start = jax.device_get(play(env, params, act, keys))
         if bounds is None:  # every reference starts from the same states
-            bounds = np.array([
-                jungle_oracle(start.grid.positions[e], start.grid.alive[e], start.food[e],
-                              cfg.height, cfg.width, cfg.max_steps)
-                if cfg.num_agents <= ORACLE_MAX_AGENTS else np.nan
-                for e in range(args.episodes)
-            ])  # fmt: skip
+            bounds = jungle_oracles(start, cfg)
+            if bounds is None:  # too many agents for the bound
+                bounds = np.full(args.episodes, np.nan)
         scores[reference] = (np.asarray(score), bounds)
     if args.lookahead_episodes:
         act = planner(env, params, args.lookahead_candidates, args.lookahead_horizon)

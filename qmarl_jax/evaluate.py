@@ -145,6 +145,19 @@ def jungle_oracle(positions, alive, food, height: int, width: int, steps: int) -
     return 100.0 * total / (len(positions) * steps)
 
 
+def jungle_oracles(states, config) -> np.ndarray | None:
+    """``float[E]`` the oracle bound x100 of each of a batch of Jungle start states (``config``:
+    its ``JungleConfig``), or None above ``ORACLE_MAX_AGENTS`` agents (too costly)."""
+    if config.num_agents > ORACLE_MAX_AGENTS:
+        return None
+    grid = states.grid
+    return np.array([
+        jungle_oracle(grid.positions[e], grid.alive[e], states.food[e], config.height,
+                      config.width, config.max_steps)
+        for e in range(len(states.food))
+    ])  # fmt: skip
+
+
 def food_cell_kind(food: np.ndarray, height: int, width: int) -> np.ndarray:
     """``"corner"``, ``"edge"`` or ``"interior"`` for each food cell of ``food int[E, 2]``."""
     on_border = (np.isin(food[:, 0], (0, height - 1)).astype(int)
@@ -308,11 +321,7 @@ class Evaluator:
             graph_rows.append(graph_stats)
             if with_oracle:
                 cfg = env.config
-                oracle.extend(
-                    jungle_oracle(states.grid.positions[e], states.grid.alive[e], states.food[e],
-                                  cfg.height, cfg.width, cfg.max_steps)
-                    for e in range(games)
-                )  # fmt: skip
+                oracle.extend(jungle_oracles(states, cfg))
                 if cfg.num_food == 1:
                     food_kinds.extend(food_cell_kind(np.asarray(states.food).reshape(games, 2),
                                                      cfg.height, cfg.width))  # fmt: skip

@@ -641,7 +641,7 @@ def test_jungle_reference_above_the_oracle_cap_reports_the_score_alone(tmp_path,
     args = jungle_reference.Args(episodes=8, seed=3, json=str(tmp_path / "ref.json"),
                                  lookahead_episodes=0)  # fmt: skip
     with_bound = jungle_reference.score_references(args)
-    monkeypatch.setattr(jungle_reference, "ORACLE_MAX_AGENTS", 3)  # tiny has 4 agents
+    monkeypatch.setattr("qmarl_jax.evaluate.ORACLE_MAX_AGENTS", 3)  # tiny has 4 agents
     without = jungle_reference.score_references(args)
     for reference, (score, bound) in without.items():
         np.testing.assert_array_equal(score, with_bound[reference][0])
