@@ -2,11 +2,15 @@
 
     python -m experiments.compare_runs runs/a runs/b --labels plain adaptive --bin 50 \\
         --json out.json --plot out.png
+    python -m experiments.compare_runs a.json b.json --bin 50 --json out.json --plot out.png
 
-Each run's ``metrics.jsonl`` (one row per batch) is cut into bins of ``--bin`` batches; the JSON
-holds, per run, the bins' first and last batch and the mean of every numeric metric over the bin,
-and the run's config. The PNG draws the scenario's headline metric (Jungle ``score``, Battle
-``terminal_reward``, Deception ``home_reward``) per bin against the batch.
+A run is a training run directory (its ``metrics.jsonl``, one row per batch) or the ``--json`` of
+``experiments.train_seeds`` (several vmapped seeds). Each is cut into bins of ``--bin`` batches;
+the JSON holds, per run, the bins' first and last batch, the mean of every numeric metric over
+the bin (for several seeds: the mean over seeds of each seed's bin mean, and the headline and
+entropy per seed), the run's config and, from ``train_seeds``, its evaluation. The PNG draws the
+scenario's headline metric (Jungle ``score``, Battle ``terminal_reward``, Deception
+``home_reward``) per bin against the batch, with the seeds' min-max band.
 """
 
 from __future__ import annotations
@@ -34,8 +38,46 @@ def binned(rows: list[dict], size: int) -> dict[str, list]:
     return out
 
 
+def binned_seeds(curves: dict[str, list], size: int, metric: str) -> dict[str, list]:
+    """``binned`` of every seed of ``train_seeds`` curves (``{name: [seeds][batches]}``, shaped
+    as ``curves[metric]``; others are left out) -> ``{"first_batch", "last_batch", name:
+    [seeds][bins]}``."""
+    seeds, batches = np.shape(curves[metric])
+    starts = range(0, batches, size)
+    out = {"first_batch": [i + 1 for i in starts],
+           "last_batch": [min(i + size, batches) for i in starts]}  # fmt: skip
+    for name, values in curves.items():
+        values = np.asarray(values, dtype=np.float64)
+        if values.shape != (seeds, batches):
+            continue
+        out[name] = [[float(row[i : i + size].mean()) for i in starts] for row in values]
+    return out
+
+
+def load_seeds(path: Path, size: int) -> dict:
+    """``{"config", "batches", "seeds", "curves", "curves_per_seed", "evaluation"}`` of one
+    ``train_seeds`` JSON: ``curves`` are the means over seeds of the per-seed bin means."""
+    result = json.loads(path.read_text())
+    if not isinstance(result, dict) or "curves" not in result or "seeds" not in result:
+        raise ValueError(f"{path} is not the --json of experiments.train_seeds")
+    metric = HEADLINE[result["config"]["scenario"]]
+    per_seed = binned_seeds(result["curves"], size, metric)
+    bounds = {k: per_seed.pop(k) for k in ("first_batch", "last_batch")}
+    return {
+        "config": result["config"],
+        "batches": bounds["last_batch"][-1],
+        "seeds": result["seeds"],
+        "curves": {**bounds, **{k: np.mean(v, axis=0).tolist() for k, v in per_seed.items()}},
+        "curves_per_seed": {k: per_seed[k] for k in (metric, "entropy") if k in per_seed},
+        "evaluation": result.get("evaluation"),
+    }
+
+
 def load_run(run_dir: Path, size: int) -> dict:
-    """``{"config", "batches", "curves"}`` of one run directory."""
+    """``{"config", "batches", "curves"}`` of one run directory (or ``load_seeds`` of a
+    ``train_seeds`` JSON)."""
+    if run_dir.is_file():
+        return load_seeds(run_dir, size)
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
     rows = [json.loads(line) for line in lines if line.strip()]
     if not rows:
@@ -58,6 +100,9 @@ def plot(runs: dict[str, dict], path: Path) -> Path:
         curves = run["curves"]
         centre = (np.asarray(curves["first_batch"]) + np.asarray(curves["last_batch"])) / 2
         ax.plot(centre, curves[metric], marker=".", label=label)
+        seeds = run.get("curves_per_seed", {}).get(metric)
+        if seeds is not None and len(seeds) > 1:
+            ax.fill_between(centre, np.min(seeds, axis=0), np.max(seeds, axis=0), alpha=0.15)
     ax.set_xlabel("batch")
     ax.set_ylabel(f"{metric} (x100, bin mean)")
     ax.grid(alpha=0.3)
@@ -71,7 +116,7 @@ def plot(runs: dict[str, dict], path: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("runs", nargs="+", help="training run directories")
+    parser.add_argument("runs", nargs="+", help="training run directories or train_seeds JSONs")
     parser.add_argument("--labels", nargs="*", default=None, help="one per run (default: names)")
     parser.add_argument("--bin", type=int, default=50, help="batches per bin")
     parser.add_argument("--json", default=None)
@@ -87,13 +132,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         runs = {label: load_run(Path(run), args.bin)
                 for label, run in zip(labels, args.runs, strict=True)}  # fmt: skip
-    except (FileNotFoundError, ValueError) as error:
+    except (FileNotFoundError, ValueError, json.JSONDecodeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     for label, run in runs.items():
         metric = HEADLINE[run["config"]["scenario"]]
         values = " ".join(f"{v:.1f}" for v in run["curves"][metric])
-        print(f"{label} ({run['batches']} batches), {metric} per {args.bin}: {values}")
+        line = f"{label} ({run['batches']} batches), {metric} per {args.bin}: {values}"
+        evaluated = (run.get("evaluation") or {}).get("train", {})
+        for name in (metric, "score_vs_oracle"):
+            if name in evaluated:
+                line += f"; evaluated {name} {evaluated[name]['mean']:.3f}"
+        print(line)
     write_json(args.json, {"bin": args.bin, "runs": runs})
     if args.plot:
         plot(runs, Path(args.plot))

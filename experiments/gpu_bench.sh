@@ -6,13 +6,7 @@
 set -u
 OUT=${OUT:-bench/gpu}
 mkdir -p "$OUT"
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/site:$PWD
-fi
-export PYTHONUNBUFFERED=1
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+source experiments/gpu_env.sh
 # Each row is saved as soon as it is measured, so a run cut short keeps what it has (an H100
 # needed more than 400 s for the whole sweep).
 timeout "${SCALING_S:-480}" python3 -m experiments.bench_scaling --skip-env \

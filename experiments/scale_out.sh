@@ -12,13 +12,7 @@ OUT=${OUT:-results/scale}
 N=${N:-10000}
 RUNS=${RUNS:-/tmp/scale_runs}
 mkdir -p "$OUT" "$RUNS"
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/site:$PWD
-fi
-export PYTHONUNBUFFERED=1
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null || echo "no GPU"
+source experiments/gpu_env.sh
 
 # train NAME SECONDS ARGS...: one run, stopped by SIGINT after SECONDS, packed into $OUT/NAME.tgz.
 train() {

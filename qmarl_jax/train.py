@@ -192,6 +192,18 @@ class Trainer:
             (loss, aux), grads = self._chunked_gradient(team.params, batch, entropy_coef)
         return self._apply(team, grads, scale), {"total_loss": loss, **aux}
 
+    def _gradient_steps(
+        self, team: TeamState, batch: common.TeamBatch, scale: jax.Array, entropy_coef: jax.Array
+    ):
+        """``config.ac_steps`` gradient steps on one batch (qmarl_ac / mha; one otherwise), each
+        recomputing the loss from the current parameters; the losses logged are their mean."""
+        steps = self.config.ac_steps if self.config.loss_kind == "ac" else 1
+        if steps == 1:
+            return self._gradient_step(team, batch, scale, entropy_coef)
+        step = lambda team, _: self._gradient_step(team, batch, scale, entropy_coef)
+        team, logs = jax.lax.scan(step, team, None, length=steps)
+        return team, jax.tree.map(jnp.mean, logs)
+
     def chunk_gradient(
         self, params, chunk: common.TeamBatch, counts, next_value: jax.Array, entropy_coef=None
     ):
@@ -337,7 +349,7 @@ class Trainer:
                     team_state, batch, update_key, anneal, entropy_coef
                 )
             else:
-                updated, losses = self._gradient_step(team_state, batch, anneal, entropy_coef)
+                updated, losses = self._gradient_steps(team_state, batch, anneal, entropy_coef)
             finite &= jnp.all(jnp.array([jnp.all(jnp.isfinite(v)) for v in losses.values()]))
             plateau = team_state.plateau.observe(
                 logs[f"return/team{team}"], cfg.lr_decay, cfg.lr_patience

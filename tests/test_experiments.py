@@ -653,8 +653,9 @@ def test_jungle_reference_above_the_oracle_cap_reports_the_score_alone(tmp_path,
 
 
 def test_compare_runs_bins_hand_made_histories(tmp_path, capsys):
-    """Bins of a hand-made metrics.jsonl: means against a plain loop, a shorter last bin, a JSON
-    and a PNG; bad input answered before any work."""
+    """Bins of a hand-made metrics.jsonl and a hand-made train_seeds JSON: means against a plain
+    loop, a shorter last bin, seeds averaged, a JSON and a PNG; bad input answered before any
+    work."""
     from experiments import compare_runs
 
     runs = []
@@ -680,6 +681,29 @@ def test_compare_runs_bins_hand_made_histories(tmp_path, capsys):
     np.testing.assert_allclose(a["entropy"][0], np.mean([1, 1 / 2, 1 / 3]))
     assert "note" not in a and saved["B"]["batches"] == 7
     assert "A (7 batches), score per 3:" in capsys.readouterr().out
+    seeds = tmp_path / "seeds.json"  # the --json of train_seeds: 2 seeds x 5 batches
+    score = [[1.0, 2.0, 3.0, 4.0, 5.0], [3.0, 4.0, 5.0, 6.0, 7.0]]
+    seeds.write_text(json.dumps({
+        "config": {"scenario": "jungle"}, "seeds": 2,
+        "curves": {"score": score, "entropy": [[1.0] * 5, [0.5] * 5], "lr": [[0.1] * 5] * 2},
+        "evaluation": {"train": {"score": {"mean": 40.0}, "score_vs_oracle": {"mean": 0.5}}},
+    }))  # fmt: skip
+    code = compare_runs.main([runs[0], str(seeds), "--bin", "2", "--json", str(out), "--plot",
+                              str(png)])  # fmt: skip
+    assert code == 0
+    loaded = json.loads(out.read_text())["runs"]["seeds.json"]
+    assert loaded["batches"] == 5 and loaded["seeds"] == 2
+    assert loaded["curves"]["first_batch"] == [1, 3, 5]
+    assert loaded["curves"]["last_batch"] == [2, 4, 5]
+    per_seed = [[np.mean(row[i : i + 2]) for i in (0, 2, 4)] for row in score]
+    np.testing.assert_allclose(loaded["curves_per_seed"]["score"], per_seed)
+    np.testing.assert_allclose(loaded["curves"]["score"], np.mean(per_seed, axis=0))
+    np.testing.assert_allclose(loaded["curves"]["entropy"], [0.75] * 3)
+    assert loaded["evaluation"]["train"]["score_vs_oracle"]["mean"] == 0.5
+    assert "evaluated score 40.000; evaluated score_vs_oracle 0.500" in capsys.readouterr().out
+    (tmp_path / "other.json").write_text(json.dumps({"rows": []}))
+    assert compare_runs.main([str(tmp_path / "other.json")]) == 2
+    assert "is not the --json of experiments.train_seeds" in capsys.readouterr().err
     assert compare_runs.main([*runs, "--labels", "A"]) == 2
     assert "1 --labels for 2 runs" in capsys.readouterr().err
     assert compare_runs.main([runs[0], "--bin", "0"]) == 2

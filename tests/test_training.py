@@ -436,6 +436,19 @@ def test_full_run_writes_every_artefact(tmp_path):
             {"desired_kl": 0.01, "algo": "qmarl_ac"},
             "invalid config field 'desired_kl'=0.01: only for algo='qmarl_ppo'",
         ),
+        ({"ac_steps": 0, "algo": "qmarl_ac"}, "invalid config field 'ac_steps'=0: must be >= 1"),
+        (
+            {"ac_steps": 2, "algo": "qmarl_ppo"},
+            "invalid config field 'ac_steps'=2: only for algo='qmarl_ac' or 'mha' (got algo=",
+        ),
+        (
+            {"ac_estimator": "greedy"},
+            "invalid config field 'ac_estimator'='greedy'; choose one of: sampled, all_actions",
+        ),
+        (
+            {"ac_estimator": "all_actions", "algo": "qmarl_pg"},
+            "invalid config field 'ac_estimator'='all_actions': only for algo='qmarl_ac' or 'mha'",
+        ),
         ({"update_chunks": -1}, "invalid config field 'update_chunks'=-1: must be >= 0 (0 = auto)"),
         (
             {"budget_buckets": -1},
@@ -500,6 +513,15 @@ def test_wide_view_preset_is_the_jungle_recipe_that_learned_on_every_seed():
     assert config.algo == "qmarl_ppo" and config.games_per_batch == 32
     assert Trainer(config).env.config.view_radius == 2
     assert make_config("jungle", "wide_view", entropy_coef=0.03).entropy_coef == 0.03
+
+
+def test_wide_view_ac_preset_is_the_qmarl_ac_recipe_measured_on_eight_seeds():
+    config = make_config("jungle", "wide_view_ac")
+    assert (config.view_radius, config.num_batches, config.games_per_batch) == (2, 1200, 32)
+    assert (config.algo, config.ac_estimator, config.ac_steps) == ("qmarl_ac", "all_actions", 4)
+    assert (config.lr, config.actor_lr_scale, config.entropy_coef) == (0.01, 0.1, 0.1)
+    with pytest.raises(ValueError, match="'preset'='wide_view_ac': only for jungle"):
+        make_config("deception", "wide_view_ac")
 
 
 def test_linear_lr_anneal_scales_every_update():
@@ -572,6 +594,45 @@ def test_target_kl_stops_a_batchs_epochs_at_the_first_minibatch_past_it():
     assert max(moved(tight)) > 0
     further = [f >= t for f, t in zip(moved(free), moved(tight), strict=True)]
     assert sum(further) > len(further) // 2  # one step moves less than eight
+
+
+@pytest.mark.parametrize("algo", ["qmarl_ac", "mha"])
+def test_ac_steps_are_that_many_single_steps_on_the_same_batch(algo):
+    """``ac_steps=3``: the parameters of three one-step updates on the batch the first one
+    collected, each from the parameters the one before left, and the mean of their losses."""
+    base = make_config("jungle", algo=algo, lr_anneal=False, **SMALL)
+    one = Trainer(base)
+    three = Trainer(TrainConfig(**{**base.to_dict(), "ac_steps": 3}))
+    runner = one.init(jax.random.PRNGKey(0))
+    after, logs = jax.jit(three.update)(runner)
+
+    batches = []
+    original = one._gradient_step
+
+    def capture(team, batch, *args):
+        batches.append(batch)
+        return original(team, batch, *args)
+
+    def collected(runner):  # the batch the update collects (the same key)
+        one.update(runner)
+        return batches[-1]
+
+    one._gradient_step = capture
+    batch = jax.jit(collected)(runner)
+    step = jax.jit(original)
+    team, losses, replayed = runner.teams[0], [], []
+    for _ in range(3):
+        team, step_logs = step(team, batch, jnp.float32(1.0), jnp.float32(base.entropy_coef))
+        losses.append(float(step_logs["critic_loss"]))
+        replayed.append(jax.tree.leaves(team.params))
+    got = jax.tree.leaves(after.teams[0].params)
+    # Adam turns float noise in a near-zero gradient into steps of up to ~lr / 10 (lr 3e-3 here);
+    # one step fewer misses by more than lr.
+    for a, b in zip(got, replayed[-1], strict=True):
+        np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-4)
+    assert max(np.abs(a - b).max() for a, b in zip(got, replayed[-2], strict=True)) > 3e-3
+    assert float(logs["critic_loss"]) == pytest.approx(np.mean(losses), rel=1e-4)
+    assert len(set(np.round(losses, 6))) == 3  # each step saw parameters the last one moved
 
 
 def test_scale_by_kl_follows_rsl_rls_rule_step_by_step():

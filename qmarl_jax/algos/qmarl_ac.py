@@ -3,7 +3,9 @@
 The critic ``q(G, a)`` gives node j a value for each of j's actions, conditioned on the other nodes'
 actions but not on j's own. Advantage ``q_j(a_j) - sum_a pi_j(a) q_j(a)``; the critic regresses on
 the TD(0) target ``r + gamma V(next)`` where ``V`` of an agent is the mean over the ego-graphs
-holding it of ``sum_a pi(a) q(a)`` (no bootstrap through a terminal step or a death).
+holding it of ``sum_a pi(a) q(a)`` (no bootstrap through a terminal step or a death). The actor
+term is the paper's sampled estimator or its expectation over the node's own policy
+(``actor_objective``, ``config.ac_estimator``).
 
 The network runs on the T acting steps only; ``V`` of the state after the last of them (the
 bootstrap of step T - 1) comes in as ``next_value``. A batch cut into time chunks
@@ -25,6 +27,28 @@ def _node_values(params, heads: common.Heads, features, graphs, actions):
     q = heads.q_values(params, features, graphs, actions)
     node_value = jax.lax.stop_gradient(common.expected_value(logits, q))
     return logits, q, node_value
+
+
+def actor_objective(logits, q, node_value, labels, estimator: str = "sampled") -> jax.Array:
+    """Per-node objective whose gradient is the node's counterfactual policy gradient.
+
+    Args:
+      logits: float32[..., B, 5] node policies (the gradient flows through them only).
+      q: float32[..., B, 5] counterfactual action values.
+      node_value: float32[..., B] ``sum_a pi(a) q(a)``, the baseline.
+      labels: int32[..., B] executed action of each node's agent.
+      estimator: ``sampled``: ``(q(label) - V) log pi(label)``; ``all_actions``: its expectation
+        over the node's own policy, ``sum_a pi(a) (q(a) - V)`` (the same gradient in mean).
+
+    Returns:
+      float32[..., B] to maximise.
+    """
+    if estimator == "all_actions":
+        advantages = jax.lax.stop_gradient(q - node_value[..., None])
+        return common.expected_value(logits, advantages)
+    q_taken = jnp.take_along_axis(q, labels[..., None], axis=-1)[..., 0]
+    advantage = jax.lax.stop_gradient(q_taken - node_value)
+    return advantage * common.label_log_probs(logits, labels)
 
 
 def final_value(params, heads: common.Heads, batch: common.TeamBatch) -> jax.Array:
@@ -76,9 +100,8 @@ def chunk_loss(
     weight = valid_nodes[:-1]
     graphs = counts.graphs
     critic_loss = jnp.sum(weight * (q_taken - common.per_node(target, agents)) ** 2)
-    advantage = jax.lax.stop_gradient(q_taken - node_value)
-    log_prob = common.label_log_probs(logits, labels)
-    actor_loss = -jnp.sum(weight * advantage * log_prob)
+    objective = actor_objective(logits, q, node_value, labels, config.ac_estimator)
+    actor_loss = -jnp.sum(weight * objective)
     entropy = jnp.sum(weight * common.entropy(logits))
     bonus = common.entropy_weight(config, entropy_coef) * entropy
     total = (actor_loss + config.critic_coef * critic_loss - bonus) / graphs

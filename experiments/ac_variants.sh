@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# qmarl_ac learner variants on Jungle tiny (the wide_view preset: 5x5 view, 1,200 batches of 32
+# games; entropy bonus 0.1), each on SEEDS vmapped seeds by experiments.train_seeds and evaluated
+# on 1,000 games at 4 and 8 agents (docs/RESULTS.md). PARALLEL variants run at once (one GPU holds
+# several: tiny programs leave it mostly idle); a wave starts only when the time the last one
+# took still fits before DEADLINE seconds, so a cut call keeps whole results.
+#   OUT=results/ac_variants bash experiments/ac_variants.sh          # 6 variants
+#   VARIANTS="ts ts_all" SEEDS=3 PARALLEL=1 bash experiments/ac_variants.sh
+#   (BATCHES and EPISODES shorten a smoke run)
+set -u
+OUT=${OUT:-results/ac_variants}
+SEEDS=${SEEDS:-8}
+PARALLEL=${PARALLEL:-3}
+DEADLINE=${DEADLINE:-520}
+BATCHES=${BATCHES:-1200}
+EPISODES=${EPISODES:-1000}
+mkdir -p "$OUT"
+source experiments/gpu_env.sh
+export XLA_PYTHON_CLIENT_PREALLOCATE=false  # several processes share the card
+
+TWO_TIMESCALE="--lr 0.01 --actor-lr-scale 0.1"  # session 7's steadiest qmarl_ac setting
+flags() {
+  case $1 in
+    ts) echo "$TWO_TIMESCALE" ;;
+    ts_all) echo "$TWO_TIMESCALE --ac-estimator all_actions" ;;
+    ts_steps4) echo "$TWO_TIMESCALE --ac-steps 4" ;;
+    ts_all_steps4) echo "$TWO_TIMESCALE --ac-estimator all_actions --ac-steps 4" ;;
+    ts_all_steps8) echo "$TWO_TIMESCALE --ac-estimator all_actions --ac-steps 8" ;;
+    ts_all_steps16) echo "$TWO_TIMESCALE --ac-estimator all_actions --ac-steps 16" ;;
+    ts_all_steps4_ent005) echo "$TWO_TIMESCALE --ac-estimator all_actions --ac-steps 4 --entropy-coef 0.05" ;;
+    ts_all_steps4_view3) echo "$TWO_TIMESCALE --ac-estimator all_actions --ac-steps 4 --view-radius 1" ;;
+    all_steps4) echo "--ac-estimator all_actions --ac-steps 4" ;;
+    ts_all_steps4_dueling) echo "$TWO_TIMESCALE --ac-estimator all_actions --ac-steps 4 --q-head dueling" ;;
+    *) echo "unknown variant '$1'" >&2; return 2 ;;
+  esac
+}
+
+run_variant() {
+  local name=$1 extra
+  extra=$(flags "$name") || return 2
+  python3 -m experiments.train_seeds --scenario jungle --preset wide_view --algo qmarl_ac \
+    --entropy-coef 0.1 --num-batches "$BATCHES" --seeds "$SEEDS" --eval-episodes "$EPISODES" \
+    --eval-num-agents 8 $extra \
+    --json "$OUT/$name.json" >"$OUT/$name.log" 2>&1
+  echo "$name: rc $? at $SECONDS s"
+}
+
+wave=0
+set -- ${VARIANTS:-ts ts_all_steps4 ts_all ts_steps4 all_steps4 ts_all_steps4_dueling}
+while [ $# -gt 0 ]; do
+  if [ $((SECONDS + wave * 6 / 5)) -gt "$DEADLINE" ]; then
+    echo "skipped (no time for another wave): $*"
+    break
+  fi
+  start=$SECONDS
+  for _ in $(seq "$PARALLEL"); do
+    [ $# -gt 0 ] || break
+    run_variant "$1" &
+    shift
+  done
+  wait
+  wave=$((SECONDS - start))
+done
+for log in "$OUT"/*.log; do
+  echo "== $log"
+  grep "evaluation\|last 50\|Error" "$log"
+done
