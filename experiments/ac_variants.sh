@@ -6,7 +6,8 @@
 # took still fits before DEADLINE seconds, so a cut call keeps whole results.
 #   OUT=results/ac_variants bash experiments/ac_variants.sh          # 6 variants
 #   VARIANTS="ts ts_all" SEEDS=3 PARALLEL=1 bash experiments/ac_variants.sh
-#   (BATCHES and EPISODES shorten a smoke run)
+#   (BATCHES and EPISODES shorten a smoke run; PACK=1 packs the JSONs and logs into one
+#   $OUT/ac_variants.tgz, for a device call that returns only a few files)
 set -u
 OUT=${OUT:-results/ac_variants}
 SEEDS=${SEEDS:-8}
@@ -65,3 +66,6 @@ for log in "$OUT"/*.log; do
   echo "== $log"
   grep "evaluation\|last 50\|Error" "$log"
 done
+if [ -n "${PACK:-}" ]; then
+  (cd "$OUT" && tar czf ac_variants.tgz ./*.json ./*.log && rm -f ./*.json ./*.log)
+fi

@@ -99,10 +99,11 @@ def plot(runs: dict[str, dict], path: Path) -> Path:
         metric = HEADLINE[run["config"]["scenario"]]
         curves = run["curves"]
         centre = (np.asarray(curves["first_batch"]) + np.asarray(curves["last_batch"])) / 2
-        ax.plot(centre, curves[metric], marker=".", label=label)
+        (line,) = ax.plot(centre, curves[metric], marker=".", label=label)
         seeds = run.get("curves_per_seed", {}).get(metric)
         if seeds is not None and len(seeds) > 1:
-            ax.fill_between(centre, np.min(seeds, axis=0), np.max(seeds, axis=0), alpha=0.15)
+            low, high = np.min(seeds, axis=0), np.max(seeds, axis=0)
+            ax.fill_between(centre, low, high, color=line.get_color(), alpha=0.15)
     ax.set_xlabel("batch")
     ax.set_ylabel(f"{metric} (x100, bin mean)")
     ax.grid(alpha=0.3)

@@ -195,9 +195,10 @@ class Trainer:
     def _gradient_steps(
         self, team: TeamState, batch: common.TeamBatch, scale: jax.Array, entropy_coef: jax.Array
     ):
-        """``config.ac_steps`` gradient steps on one batch (qmarl_ac / mha; one otherwise), each
-        recomputing the loss from the current parameters; the losses logged are their mean."""
-        steps = self.config.ac_steps if self.config.loss_kind == "ac" else 1
+        """``config.ac_steps`` gradient steps on one batch (more than one only for qmarl_ac /
+        mha), each recomputing the loss from the current parameters; the losses logged are
+        their mean."""
+        steps = self.config.ac_steps
         if steps == 1:
             return self._gradient_step(team, batch, scale, entropy_coef)
         step = lambda team, _: self._gradient_step(team, batch, scale, entropy_coef)

@@ -708,3 +708,33 @@ def test_compare_runs_bins_hand_made_histories(tmp_path, capsys):
     assert "1 --labels for 2 runs" in capsys.readouterr().err
     assert compare_runs.main([runs[0], "--bin", "0"]) == 2
     assert compare_runs.main([str(tmp_path / "missing")]) == 2
+
+
+def test_ac_variants_script_names_valid_configs():
+    """Every variant of experiments/ac_variants.sh (run on a lent GPU, where a typo costs device
+    time) expands to flags that make a valid qmarl_ac config of the wide_view preset; the
+    default list names only known variants; an unknown one is refused."""
+    import re
+    import subprocess
+    from pathlib import Path
+
+    import tyro
+
+    script = (Path(__file__).parents[1] / "experiments" / "ac_variants.sh").read_text()
+    function = re.search(r"^TWO_TIMESCALE=.*?^}\n", script, re.M | re.S).group(0)
+    names = re.findall(r"^    (\w+)\) echo", function, re.M)
+    defaults = re.search(r"VARIANTS:-([\w ]+)\}", script).group(1).split()
+    assert len(names) >= 10 and set(defaults) <= set(names)
+    base = make_config("jungle", "wide_view", algo="qmarl_ac", entropy_coef=0.1)
+    for name in names:
+        flags = subprocess.run(["bash", "-c", f"{function}flags {name}"], capture_output=True,
+                               text=True, check=True).stdout.split()  # fmt: skip
+        config = tyro.cli(type(base), default=base, args=flags)
+        assert config.algo == "qmarl_ac" and config.view_radius in (1, 2), name
+    best = tyro.cli(type(base), default=base, args=subprocess.run(
+        ["bash", "-c", f"{function}flags ts_all_steps4"], capture_output=True, text=True
+    ).stdout.split())  # fmt: skip
+    assert best == make_config("jungle", "wide_view_ac")  # the preset is that variant
+    refused = subprocess.run(["bash", "-c", f"{function}flags nope"], capture_output=True,
+                             text=True)  # fmt: skip
+    assert refused.returncode == 2 and "unknown variant 'nope'" in refused.stderr
