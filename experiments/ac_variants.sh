@@ -20,18 +20,20 @@ source experiments/gpu_env.sh
 export XLA_PYTHON_CLIENT_PREALLOCATE=false  # several processes share the card
 
 TWO_TIMESCALE="--lr 0.01 --actor-lr-scale 0.1"  # session 7's steadiest qmarl_ac setting
+ALL="--ac-estimator all_actions"
+BEST="$TWO_TIMESCALE $ALL --ac-steps 4"  # the wide_view_ac preset
 flags() {
   case $1 in
     ts) echo "$TWO_TIMESCALE" ;;
-    ts_all) echo "$TWO_TIMESCALE --ac-estimator all_actions" ;;
+    ts_all) echo "$TWO_TIMESCALE $ALL" ;;
     ts_steps4) echo "$TWO_TIMESCALE --ac-steps 4" ;;
-    ts_all_steps4) echo "$TWO_TIMESCALE --ac-estimator all_actions --ac-steps 4" ;;
-    ts_all_steps8) echo "$TWO_TIMESCALE --ac-estimator all_actions --ac-steps 8" ;;
-    ts_all_steps16) echo "$TWO_TIMESCALE --ac-estimator all_actions --ac-steps 16" ;;
-    ts_all_steps4_ent005) echo "$TWO_TIMESCALE --ac-estimator all_actions --ac-steps 4 --entropy-coef 0.05" ;;
-    ts_all_steps4_view3) echo "$TWO_TIMESCALE --ac-estimator all_actions --ac-steps 4 --view-radius 1" ;;
-    all_steps4) echo "--ac-estimator all_actions --ac-steps 4" ;;
-    ts_all_steps4_dueling) echo "$TWO_TIMESCALE --ac-estimator all_actions --ac-steps 4 --q-head dueling" ;;
+    ts_all_steps4) echo "$BEST" ;;
+    ts_all_steps8) echo "$TWO_TIMESCALE $ALL --ac-steps 8" ;;
+    ts_all_steps16) echo "$TWO_TIMESCALE $ALL --ac-steps 16" ;;
+    ts_all_steps4_ent005) echo "$BEST --entropy-coef 0.05" ;;
+    ts_all_steps4_view3) echo "$BEST --view-radius 1" ;;
+    all_steps4) echo "$ALL --ac-steps 4" ;;
+    ts_all_steps4_dueling) echo "$BEST --q-head dueling" ;;
     *) echo "unknown variant '$1'" >&2; return 2 ;;
   esac
 }

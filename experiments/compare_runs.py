@@ -42,16 +42,15 @@ def binned_seeds(curves: dict[str, list], size: int, metric: str) -> dict[str, l
     """``binned`` of every seed of ``train_seeds`` curves (``{name: [seeds][batches]}``, shaped
     as ``curves[metric]``; others are left out) -> ``{"first_batch", "last_batch", name:
     [seeds][bins]}``."""
-    seeds, batches = np.shape(curves[metric])
-    starts = range(0, batches, size)
-    out = {"first_batch": [i + 1 for i in starts],
-           "last_batch": [min(i + size, batches) for i in starts]}  # fmt: skip
-    for name, values in curves.items():
-        values = np.asarray(values, dtype=np.float64)
-        if values.shape != (seeds, batches):
-            continue
-        out[name] = [[float(row[i : i + size].mean()) for i in starts] for row in values]
-    return out
+    shape = np.shape(curves[metric])
+    names = [k for k, v in curves.items() if np.shape(v) == shape]
+    per_seed = []
+    for seed in range(shape[0]):
+        rows = [{"batch": b + 1, **{k: float(curves[k][seed][b]) for k in names}}
+                for b in range(shape[1])]  # fmt: skip
+        per_seed.append(binned(rows, size))
+    bounds = {k: per_seed[0][k] for k in ("first_batch", "last_batch")}
+    return {**bounds, **{k: [bins[k] for bins in per_seed] for k in names}}
 
 
 def load_seeds(path: Path, size: int) -> dict:

@@ -4,7 +4,7 @@
 # limit and stopped by SIGINT, so a cut run keeps its saved checkpoints and its metrics. Each run
 # directory is packed into $OUT/<run>.tgz; evaluate them anywhere with experiments.evaluate
 # (--num-agents 4 / 14 for the paper's sizes). On a bare CUDA machine the dependencies the image
-# lacks travel as wheels in .whl/ (as experiments/gpu_bench.sh).
+# lacks travel as wheels in .whl/ (experiments/gpu_env.sh).
 #   OUT=results/scale N=10000 bash experiments/scale_out.sh           # 12 minutes on an H200
 #   STAGES="adaptive" OUT=results/scale bash experiments/scale_out.sh   # one of them (3 minutes)
 set -u

@@ -29,6 +29,11 @@ def _node_values(params, heads: common.Heads, features, graphs, actions):
     return logits, q, node_value
 
 
+def _taken(q: jax.Array, labels: jax.Array) -> jax.Array:
+    """``q [..., B, 5]`` at each node's label ``[..., B]`` -> ``[..., B]``."""
+    return jnp.take_along_axis(q, labels[..., None], axis=-1)[..., 0]
+
+
 def actor_objective(logits, q, node_value, labels, estimator: str = "sampled") -> jax.Array:
     """Per-node objective whose gradient is the node's counterfactual policy gradient.
 
@@ -46,8 +51,7 @@ def actor_objective(logits, q, node_value, labels, estimator: str = "sampled") -
     if estimator == "all_actions":
         advantages = jax.lax.stop_gradient(q - node_value[..., None])
         return common.expected_value(logits, advantages)
-    q_taken = jnp.take_along_axis(q, labels[..., None], axis=-1)[..., 0]
-    advantage = jax.lax.stop_gradient(q_taken - node_value)
+    advantage = jax.lax.stop_gradient(_taken(q, labels) - node_value)
     return advantage * common.label_log_probs(logits, labels)
 
 
@@ -96,7 +100,7 @@ def chunk_loss(
     bootstrap = (~batch.terminated)[..., None] & batch.alive[1:]
     target = common.masked_rewards(batch) + config.gamma * bootstrap * following
 
-    q_taken = jnp.take_along_axis(q, labels[..., None], axis=-1)[..., 0]
+    q_taken = _taken(q, labels)
     weight = valid_nodes[:-1]
     graphs = counts.graphs
     critic_loss = jnp.sum(weight * (q_taken - common.per_node(target, agents)) ** 2)
