@@ -72,11 +72,11 @@ def batch_flops(args: Args) -> dict:
     batch = team_batch(collect_batch(jax.random.PRNGKey(args.seed)), 0, 0, trainer.teams)
     chunks = common.time_chunks(batch, trainer.update_chunks)
     counts = common.loss_counts(batch)
-    next_value = jnp.zeros(batch.reward.shape[1:], jnp.float32)
+    following = (jnp.zeros(batch.reward.shape[1:], jnp.float32),) * 2  # next V and return
     ladder, num_agents = trainer.actor.ladder, batch.num_agents
 
-    def gradient(params, chunk, next_value):
-        return trainer.sized_chunk_gradient(params, chunk, counts, next_value)
+    def gradient(params, chunk, following):
+        return trainer.sized_chunk_gradient(params, chunk, counts, following)
 
     def acting(params, features, graphs):
         return trainer.heads.logits(params, features, graphs)
@@ -94,7 +94,7 @@ def batch_flops(args: Args) -> dict:
         if index in chunk_sizes:
             sized = graph.at_ladder_size(ladder, first_chunk.graphs, num_agents, size)
             chunk = common.with_graphs(first_chunk, sized)
-            update += chunk_sizes.count(index) * cost_flops(gradient, params, chunk, next_value)
+            update += chunk_sizes.count(index) * cost_flops(gradient, params, chunk, following)
         if index in step_sizes:
             step = (one_step[0], graph.at_ladder_size(ladder, one_step[1], num_agents, size))
             acting_flops += step_sizes.count(index) * cost_flops(acting, params, *step)

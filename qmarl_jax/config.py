@@ -88,6 +88,11 @@ class TrainConfig:
     ac_steps: int = 1
     """qmarl_ac / mha: gradient steps per batch, each on the whole batch's loss with its TD
     targets and advantages recomputed from the current parameters (1 = the paper's one step)."""
+    td_lambda: float = 0.0
+    """qmarl_ac / mha: lambda of the critic's TD(lambda) target ``r_t + gamma ((1 - lambda)
+    V_{t+1} + lambda G_{t+1})`` (0 = the paper's TD(0) target ``r_t + gamma V_{t+1}``; 1 =
+    the Monte-Carlo return bootstrapped at the batch's end). Larger lambda carries a delayed
+    outcome (Jungle's harm deaths) back to the steps that caused it in one update."""
     ppo_epochs: int = 4
     """PPO epochs per batch."""
     num_minibatches: int = 4
@@ -247,6 +252,9 @@ class TrainConfig:
                 f"{only_ac}; or 1")  # fmt: skip
         require(self.ac_estimator == "sampled" or self.loss_kind == "ac", "ac_estimator",
                 self.ac_estimator, f"{only_ac}; or 'sampled'")  # fmt: skip
+        require(0 <= self.td_lambda <= 1, "td_lambda", self.td_lambda, "must be in [0, 1]")
+        require(self.td_lambda == 0 or self.loss_kind == "ac", "td_lambda", self.td_lambda,
+                f"{only_ac}; or 0")  # fmt: skip
         require(self.entropy_final is None or self.entropy_final >= 0, "entropy_final",
                 self.entropy_final, "must be >= 0 (or None: constant entropy_coef)")  # fmt: skip
         require(self.depth >= 0, "depth", self.depth, "must be >= 0")

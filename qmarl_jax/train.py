@@ -205,48 +205,49 @@ class Trainer:
         team, logs = jax.lax.scan(step, team, None, length=steps)
         return team, jax.tree.map(jnp.mean, logs)
 
-    def chunk_gradient(
-        self, params, chunk: common.TeamBatch, counts, next_value: jax.Array, entropy_coef=None
-    ):
-        """``((loss, (metrics, first_value)), grads)`` of ``qmarl_ac.chunk_loss`` on one time
-        chunk (``counts``: the whole batch's ``LossCounts``; ``next_value float32[E, N]``;
-        ``entropy_coef``: the batch's entropy bonus, None: the config's), computed on the
-        smallest budget size that holds the chunk (``config.budget_buckets``)."""
+    def chunk_gradient(self, params, chunk: common.TeamBatch, counts, following, entropy_coef=None):
+        """``((loss, (metrics, (first_value, first_return))), grads)`` of
+        ``qmarl_ac.chunk_loss`` on one time chunk (``counts``: the whole batch's ``LossCounts``;
+        ``following``: ``(next_value, next_return)``, float32[E, N] each; ``entropy_coef``: the
+        batch's entropy bonus, None: the config's), computed on the smallest budget size that
+        holds the chunk (``config.budget_buckets``)."""
 
         def on_size(small):
-            return self.sized_chunk_gradient(params, small, counts, next_value, entropy_coef)
+            return self.sized_chunk_gradient(params, small, counts, following, entropy_coef)
 
         return common.on_trimmed_batch(self.actor.ladder, chunk, on_size)
 
     def sized_chunk_gradient(
-        self, params, chunk: common.TeamBatch, counts, next_value, entropy_coef=None
+        self, params, chunk: common.TeamBatch, counts, following, entropy_coef=None
     ):
         """``chunk_gradient`` on the chunk's budget size as given (no size switch)."""
         return jax.value_and_grad(qmarl_ac.chunk_loss, has_aux=True)(
-            params, self.heads, chunk, self.config, counts, next_value, entropy_coef
+            params, self.heads, chunk, self.config, counts, *following, entropy_coef
         )
 
     def _chunked_gradient(self, params, batch: common.TeamBatch, entropy_coef=None):
         """The qmarl_ac loss and gradient as a sum over ``update_chunks`` time chunks: the same
         numbers as in one piece, with the activations of one chunk alive at a time. The chunks
-        run last first, each handing the value of its first step to the one before it."""
+        run last first, each handing the value and return of its first step to the one before
+        it."""
         counts = common.loss_counts(batch)
         chunks = common.time_chunks(batch, self.update_chunks)
 
-        def gradient(chunk, next_value):
-            return self.chunk_gradient(params, chunk, counts, next_value, entropy_coef)
+        def gradient(chunk, following):
+            return self.chunk_gradient(params, chunk, counts, following, entropy_coef)
 
         def add_chunk(carry, chunk):
-            total, next_value = carry
-            (loss, (metrics, first_value)), grads = gradient(chunk, next_value)
+            total, following = carry
+            (loss, (metrics, first)), grads = gradient(chunk, following)
             total = jax.tree.map(jnp.add, total, ((loss, metrics), grads))
-            return (total, first_value), None
+            return (total, first), None
 
         next_value = qmarl_ac.final_value(params, self.heads, batch)
-        shapes = jax.eval_shape(gradient, jax.tree.map(lambda x: x[0], chunks), next_value)
+        following = (next_value, next_value)
+        shapes = jax.eval_shape(gradient, jax.tree.map(lambda x: x[0], chunks), following)
         (loss, (metrics, _)), grads = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shapes)
         (total, _), _ = jax.lax.scan(
-            add_chunk, (((loss, metrics), grads), next_value), chunks, reverse=True
+            add_chunk, (((loss, metrics), grads), following), chunks, reverse=True
         )
         return total
 

@@ -79,14 +79,15 @@ def test_actor_lr_scale_scales_only_the_policys_steps():
         assert any(np.abs(a).max() > 0 for a in jax.tree.leaves(changes[1.0][module])), module
 
 
-@pytest.mark.parametrize("algo", ["qmarl_ac", "mha"])
-def test_chunked_update_equals_the_update_in_one_piece(algo):
+@pytest.mark.parametrize("algo, td_lambda", [("qmarl_ac", 0.0), ("mha", 0.0), ("qmarl_ac", 0.8)])
+def test_chunked_update_equals_the_update_in_one_piece(algo, td_lambda):
     import dataclasses
 
     from qmarl_jax.algos import qmarl_ac
     from qmarl_jax.rollout import collect, team_batch
 
-    config = make_config("battle", algo=algo, num_batches=1, **{**SMALL, "max_steps": 12})
+    config = make_config("battle", algo=algo, num_batches=1, td_lambda=td_lambda,
+                         **{**SMALL, "max_steps": 12})  # fmt: skip
     trainer = Trainer(config)
     chunked = Trainer(dataclasses.replace(config, update_chunks=4))
     params = trainer.init(jax.random.PRNGKey(0)).teams[0].params
@@ -252,11 +253,14 @@ def test_shared_ego_graphs_train_like_one_graph_per_agent(scenario, algo):
     assert int(np.max(traj.teams[0].graphs.nodes["copies"])) >= 2
 
 
-@pytest.mark.parametrize("scenario", ["battle", "jungle"])
-def test_ac_loss_matches_a_python_loop_over_steps_and_nodes(scenario):
-    """The TD(0) targets, counterfactual advantage and entropy of qmarl_ac against a plain loop
-    over the network's outputs on all T + 1 steps (Battle: deaths and terminal steps; Jungle:
-    a truncated last step that bootstraps from the state after it)."""
+@pytest.mark.parametrize("scenario, td_lambda", [("battle", 0.0), ("jungle", 0.0),
+                                                 ("battle", 0.8), ("jungle", 0.8)])  # fmt: skip
+def test_ac_loss_matches_a_python_loop_over_steps_and_nodes(scenario, td_lambda):
+    """The TD(0) / TD(lambda) targets, counterfactual advantage and entropy of qmarl_ac against a
+    plain loop over the network's outputs on all T + 1 steps (Battle: deaths and terminal steps;
+    Jungle: a truncated last step that bootstraps from the state after it)."""
+    import dataclasses
+
     from qmarl_jax.algos import qmarl_ac
     from qmarl_jax.rollout import collect, team_batch
 
@@ -264,7 +268,8 @@ def test_ac_loss_matches_a_python_loop_over_steps_and_nodes(scenario):
     # One graph per ego-graph (test_shared_ego_graphs_train_like_one_graph_per_agent checks the
     # shared layout against this one).
     config = make_config(scenario, algo="qmarl_ac", num_batches=1, controllers=controllers,
-                         share_ego_graphs=False, **{**SMALL, "max_steps": 12})  # fmt: skip
+                         share_ego_graphs=False, td_lambda=td_lambda,
+                         **{**SMALL, "max_steps": 12})  # fmt: skip
     trainer = Trainer(config)
     params = trainer.init(jax.random.PRNGKey(0)).teams[0].params
     traj = jax.jit(lambda key: collect(trainer.actor, (params,), key, trainer.env_params))(
@@ -291,6 +296,20 @@ def test_ac_loss_matches_a_python_loop_over_steps_and_nodes(scenario):
                     value_sum[t, e, i] += node_value[t, e, k]
                     value_count[t, e, i] += 1
     agent_value = value_sum / np.maximum(value_count, 1)
+    # The TD(lambda) return, step by step from the last: G_T = V_T; a step whose agent dies or
+    # ends the game does not bootstrap; G_{t+1} chains only while the agent acts at t + 1.
+    returns = np.zeros((steps, envs, n))
+    returns[-1] = agent_value[-1]
+    for t in reversed(range(steps - 1)):
+        for e in range(envs):
+            for i in range(n):
+                returns[t, e, i] = b.reward[t, e, i] * (member[i] and b.alive[t, e, i]
+                                                        and b.live[t, e])  # fmt: skip
+                if not b.terminated[t, e] and b.alive[t + 1, e, i]:
+                    acts_next = member[i] and b.alive[t + 1, e, i] and b.live[t + 1, e]
+                    chained = td_lambda * returns[t + 1, e, i] if acts_next else 0.0
+                    mixed = (1 - td_lambda * acts_next) * agent_value[t + 1, e, i] + chained
+                    returns[t, e, i] += config.gamma * mixed
     actor = critic = entropy = 0.0
     acting = nodes = 0
     for t in range(steps - 1):
@@ -303,10 +322,7 @@ def test_ac_loss_matches_a_python_loop_over_steps_and_nodes(scenario):
                     continue
                 nodes += 1
                 label = b.actions[t, e, i]
-                target = b.reward[t, e, i]
-                if not b.terminated[t, e] and b.alive[t + 1, e, i]:
-                    target += config.gamma * agent_value[t + 1, e, i]
-                critic += (q[t, e, k, label] - target) ** 2
+                critic += (q[t, e, k, label] - returns[t, e, i]) ** 2
                 advantage = q[t, e, k, label] - node_value[t, e, k]
                 actor -= advantage * np.log(probs[t, e, k, label])
                 entropy -= np.sum(probs[t, e, k] * np.log(probs[t, e, k]))
@@ -317,6 +333,10 @@ def test_ac_loss_matches_a_python_loop_over_steps_and_nodes(scenario):
     np.testing.assert_allclose(metrics["critic_loss"], critic / acting, rtol=1e-4)
     np.testing.assert_allclose(metrics["actor_loss"], actor / acting, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(metrics["entropy"], entropy / nodes, rtol=1e-5)
+    if td_lambda:  # lambda really moves the targets away from TD(0)'s
+        td0 = dataclasses.replace(config, td_lambda=0.0)
+        _, metrics0 = jax.jit(lambda p: qmarl_ac.loss(p, trainer.heads, batch, td0))(params)
+        assert abs(float(metrics0["critic_loss"]) - critic / acting) > 1e-3 * critic / acting
 
 
 def test_auto_update_chunks_are_one_per_step_on_cpu_and_one_piece_elsewhere():
@@ -437,6 +457,14 @@ def test_full_run_writes_every_artefact(tmp_path):
             "invalid config field 'desired_kl'=0.01: only for algo='qmarl_ppo'",
         ),
         ({"ac_steps": 0, "algo": "qmarl_ac"}, "invalid config field 'ac_steps'=0: must be >= 1"),
+        (
+            {"td_lambda": 1.5, "algo": "qmarl_ac"},
+            "invalid config field 'td_lambda'=1.5: must be in [0, 1]",
+        ),
+        (
+            {"td_lambda": 0.8, "algo": "qmarl_ppo"},
+            "invalid config field 'td_lambda'=0.8: only for algo='qmarl_ac' or 'mha' (got algo=",
+        ),
         (
             {"ac_steps": 2, "algo": "qmarl_ppo"},
             "invalid config field 'ac_steps'=2: only for algo='qmarl_ac' or 'mha' (got algo=",

@@ -193,6 +193,42 @@ def discounted_returns(rewards: jax.Array, gamma: float) -> jax.Array:
     return returns
 
 
+def lambda_returns(
+    rewards: jax.Array,
+    next_values: jax.Array,
+    bootstrap: jax.Array,
+    continues: jax.Array,
+    gamma: float,
+    lam: float,
+    last_return: jax.Array,
+) -> jax.Array:
+    """TD(lambda) returns over time axis 0:
+    ``G_t = r_t + gamma b_t (V_{t+1} + lam c_t (G_{t+1} - V_{t+1}))`` (lam = 0: the TD(0) target).
+
+    Args:
+      rewards: [T, ...] rewards.
+      next_values: [T, ...] ``V_{t+1}``, the value of the state after step t.
+      bootstrap: [T, ...] 1 where the next value counts (not terminal, agent alive next), else 0.
+      continues: [T, ...] 1 where step t+1 continues the same trajectory (its return chains).
+      gamma: discount.
+      lam: lambda in [0, 1].
+      last_return: [...] ``G_T``, the return of the state after the last step (``V_T`` at the
+        end of a batch; a later time chunk's first return).
+
+    Returns:
+      [T, ...] returns.
+    """
+
+    def back(following, inputs):
+        r, value, b, c = inputs
+        g = r + gamma * b * (value + lam * c * (following - value))
+        return g, g
+
+    inputs = (rewards, next_values, bootstrap, continues)
+    _, returns = jax.lax.scan(back, last_return, inputs, reverse=True)
+    return returns
+
+
 def gae(
     rewards: jax.Array,
     values: jax.Array,

@@ -3,14 +3,16 @@
 The critic ``q(G, a)`` gives node j a value for each of j's actions, conditioned on the other nodes'
 actions but not on j's own. Advantage ``q_j(a_j) - sum_a pi_j(a) q_j(a)``; the critic regresses on
 the TD(0) target ``r + gamma V(next)`` where ``V`` of an agent is the mean over the ego-graphs
-holding it of ``sum_a pi(a) q(a)`` (no bootstrap through a terminal step or a death). The actor
-term is the paper's sampled estimator or its expectation over the node's own policy
-(``actor_objective``, ``config.ac_estimator``).
+holding it of ``sum_a pi(a) q(a)`` (no bootstrap through a terminal step or a death), or with
+``config.td_lambda`` > 0 on the TD(lambda) return built from the same ``V``
+(``common.lambda_returns``). The actor term is the paper's sampled estimator or its expectation
+over the node's own policy (``actor_objective``, ``config.ac_estimator``).
 
-The network runs on the T acting steps only; ``V`` of the state after the last of them (the
-bootstrap of step T - 1) comes in as ``next_value``. A batch cut into time chunks
-(``common.time_chunks``) is then processed last chunk first, each chunk handing the ``V`` of its
-first step to the chunk before it (``chunk_loss``): no step is run twice.
+The network runs on the T acting steps only; ``V`` and the return of the state after the last of
+them (the bootstrap of step T - 1; both ``V`` at the end of a batch) come in as ``next_value`` and
+``next_return``. A batch cut into time chunks (``common.time_chunks``) is then processed last chunk
+first, each chunk handing the ``V`` and return of its first step to the chunk before it
+(``chunk_loss``): no step is run twice.
 """
 
 from __future__ import annotations
@@ -73,20 +75,23 @@ def chunk_loss(
     config,
     counts: common.LossCounts,
     next_value: jax.Array,
+    next_return: jax.Array,
     entropy_coef: jax.Array | float | None = None,
 ):
-    """The loss terms of T steps given the value of the state after them.
+    """The loss terms of T steps given the value and return of the state after them.
 
     Args:
       batch: a batch (or one time chunk of one) with T acting steps.
       counts: the normalisers of the whole batch (``common.loss_counts``).
       next_value: float32[E, N] ``V`` of every agent at step T (``final_value``, or the first
         value of the next chunk).
+      next_return: float32[E, N] the TD(lambda) return of every agent at step T (``next_value``
+        at the end of a batch, or the first return of the next chunk).
       entropy_coef: the entropy bonus weight (None: ``config.entropy_coef``).
 
     Returns:
-      ``(loss, (metrics, first_value float32[E, N]))``: ``first_value`` is ``V`` at step 0, the
-      ``next_value`` of the chunk before this one.
+      ``(loss, (metrics, (first_value, first_return) float32[E, N] each))``: ``V`` and the
+      return at step 0, the ``next_value`` and ``next_return`` of the chunk before this one.
     """
     steps = common.drop_last
     logits, q, node_value = _node_values(
@@ -98,7 +103,15 @@ def chunk_loss(
     agent_value = common.agent_mean(node_value, agents, alive_nodes[:-1], batch.num_agents)
     following = jnp.concatenate([agent_value[1:], next_value[None]])  # V at step t + 1
     bootstrap = (~batch.terminated)[..., None] & batch.alive[1:]
-    target = common.masked_rewards(batch) + config.gamma * bootstrap * following
+    target = common.lambda_returns(
+        common.masked_rewards(batch),
+        following,
+        bootstrap.astype(jnp.float32),
+        batch.valid[1:].astype(jnp.float32),
+        config.gamma,
+        config.td_lambda,
+        next_return,
+    )
 
     q_taken = _taken(q, labels)
     weight = valid_nodes[:-1]
@@ -114,14 +127,15 @@ def chunk_loss(
         "critic_loss": critic_loss / graphs,
         "entropy": entropy / counts.nodes,
     }
-    return total, (metrics, agent_value[0])
+    return total, (metrics, (agent_value[0], target[0]))
 
 
 def loss(params, heads: common.Heads, batch: common.TeamBatch, config, entropy_coef=None):
     """Scalar loss and metrics for one team's whole batch (``entropy_coef``: as in
     ``chunk_loss``)."""
     next_value = final_value(params, heads, batch)
+    counts = common.loss_counts(batch)
     total, (metrics, _) = chunk_loss(
-        params, heads, batch, config, common.loss_counts(batch), next_value, entropy_coef
+        params, heads, batch, config, counts, next_value, next_value, entropy_coef
     )
     return total, metrics
