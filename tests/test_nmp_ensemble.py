@@ -309,6 +309,43 @@ def test_discounted_returns_and_gae_match_python_loops():
     np.testing.assert_allclose(got, advantages, rtol=1e-5, atol=1e-6)
 
 
+def test_lambda_returns_are_the_mixture_of_n_step_returns_and_gae_plus_value():
+    """``common.lambda_returns`` against the textbook definition, ``(1 - lam) sum_n lam^(n-1)
+    G^(n)`` with the remaining weight on the longest return (one trajectory, bootstrapped at
+    its end), and against GAE + V with episode ends and deaths (``continues`` <= ``bootstrap``,
+    as in a batch); lam = 0 is the TD(0) target."""
+    rng = np.random.default_rng(1)
+    steps, agents = 6, 4
+    rewards = rng.normal(size=(steps, agents))
+    values = rng.normal(size=(steps + 1, agents))
+    gamma, lam = 0.9, 0.7
+    ones = np.ones((steps, agents))
+
+    def n_step(t, n):
+        head = sum(gamma**k * rewards[t + k] for k in range(n))
+        return head + gamma**n * values[t + n]
+
+    mixture = np.stack([
+        (1 - lam) * sum(lam ** (n - 1) * n_step(t, n) for n in range(1, steps - t))
+        + lam ** (steps - t - 1) * n_step(t, steps - t)
+        for t in range(steps)
+    ])  # fmt: skip
+    as_f32 = lambda *xs: [jnp.asarray(x, jnp.float32) for x in xs]
+    got = common.lambda_returns(*as_f32(rewards, values[1:], ones, ones), gamma, lam,
+                                jnp.asarray(values[-1], jnp.float32))  # fmt: skip
+    np.testing.assert_allclose(got, mixture, rtol=1e-5, atol=1e-5)
+
+    bootstrap = (rng.random((steps, agents)) < 0.8).astype(np.float64)
+    continues = bootstrap * (rng.random((steps, agents)) < 0.8)
+    arrays = as_f32(rewards, values[1:], bootstrap, continues)
+    got = common.lambda_returns(*arrays, gamma, lam, jnp.asarray(values[-1], jnp.float32))
+    advantages = common.gae(*as_f32(rewards, values, bootstrap, continues), gamma, lam)
+    np.testing.assert_allclose(got, advantages + values[:-1], rtol=1e-5, atol=1e-5)
+    td0 = common.lambda_returns(*arrays, gamma, 0.0, jnp.zeros(agents))
+    np.testing.assert_allclose(td0, rewards + gamma * bootstrap * values[1:], rtol=1e-5,
+                               atol=1e-6)  # fmt: skip
+
+
 def test_merged_graph_batches_equal_separate_applications():
     env, _, graphs = setup_graphs(POSITIONS)
     _, _, other = setup_graphs([*POSITIONS[:4], [8, 8], [8, 6], [3, 6], [0, 4]])
