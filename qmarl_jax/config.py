@@ -92,7 +92,8 @@ class TrainConfig:
     """qmarl_ac / mha: lambda of the critic's TD(lambda) target ``r_t + gamma ((1 - lambda)
     V_{t+1} + lambda G_{t+1})`` (0 = the paper's TD(0) target ``r_t + gamma V_{t+1}``; 1 =
     the Monte-Carlo return bootstrapped at the batch's end). Larger lambda carries a delayed
-    outcome (Jungle's harm deaths) back to the steps that caused it in one update."""
+    outcome back to the steps that caused it in one update; on Jungle 0.8 scored worse than
+    TD(0) (docs/RESULTS.md)."""
     ppo_epochs: int = 4
     """PPO epochs per batch."""
     num_minibatches: int = 4
@@ -412,7 +413,7 @@ WIDE_VIEW = dict(view_radius=2, num_batches=1200, entropy_coef=0.05)
 #: the all-actions actor gradient and 4 gradient steps per batch, entropy bonus 0.2. With
 #: entropy 0.1, 8 seeds (an H200) evaluated 0.815-0.861 of the oracle, mean 0.830 (the one-step
 #: sampled estimator 0.601, 4 steps of it 0.293); 0.2 raised 5 of 6 CPU seeds over their 0.1
-#: twins, mean 0.804 -> 0.837, the lowest 0.759 -> 0.821 (docs/RESULTS.md, "qmarl_ac that
+#: twins, mean 0.804 -> 0.837, the lowest 0.759 -> 0.822 (docs/RESULTS.md, "qmarl_ac that
 #: learns on every seed").
 WIDE_VIEW_AC = dict(WIDE_VIEW, algo="qmarl_ac", entropy_coef=0.2, lr=0.01, actor_lr_scale=0.1,
                     ac_estimator="all_actions", ac_steps=4)  # fmt: skip
