@@ -35,6 +35,7 @@ flags() {
     all_steps4) echo "$ALL --ac-steps 4" ;;
     ts_all_steps4_dueling) echo "$BEST --q-head dueling" ;;
     ts_all_steps4_ent02) echo "$BEST --entropy-coef 0.2" ;;
+    ts_all_steps4_ent03) echo "$BEST --entropy-coef 0.3" ;;
     ts_all_steps4_lam08) echo "$BEST --td-lambda 0.8" ;;
     ts_all_steps4_lam095) echo "$BEST --td-lambda 0.95" ;;
     *) echo "unknown variant '$1'" >&2; return 2 ;;
