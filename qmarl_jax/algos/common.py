@@ -182,6 +182,15 @@ def masked_rewards(batch: TeamBatch) -> jax.Array:
     return batch.reward * batch.valid[:-1]
 
 
+def step_masks(batch: TeamBatch) -> tuple[jax.Array, jax.Array]:
+    """float32[T, E, N] each: ``bootstrap`` (1 where the value of the next state counts: the step
+    did not end the game in a terminal state and the agent is alive after it) and ``continues``
+    (1 where the agent acts at step t + 1, so its return or advantage chains) for ``gae`` and
+    ``lambda_returns``."""
+    bootstrap = (~batch.terminated)[..., None] & batch.alive[1:]
+    return bootstrap.astype(jnp.float32), batch.valid[1:].astype(jnp.float32)
+
+
 def discounted_returns(rewards: jax.Array, gamma: float) -> jax.Array:
     """Monte-Carlo returns ``G_t = r_t + gamma G_{t+1}`` over the time axis 0 -> same shape."""
 

@@ -102,12 +102,10 @@ def chunk_loss(
     agents = batch.node_agent[:-1]
     agent_value = common.agent_mean(node_value, agents, alive_nodes[:-1], batch.num_agents)
     following = jnp.concatenate([agent_value[1:], next_value[None]])  # V at step t + 1
-    bootstrap = (~batch.terminated)[..., None] & batch.alive[1:]
     target = common.lambda_returns(
         common.masked_rewards(batch),
         following,
-        bootstrap.astype(jnp.float32),
-        batch.valid[1:].astype(jnp.float32),
+        *common.step_masks(batch),
         config.gamma,
         config.td_lambda,
         next_return,

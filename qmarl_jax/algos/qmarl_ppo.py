@@ -46,12 +46,10 @@ def prepare(params, heads: common.Heads, batch: common.TeamBatch, config) -> PPO
     values = heads.values(params, batch.features, batch.graphs)  # [T+1, E, B]
     alive_weight, valid_weight = common.node_weights(batch)
     agent_value = common.agent_mean(values, batch.node_agent, alive_weight, batch.num_agents)
-    bootstrap = (~batch.terminated)[..., None] & batch.alive[1:]
     advantage = common.gae(
         common.masked_rewards(batch),
         agent_value,
-        bootstrap.astype(jnp.float32),
-        batch.valid[1:].astype(jnp.float32),
+        *common.step_masks(batch),
         config.gamma,
         config.gae_lambda,
     )
