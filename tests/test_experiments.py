@@ -732,7 +732,7 @@ def test_ac_variants_script_names_valid_configs():
         config = tyro.cli(type(base), default=base, args=flags)
         assert config.algo == "qmarl_ac" and config.view_radius in (1, 2), name
     best = tyro.cli(type(base), default=base, args=subprocess.run(
-        ["bash", "-c", f"{function}flags ts_all_steps4_ent02"], capture_output=True, text=True
+        ["bash", "-c", f"{function}flags ts_all_steps4_ent07"], capture_output=True, text=True
     ).stdout.split())  # fmt: skip
     assert best == make_config("jungle", "wide_view_ac")  # the preset is that variant
     refused = subprocess.run(["bash", "-c", f"{function}flags nope"], capture_output=True,

@@ -547,7 +547,7 @@ def test_wide_view_ac_preset_is_the_best_measured_qmarl_ac_recipe():
     config = make_config("jungle", "wide_view_ac")
     assert (config.view_radius, config.num_batches, config.games_per_batch) == (2, 1200, 32)
     assert (config.algo, config.ac_estimator, config.ac_steps) == ("qmarl_ac", "all_actions", 4)
-    assert (config.lr, config.actor_lr_scale, config.entropy_coef) == (0.01, 0.1, 0.2)
+    assert (config.lr, config.actor_lr_scale, config.entropy_coef) == (0.01, 0.1, 0.7)
     assert config.td_lambda == 0.0
     with pytest.raises(ValueError, match="'preset'='wide_view_ac': only for jungle"):
         make_config("deception", "wide_view_ac")
