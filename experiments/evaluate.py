@@ -2,6 +2,7 @@
 
     python -m experiments.evaluate --run RUN_DIR --opponent scripted --episodes 1000 --json out.json
     python -m experiments.evaluate --run RUN_DIR --num-agents 28 --ensemble none --greedy
+    python -m experiments.evaluate --run RUN_DIR --num-agents 400 --density 0.16 --ensemble none
 
 ``--opponent`` is ``scripted``, ``random`` or another run directory (its frozen policy plays every
 team this run did not learn). Prints a table and writes the JSON summary (``--json``).
@@ -41,6 +42,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="play at another scale (nearest preset's density)",
     )
+    parser.add_argument(
+        "--density",
+        type=float,
+        default=None,
+        help="with --num-agents: agents per cell of the resized world",
+    )
     parser.add_argument("--ensemble", default=None, help="mean_prob, mean_logit or none")
     parser.add_argument("--greedy", action="store_true", help="argmax instead of sampling")
     parser.add_argument("--seed", type=int, default=0)
@@ -51,9 +58,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def report(summary: dict) -> str:
     """A short text table of the headline values."""
+    density = f" ({summary['density']:g} per cell)" if summary.get("density") else ""
     lines = [
         f"{summary['scenario']} / {summary['algo']}: {summary['episodes']} episodes, "
-        f"{summary['num_agents']} agents, opponent {summary['opponent'] or '-'}, ensemble "
+        f"{summary['num_agents']} agents{density}, opponent {summary['opponent'] or '-'}, ensemble "
         f"{summary['ensemble']}, {'greedy' if summary['greedy'] else 'sampled'}"
     ]
     # (Jungle above ``ORACLE_MAX_AGENTS`` agents has no oracle bound.)
@@ -78,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         summary = evaluate_run(
             args.run, episodes=args.episodes, opponent=args.opponent, num_agents=args.num_agents,
             ensemble=args.ensemble, greedy=args.greedy, seed=args.seed,
-            batch_size=args.batch_size,
+            batch_size=args.batch_size, density=args.density,
         )  # fmt: skip
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)

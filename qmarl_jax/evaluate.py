@@ -209,11 +209,13 @@ def evaluation_config(
     num_agents: int | None = None,
     ensemble: str | None = None,
     opponent: str | None = "scripted",
+    density: float | None = None,
 ) -> TrainConfig:
     """The run's config changed for evaluation (validated: errors name the field).
 
     ``opponent`` replaces the controller of every team the run did not learn (a run directory:
-    ``learn``, with that run's parameters supplied by the caller); None keeps them.
+    ``learn``, with that run's parameters supplied by the caller); None keeps them. ``density``
+    (agents per cell, with ``num_agents``) sets the resized world's crowding.
     """
     check_choices(opponent, ensemble)
     controllers = tuple(
@@ -230,6 +232,8 @@ def evaluation_config(
     )  # fmt: skip
     if num_agents is not None:
         changes["num_agents"] = num_agents
+    if density is not None:
+        changes["density"] = density
     if ensemble is not None:
         changes["ensemble"] = ensemble
     return dataclasses.replace(config, **changes)
@@ -368,6 +372,7 @@ def evaluate_run(
     greedy: bool = False,
     seed: int = 0,
     batch_size: int = 500,
+    density: float | None = None,
 ) -> dict[str, Any]:
     """Evaluate the latest checkpoint of a run; see the module docstring.
 
@@ -377,6 +382,7 @@ def evaluate_run(
       opponent: ``scripted``, ``random`` or another run directory (its frozen policy) for every
         team the run did not learn.
       num_agents: play at another scale (the nearest preset's density), e.g. twice the agents.
+      density: with ``num_agents``, agents per cell of the resized world instead.
       ensemble: override the run's ensemble mode (``mean_prob``, ``mean_logit``, ``none``).
       greedy: argmax actions instead of sampling.
       seed: evaluation seed.
@@ -395,7 +401,7 @@ def evaluate_run(
         raise ValueError(f"invalid batch_size={batch_size}: must be >= 1")
     trainer, runner = load_runner(run_dir)
     config = evaluation_config(
-        trainer.config, min(batch_size, episodes), num_agents, ensemble, opponent
+        trainer.config, min(batch_size, episodes), num_agents, ensemble, opponent, density
     )
     params = [t.params for t in runner.teams]
     learned = trainer.config.learning_teams
@@ -411,6 +417,7 @@ def evaluate_run(
         "scenario": config.scenario,
         "algo": config.algo,
         "num_agents": config.env_config.num_agents,
+        "density": config.density,
         "episodes": episodes,
         "opponent": opponent if config.num_teams > 1 else None,
         "ensemble": config.ensemble,

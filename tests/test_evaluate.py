@@ -16,6 +16,7 @@ from qmarl_jax import metrics as metrics_lib
 from qmarl_jax.config import make_config
 from qmarl_jax.evaluate import (
     evaluate_run,
+    evaluation_config,
     jungle_oracle,
     mean_interval,
     oracle_rewards,
@@ -187,6 +188,27 @@ def test_evaluate_run_is_reproducible_and_reports_the_oracle(jungle_run):
     assert 60 < m["oracle"]["mean"] < 90
     bigger = evaluate_run(jungle_run, episodes=10, num_agents=8, ensemble="none", greedy=True)
     assert bigger["num_agents"] == 8 and bigger["ensemble"] == "none" and bigger["greedy"]
+
+
+def test_evaluate_at_another_density_resizes_the_world_to_it(jungle_run, tmp_path, capsys):
+    """``density`` with ``num_agents`` sets the resized world's side (sqrt(N / density), the
+    registry's rule); without ``num_agents`` it is refused, naming the field, before any play."""
+    crowded = evaluate_run(jungle_run, episodes=4, num_agents=16, density=0.25)
+    assert (crowded["num_agents"], crowded["density"]) == (16, 0.25)
+    assert crowded["graph"] == evaluate_run(jungle_run, episodes=4, num_agents=16,
+                                            density=0.25)["graph"]  # fmt: skip
+    config = evaluation_config(make_config("jungle", **SMALL), 4, 16, density=0.25)
+    assert (config.env_config.height, config.env_config.width) == (8, 8)
+    sparse = evaluation_config(make_config("jungle", **SMALL), 4, 16, density=0.04)
+    assert (sparse.env_config.height, sparse.env_config.width) == (20, 20)
+    code = evaluate_cli.main(["--run", str(jungle_run), "--density", "0.2", "--episodes", "2"])
+    assert code == 2 and "'density'=0.2: needs num_agents" in capsys.readouterr().err
+    code = evaluate_cli.main(["--run", str(jungle_run), "--num-agents", "16", "--density", "1.5",
+                              "--episodes", "2"])  # fmt: skip
+    assert code == 2 and "invalid density=1.5: must be in (0, 1]" in capsys.readouterr().err
+    code = evaluate_cli.main(["--run", str(jungle_run), "--num-agents", "16", "--density", "0.25",
+                              "--episodes", "2"])  # fmt: skip
+    assert code == 0 and "16 agents (0.25 per cell)" in capsys.readouterr().out
 
 
 def test_evaluate_cli_writes_json_and_rejects_bad_input(jungle_run, tmp_path, capsys):
