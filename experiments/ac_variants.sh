@@ -24,6 +24,7 @@ export XLA_PYTHON_CLIENT_PREALLOCATE=false  # several processes share the card
 TWO_TIMESCALE="--lr 0.01 --actor-lr-scale 0.1"  # session 7's steadiest qmarl_ac setting
 ALL="--ac-estimator all_actions"
 BEST="$TWO_TIMESCALE $ALL --ac-steps 4"  # with entropy 0.7 (ts_all_steps4_ent07): wide_view_ac
+LONG="--num-batches $((2 * ${BATCHES:-1200}))"  # the *_long variants: twice the batches
 flags() {
   case $1 in
     ts) echo "$TWO_TIMESCALE" ;;
@@ -44,8 +45,8 @@ flags() {
     ts_all_steps8_ent07) echo "$BEST --entropy-coef 0.7 --ac-steps 8" ;;
     ts_all_steps4_ent07_actor02) echo "$BEST --entropy-coef 0.7 --actor-lr-scale 0.2" ;;
     ts_all_steps4_ent10) echo "$BEST --entropy-coef 1.0" ;;
-    ts_all_steps4_ent05_long) echo "$BEST --entropy-coef 0.5 --num-batches $((2 * ${BATCHES:-1200}))" ;;
-    ts_all_steps4_ent03_long) echo "$BEST --entropy-coef 0.3 --num-batches $((2 * ${BATCHES:-1200}))" ;;
+    ts_all_steps4_ent03_long) echo "$BEST --entropy-coef 0.3 $LONG" ;;
+    ts_all_steps4_ent05_long) echo "$BEST --entropy-coef 0.5 $LONG" ;;
     ts_all_steps4_lam08) echo "$BEST --td-lambda 0.8" ;;
     ts_all_steps4_lam095) echo "$BEST --td-lambda 0.95" ;;
     *) echo "unknown variant '$1'" >&2; return 2 ;;
@@ -55,9 +56,9 @@ flags() {
 run_variant() {
   local name=$1 extra
   extra=$(flags "$name") || return 2
-  timeout "$RUN_LIMIT" python3 -m experiments.train_seeds --scenario jungle --preset wide_view --algo qmarl_ac \
-    --entropy-coef 0.1 --num-batches "$BATCHES" --seeds "$SEEDS" --eval-episodes "$EPISODES" \
-    --eval-num-agents 8 $extra \
+  timeout "$RUN_LIMIT" python3 -m experiments.train_seeds --scenario jungle --preset wide_view \
+    --algo qmarl_ac --entropy-coef 0.1 --num-batches "$BATCHES" --seeds "$SEEDS" \
+    --eval-episodes "$EPISODES" --eval-num-agents 8 $extra \
     --json "$OUT/$name.json" >"$OUT/$name.log" 2>&1
   echo "$name: rc $? at $SECONDS s"
 }

@@ -411,7 +411,7 @@ WIDE_VIEW = dict(view_radius=2, num_batches=1200, entropy_coef=0.05)
 
 #: The same for the paper's learner, ``qmarl_ac``: two timescales (critic 0.01, actor 0.001),
 #: the all-actions actor gradient and 4 gradient steps per batch, entropy bonus 0.7. On 8 seeds
-#: (an H200) the bonus rose the score step by step: 0.1 -> 0.830, 0.2 -> 0.852, 0.3 -> 0.859,
+#: (an H200) the bonus raised the score step by step: 0.1 -> 0.830, 0.2 -> 0.852, 0.3 -> 0.859,
 #: 0.5 -> 0.884, 0.7 -> 0.893 (every seed 0.875-0.909, survival 0.94), 1.0 -> 0.876; the one-step
 #: sampled estimator gave 0.601, 4 steps of it 0.293 (docs/RESULTS.md, "qmarl_ac that learns on
 #: every seed").
