@@ -42,8 +42,8 @@ flags() {
     ts_all_steps4_ent04) echo "$BEST --entropy-coef 0.4" ;;
     ts_all_steps4_ent05) echo "$BEST --entropy-coef 0.5" ;;
     ts_all_steps4_ent07) echo "$BEST --entropy-coef 0.7" ;;
-    ts_all_steps8_ent07) echo "$BEST --entropy-coef 0.7 --ac-steps 8" ;;
-    ts_all_steps4_ent07_actor02) echo "$BEST --entropy-coef 0.7 --actor-lr-scale 0.2" ;;
+    ts_all_steps8_ent07) echo "$TWO_TIMESCALE $ALL --ac-steps 8 --entropy-coef 0.7" ;;
+    ts_all_steps4_ent07_actor02) echo "--lr 0.01 --actor-lr-scale 0.2 $ALL --ac-steps 4 --entropy-coef 0.7" ;;
     ts_all_steps4_ent10) echo "$BEST --entropy-coef 1.0" ;;
     ts_all_steps4_ent03_long) echo "$BEST --entropy-coef 0.3 $LONG" ;;
     ts_all_steps4_ent05_long) echo "$BEST --entropy-coef 0.5 $LONG" ;;
