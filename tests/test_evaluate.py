@@ -1,5 +1,6 @@
 """Evaluation: the Jungle oracle on hand-solved states, intervals, per-episode metrics, the CLI."""
 
+import collections
 import itertools
 import json
 import math
@@ -101,6 +102,49 @@ def test_oracle_is_reached_by_the_optimal_plan():
         total += float(reward.sum())
     bound = jungle_oracle(np.array(positions), np.ones(4, bool), np.array([[0, 0]]), 5, 5, T)
     assert 100 * total / (4 * T) == pytest.approx(bound) == pytest.approx(50.0)
+
+
+def _oracle_rewards_by_python_bfs(positions, alive, food, height, width, steps):
+    # One plain queue BFS over the whole grid per food-adjacent cell (no window, no reach cap).
+    free = np.ones((height, width), bool)
+    free[food[:, 0], food[:, 1]] = False
+    moves = ((1, 0), (-1, 0), (0, 1), (0, -1))
+    sides = {(r + dr, c + dc) for r, c in food.tolist() for dr, dc in moves}
+    cells = sorted((r, c) for r, c in sides if 0 <= r < height and 0 <= c < width and free[r, c])
+    rewards = np.zeros((len(positions), len(cells)), np.int64)
+    for j, cell in enumerate(cells):
+        dist = {cell: 0}
+        queue = collections.deque([cell])
+        while queue:
+            r, c = queue.popleft()
+            for dr, dc in moves:
+                nb = (r + dr, c + dc)
+                inside = 0 <= nb[0] < height and 0 <= nb[1] < width
+                if inside and free[nb] and nb not in dist:
+                    dist[nb] = dist[(r, c)] + 1
+                    queue.append(nb)
+        for i, position in enumerate(positions.tolist()):
+            d = dist.get(tuple(position))
+            if alive[i] and d is not None:
+                rewards[i, j] = max(0, steps + 1 - max(d, 1))
+    return rewards
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_oracle_rewards_match_a_whole_grid_python_bfs_in_large_crowded_worlds(seed):
+    # Worlds far wider than the reach window, dense food (walls with detours), dead agents.
+    rng = np.random.default_rng(seed)
+    height, width = int(rng.integers(20, 41)), int(rng.integers(20, 41))
+    num_food, num_agents = int(rng.integers(1, height * width // 4)), 60
+    cells = rng.permutation(height * width)[: num_food + num_agents]
+    grid = np.stack([cells // width, cells % width], -1)
+    positions, food = grid[:num_agents], grid[num_agents:]
+    alive = rng.random(num_agents) < 0.8
+    steps = int(rng.integers(1, 26))
+    got = oracle_rewards(positions, alive, food, height, width, steps)
+    want = _oracle_rewards_by_python_bfs(positions, alive, food, height, width, steps)
+    np.testing.assert_array_equal(got, want)
+    assert (want > 0).any() and (want == 0).any()
 
 
 def _wilson_by_search(successes, trials, z=1.959963984540054):
