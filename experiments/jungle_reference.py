@@ -21,7 +21,7 @@ collisions and harm ignored). These yardsticks say how much of that bound a poli
 
 Each scores moves and takes the best, ties broken at random. Prints and saves the Jungle score
 x100, the oracle bound and ``score_vs_oracle`` with 95% intervals (README "Results"); above
-``evaluate.ORACLE_MAX_AGENTS`` agents the score alone (the bound's assignment is too costly).
+``evaluate.ORACLE_MAX_AGENTS`` agents the score alone.
 """
 
 from __future__ import annotations

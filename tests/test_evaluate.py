@@ -49,7 +49,7 @@ def test_jungle_oracle_on_hand_solved_start_states(food, positions, expected_tot
 def test_oracle_walks_around_food():
     # From (2,0) to the right side of the centre food the straight path is blocked: 5 steps.
     rewards = oracle_rewards(np.array([[2, 0]]), np.ones(1, bool), np.array([[2, 2]]), 5, 5, T)
-    assert sorted(rewards[0].tolist()) == [T + 1 - 5, T + 1 - 3, T + 1 - 3, T]
+    assert sorted(rewards.toarray()[0].tolist()) == [T + 1 - 5, T + 1 - 3, T + 1 - 3, T]
 
 
 def _brute_force_oracle(positions, food, side, steps):
@@ -141,10 +141,28 @@ def test_oracle_rewards_match_a_whole_grid_python_bfs_in_large_crowded_worlds(se
     positions, food = grid[:num_agents], grid[num_agents:]
     alive = rng.random(num_agents) < 0.8
     steps = int(rng.integers(1, 26))
-    got = oracle_rewards(positions, alive, food, height, width, steps)
+    got = oracle_rewards(positions, alive, food, height, width, steps).toarray()
     want = _oracle_rewards_by_python_bfs(positions, alive, food, height, width, steps)
     np.testing.assert_array_equal(got, want)
     assert (want > 0).any() and (want == 0).any()
+
+
+@pytest.mark.parametrize(("seed", "num_food"), [(0, 3), (1, 10), (2, 40), (3, 120)])
+def test_jungle_oracle_matches_a_dense_assignment_of_python_bfs_rewards(seed, num_food):
+    # More agents than food-adjacent cells (3, 10 food) and fewer (40, 120), dead agents included.
+    from scipy.optimize import linear_sum_assignment
+
+    rng = np.random.default_rng(seed)
+    side, num_agents, steps = 24, 80, int(rng.integers(4, 31))
+    cells = rng.permutation(side * side)[: num_food + num_agents]
+    grid = np.stack([cells // side, cells % side], -1)
+    positions, food = grid[:num_agents], grid[num_agents:]
+    alive = rng.random(num_agents) < 0.9
+    rewards = _oracle_rewards_by_python_bfs(positions, alive, food, side, side, steps)
+    rows, cols = linear_sum_assignment(rewards, maximize=True)
+    want = 100 * rewards[rows, cols].sum() / (num_agents * steps)
+    assert want > 0
+    assert jungle_oracle(positions, alive, food, side, side, steps) == pytest.approx(want)
 
 
 def _wilson_by_search(successes, trials, z=1.959963984540054):
