@@ -85,31 +85,32 @@ def summarise(values: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
 
 
 # ---- the Jungle oracle ----------------------------------------------------------------------
-#: Food-adjacent cells whose BFS windows are expanded together (bounds the oracle's memory).
-_BFS_CHUNK = 2048
+#: Food-adjacent cells (BFS windows) or agents (reach windows) handled together: bounds the
+#: oracle's memory.
+_ORACLE_CHUNK = 2048
 
 
 def _distances_within(sources: np.ndarray, free: np.ndarray, reach: int) -> np.ndarray:
     """4-connected BFS distances over ``free bool[H, W]`` from each of ``sources int[C, 2]``, up to
-    ``reach`` steps -> ``int16[C, 2 * reach + 1, 2 * reach + 1]``: the window centred on each
-    source (entry ``[c, reach + dr, reach + dc]`` is the distance to ``source + (dr, dc)``, -1:
-    unreachable within ``reach``). Every path of at most ``reach`` steps stays in the window, so
-    the distances are exact; the sources of a chunk expand together, one array operation per
-    step."""
-    side = 2 * reach + 1
-    padded = np.pad(free, reach, constant_values=False)
-    dist = np.full((len(sources), side, side), -1, np.int16)
-    for start in range(0, len(sources), _BFS_CHUNK):
-        chunk = sources[start : start + _BFS_CHUNK]
+    ``reach`` steps -> ``int[C, 2 R + 1, 2 R + 1]``, ``R = _window_radius(reach, H, W)``: the window
+    centred on each source (entry ``[c, R + dr, R + dc]`` is the distance to ``source + (dr, dc)``,
+    -1: unreachable within ``reach``). A path of at most ``reach`` steps inside the grid stays in
+    the window, so the distances are exact; the sources of a chunk expand together, one array
+    operation per step."""
+    radius = _window_radius(reach, *free.shape)
+    side = 2 * radius + 1
+    padded = np.pad(free, radius, constant_values=False)
+    dist = np.full((len(sources), side, side), -1, np.min_scalar_type(-reach - 1))
+    for start in range(0, len(sources), _ORACLE_CHUNK):
+        chunk = sources[start : start + _ORACLE_CHUNK]
         rows = chunk[:, 0, None] + np.arange(side)
         cols = chunk[:, 1, None] + np.arange(side)
-        open_cells = padded[rows[:, :, None], cols[:, None, :]]  # bool[c, side, side]
-        unseen = open_cells.copy()
-        unseen[:, reach, reach] = False
-        frontier = np.zeros_like(open_cells)
-        frontier[:, reach, reach] = True
+        unseen = padded[rows[:, :, None], cols[:, None, :]]  # bool[c, side, side]
+        unseen[:, radius, radius] = False
+        frontier = np.zeros_like(unseen)
+        frontier[:, radius, radius] = True
         out = dist[start : start + len(chunk)]
-        out[:, reach, reach] = 0
+        out[:, radius, radius] = 0
         for step in range(1, reach + 1):
             grown = np.zeros_like(frontier)
             grown[:, 1:] |= frontier[:, :-1]
@@ -122,6 +123,12 @@ def _distances_within(sources: np.ndarray, free: np.ndarray, reach: int) -> np.n
             unseen &= ~frontier
             out[frontier] = step
     return dist
+
+
+def _window_radius(reach: int, height: int, width: int) -> int:
+    """Radius of the window that holds every cell within ``reach`` steps of a cell of an
+    ``height x width`` grid: ``reach``, or less where the grid is smaller."""
+    return min(reach, max(height, width) - 1)
 
 
 def _food_sides(food: np.ndarray, free: np.ndarray) -> np.ndarray:
@@ -148,21 +155,22 @@ def _oracle_pairs(positions, alive, food, height: int, width: int, steps: int):
     if not len(cells) or steps < 1:
         return (none, none, none), shape
     dist = _distances_within(cells, free, steps)
+    radius = _window_radius(steps, height, width)
     cell_index = np.full((height, width), -1, np.int64)
     cell_index[cells[:, 0], cells[:, 1]] = np.arange(len(cells))
-    span = np.arange(-steps, steps + 1)
+    span = np.arange(-radius, radius + 1)
     offsets = np.stack(np.meshgrid(span, span, indexing="ij"), -1).reshape(-1, 2)
     offsets = offsets[np.abs(offsets).sum(-1) <= steps]  # cell - agent, within reach
     pieces = [(none, none, none)]
     alive_agents = np.flatnonzero(np.asarray(alive, bool))
-    for start in range(0, len(alive_agents), _BFS_CHUNK):
-        agents = alive_agents[start : start + _BFS_CHUNK]
+    for start in range(0, len(alive_agents), _ORACLE_CHUNK):
+        agents = alive_agents[start : start + _ORACLE_CHUNK]
         target = positions[agents, None, :] + offsets[None]  # int[A, K, 2]
         inside = np.all((target >= 0) & (target < (height, width)), axis=-1)
         agent, k = np.nonzero(inside)
         cell = cell_index[target[agent, k, 0], target[agent, k, 1]]
         agent, k, cell = agent[cell >= 0], k[cell >= 0], cell[cell >= 0]
-        d = dist[cell, steps - offsets[k, 0], steps - offsets[k, 1]].astype(np.int64)
+        d = dist[cell, radius - offsets[k, 0], radius - offsets[k, 1]].astype(np.int64)
         keep = d >= 0
         pieces.append((agents[agent[keep]], cell[keep], steps + 1 - np.maximum(d[keep], 1)))
     return tuple(np.concatenate(column) for column in zip(*pieces, strict=True)), shape
