@@ -36,8 +36,8 @@ from qmarl_jax.rollout import collect, reset_games
 
 #: Values that are 0/1 per episode (Wilson intervals); the rest get normal intervals.
 BINARY = ("win", "draw", "loss")
-#: Largest Jungle for which the oracle bound is computed (its cost grows linearly with N: about
-#: 4 s per episode at 10,000 agents on a 2-core CPU, so the n10k preset has it).
+#: Largest Jungle for which the oracle bound is computed (its cost grows linearly with N: 3.6 s
+#: per episode at 10,000 agents on a 2-core CPU, ``experiments.bench_oracle``).
 ORACLE_MAX_AGENTS = 16384
 OPPONENTS = ("scripted", "random", "<run directory>")
 Z95 = 1.959963984540054

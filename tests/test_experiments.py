@@ -11,6 +11,7 @@ import pytest
 from envs.opponents import make_controller
 from experiments import (
     bench_env,
+    bench_oracle,
     bench_scaling,
     flop_floor,
     profile_train,
@@ -129,6 +130,18 @@ def test_bench_env_takes_env_overrides():
     assert row["env_overrides"] == ["landmark_sight=2"] and row["agent_steps_per_s"] > 0
     with pytest.raises(ValueError, match="'landmark_sight'=-1: must be >= 0"):
         bench_env.measure("deception", 10, 2, 2, 1, 0, ("landmark_sight=-1",))
+
+
+def test_bench_oracle_times_the_bound_of_reset_states(tmp_path):
+    rows = bench_oracle.main(bench_oracle.Args(num_agents=(4, 40), episodes=2, repeats=1,
+                                               json=str(tmp_path / "oracle.json")))  # fmt: skip
+    assert [(row["num_agents"], row["num_food"]) for row in rows] == [(4, 1), (40, 10)]
+    # Every agent next to food from its first step is the most a start state can be worth.
+    assert all(0 < row["oracle_mean"] <= 100 and row["seconds_per_episode"] > 0 for row in rows)
+    saved = json.loads((tmp_path / "oracle.json").read_text())
+    assert saved["rows"] == rows and saved["backend"] == "cpu"
+    with pytest.raises(ValueError, match="episodes=0"):
+        bench_oracle.measure(4, 0, 1, 0)
 
 
 @pytest.mark.slow
