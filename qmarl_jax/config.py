@@ -48,6 +48,8 @@ class TrainConfig:
     """Override the episode length."""
     view_radius: int | None = None
     """Override the observation window radius r (a (2r+1)^2 window; the SPEC's default is 1)."""
+    graph_radius: int | None = None
+    """Override the neighbour-graph edge radius (Chebyshev; the env's default is 1)."""
     shaping: float | None = None
     """Override the dense shaping weight of Battle (kills) or Deception (potential-based, of the
     home payoff); the envs' default is 0: the sparse terminal reward."""
@@ -297,6 +299,8 @@ class TrainConfig:
             overrides["max_steps"] = self.max_steps
         if self.view_radius is not None:
             overrides["view_radius"] = self.view_radius
+        if self.graph_radius is not None:
+            overrides["graph_radius"] = self.graph_radius
         for field, scenarios in SCENARIO_FIELDS.items():
             value = getattr(self, field)
             if value is not None:

@@ -1,6 +1,7 @@
 """The learner end to end: learning, checkpoints, resume, NaN guard, config validation."""
 
 import json
+import math
 
 import jax
 import jax.numpy as jnp
@@ -551,6 +552,18 @@ def test_wide_view_ac_preset_is_the_best_measured_qmarl_ac_recipe():
     assert config.td_lambda == 0.0
     with pytest.raises(ValueError, match="'preset'='wide_view_ac': only for jungle"):
         make_config("deception", "wide_view_ac")
+
+
+def test_graph_radius_override_reaches_the_env_the_network_and_the_border_check():
+    config = make_config("jungle", "wide_view_ac", graph_radius=2)
+    assert config.env_config.graph_radius == 2
+    trainer = Trainer(config)
+    assert trainer.env.config.graph_radius == 2
+    assert trainer.model.d_max == pytest.approx(math.sqrt(8))
+    assert make_config("jungle", "wide_view_ac").env_config.graph_radius == 1
+    # depth 3 x radius 2 = 6 cells of ego window: wider than the border of sight_radius 4.
+    with pytest.raises(ValueError, match="needs a grid border of depth \\* graph_radius = 6"):
+        make_config("jungle", graph_radius=2, depth=3)
 
 
 def test_linear_lr_anneal_scales_every_update():
