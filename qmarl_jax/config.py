@@ -21,6 +21,8 @@ from qmarl_jax.nmp import Q_HEADS
 
 ALGOS = ("qmarl_ac", "qmarl_pg", "qmarl_ppo", "vanilla_pg", "mha")
 AC_ESTIMATORS = ("sampled", "all_actions")
+#: Environment overrides every scenario takes (None keeps the preset's value).
+ENV_FIELDS = ("max_steps", "view_radius", "graph_radius")
 #: Environment overrides that only some scenarios have -> those scenarios.
 SCENARIO_FIELDS = {
     "shaping": ("battle", "deception"),
@@ -294,13 +296,9 @@ class TrainConfig:
     @property
     def env_config(self) -> envs.GridConfig:
         """The validated environment config."""
-        overrides: dict[str, Any] = {}
-        if self.max_steps is not None:
-            overrides["max_steps"] = self.max_steps
-        if self.view_radius is not None:
-            overrides["view_radius"] = self.view_radius
-        if self.graph_radius is not None:
-            overrides["graph_radius"] = self.graph_radius
+        overrides: dict[str, Any] = {
+            field: getattr(self, field) for field in ENV_FIELDS if getattr(self, field) is not None
+        }
         for field, scenarios in SCENARIO_FIELDS.items():
             value = getattr(self, field)
             if value is not None:
