@@ -30,6 +30,7 @@ import numpy as np
 
 from envs.core import ADJACENT4
 from qmarl_jax import metrics as metrics_lib
+from qmarl_jax.checkpoint import load_config
 from qmarl_jax.config import LEARN, TrainConfig
 from qmarl_jax.ensemble import MODES
 from qmarl_jax.rollout import collect, reset_games
@@ -318,12 +319,10 @@ def evaluation_config(
 NETWORK_FIELDS = ("width", "num_blocks", "n_rbf", "algo", "heads")
 
 
-def opponent_params(config: TrainConfig, opponent_dir: str | Path, team: int):
-    """The frozen parameters another run learned, to control ``team``."""
-    from qmarl_jax.loop import load_runner
-
-    trainer, runner = load_runner(opponent_dir)
-    other = trainer.config
+def check_opponent(config: TrainConfig, opponent_dir: str | Path) -> None:
+    """Raise a ValueError naming every field where the run at ``opponent_dir`` cannot play
+    against a run of ``config`` (reads only its config: nothing is loaded or compiled)."""
+    other = load_config(Path(opponent_dir))
     differ = [
         f"{name}: run {getattr(config, name)!r}, opponent {getattr(other, name)!r}"
         for name in NETWORK_FIELDS
@@ -334,7 +333,15 @@ def opponent_params(config: TrainConfig, opponent_dir: str | Path, team: int):
             f"opponent run {opponent_dir} is incompatible (same scenario and network needed): "
             + "; ".join(differ or [f"scenario: {config.scenario!r} vs {other.scenario!r}"])
         )
-    teams = other.learning_teams
+
+
+def opponent_params(config: TrainConfig, opponent_dir: str | Path, team: int):
+    """The frozen parameters another run learned, to control ``team``."""
+    from qmarl_jax.loop import load_runner
+
+    check_opponent(config, opponent_dir)
+    trainer, runner = load_runner(opponent_dir)
+    teams = trainer.config.learning_teams
     return runner.teams[teams.index(team) if team in teams else 0].params
 
 
@@ -474,6 +481,8 @@ def evaluate_run(
         raise ValueError(f"invalid episodes={episodes}: must be >= 1")
     if batch_size < 1:
         raise ValueError(f"invalid batch_size={batch_size}: must be >= 1")
+    if opponent is not None and Path(opponent).is_dir():
+        check_opponent(load_config(Path(run_dir)), opponent)
     trainer, runner = load_runner(run_dir)
     config = evaluation_config(
         trainer.config, min(batch_size, episodes), num_agents, ensemble, opponent, density

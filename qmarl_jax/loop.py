@@ -192,10 +192,17 @@ def grown_budgets(config: TrainConfig, trainer: Trainer) -> TrainConfig:
 
 
 def load_runner(run_dir: str | Path) -> tuple[Trainer, RunnerState]:
-    """The trainer and the latest checkpointed state of a run."""
+    """The trainer and the latest checkpointed state of a run.
+
+    The checkpoint is restored into the shapes of ``trainer.init`` (traced, not run: nothing is
+    initialised or compiled just to be overwritten), on the default device.
+    """
     config = load_config(Path(run_dir))
     trainer = Trainer(config)
+    shapes = jax.eval_shape(trainer.init, jax.random.PRNGKey(config.seed))
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    like = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device), shapes)
     checkpointer = Checkpointer(Path(run_dir))
-    runner = checkpointer.restore(trainer.init(jax.random.PRNGKey(config.seed)))
+    runner = checkpointer.restore(like)
     checkpointer.close()
     return trainer, runner

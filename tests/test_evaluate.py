@@ -14,6 +14,7 @@ import envs
 from experiments import evaluate as evaluate_cli
 from qmarl_jax import loop
 from qmarl_jax import metrics as metrics_lib
+from qmarl_jax.checkpoint import save_config
 from qmarl_jax.config import make_config
 from qmarl_jax.evaluate import (
     evaluate_run,
@@ -324,10 +325,12 @@ def test_battle_against_another_runs_frozen_policy(tmp_path):
     m = summary["metrics"]
     assert m["win"]["mean"] + m["draw"]["mean"] + m["loss"]["mean"] == pytest.approx(1.0)
     assert summary["opponent"] == str(second)
+    # A network mismatch is found from the opponent's saved config, before anything is loaded.
     wide = make_config("battle", max_steps=8, **{**SMALL, "width": 32})
-    third = loop.train(wide, run_dir=tmp_path / "c", progress=False, finish=False)
+    (tmp_path / "c").mkdir()
+    save_config(tmp_path / "c", wide)
     with pytest.raises(ValueError, match="width: run 16, opponent 32"):
-        evaluate_run(first, episodes=4, opponent=str(third))
+        evaluate_run(first, episodes=4, opponent=str(tmp_path / "c"))
 
 
 def test_oracle_breakdown_on_hand_made_episodes():

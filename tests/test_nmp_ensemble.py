@@ -203,10 +203,13 @@ def test_regressing_the_taken_action_moves_the_untaken_ones_only_with_the_duelin
 
     before = model.apply(params, features, graphs, actions, method=model.q_values)[real]
     tx = optax.adam(0.01)
-    opt_state = tx.init(params)
-    for _ in range(100):
+
+    def step(_, carry):
+        params, opt_state = carry
         updates, opt_state = tx.update(jax.grad(taken_error)(params), opt_state)
-        params = optax.apply_updates(params, updates)
+        return optax.apply_updates(params, updates), opt_state
+
+    params, _ = jax.lax.fori_loop(0, 100, step, (params, tx.init(params)))
     after = model.apply(params, features, graphs, actions, method=model.q_values)[real]
     np.testing.assert_allclose(after[:, 0], 1.0, atol=0.1)  # the taken action learned its target
     untaken_shift = float(jnp.mean(after[:, 1:] - before[:, 1:]))
