@@ -393,9 +393,13 @@ def test_resume_equals_uninterrupted(tmp_path):
                       run_dir=tmp_path / "split", progress=False, finish=False)  # fmt: skip
     resumed = loop.train(config, resume=half, progress=False, finish=False)
     assert rows(whole) == rows(resumed)
-    _, a = loop.load_runner(whole)
+    trainer, a = loop.load_runner(whole)
     _, b = loop.load_runner(resumed)
     jax.tree.map(np.testing.assert_array_equal, a, b)
+    # load_runner restores into traced shapes: the same state as restoring into a real init.
+    like = trainer.init(jax.random.PRNGKey(5))
+    jax.tree.map(np.testing.assert_array_equal, a, Checkpointer(whole).restore(like))
+    assert int(a.batch) == 4 and jax.tree.structure(a) == jax.tree.structure(like)
 
 
 def test_resume_refuses_an_incompatible_config(tmp_path):
