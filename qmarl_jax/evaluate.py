@@ -335,11 +335,11 @@ def check_opponent(config: TrainConfig, opponent_dir: str | Path) -> None:
         )
 
 
-def opponent_params(config: TrainConfig, opponent_dir: str | Path, team: int):
-    """The frozen parameters another run learned, to control ``team``."""
+def opponent_params(opponent_dir: str | Path, team: int):
+    """The frozen parameters another run learned, to control ``team`` (``check_opponent`` has
+    passed: ``evaluate_run`` calls it before loading anything)."""
     from qmarl_jax.loop import load_runner
 
-    check_opponent(config, opponent_dir)
     trainer, runner = load_runner(opponent_dir)
     teams = trainer.config.learning_teams
     return runner.teams[teams.index(team) if team in teams else 0].params
@@ -494,7 +494,7 @@ def evaluate_run(
         if team in learned:
             by_team.append(params[learned.index(team)])
         else:
-            by_team.append(opponent_params(trainer.config, opponent, team))
+            by_team.append(opponent_params(opponent, team))
     summary = evaluate_params(config, tuple(by_team), episodes, seed, greedy)
     settings = {
         "run": str(run_dir),
