@@ -23,6 +23,7 @@ and terminal reward x100 with 95% intervals.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from pathlib import Path
 
 import jax
@@ -161,53 +162,61 @@ def imitation_loss(trainer: Trainer, params, data: Labelled):
     return -jnp.sum(weight * log_prob) / total, agreement
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def agreement_counts(trainer: Trainer, params, batch: Labelled) -> jax.Array:
+    """``[labelled nodes, agreeing nodes, departures from pack, agreeing departures]`` of one
+    minibatch (compiled once per trainer and minibatch shape)."""
+    logits, labels, weight, agent = node_outputs(trainer, params, batch)
+    base = per_node(jax.vmap(lambda grid: pack_actions(trainer.env, grid))(batch.grids), agent)
+    agree = weight * (jnp.argmax(logits, -1) == labels)
+    departed = labels != base
+    return jnp.stack([jnp.sum(weight), jnp.sum(agree), jnp.sum(weight * departed),
+                      jnp.sum(agree * departed)])  # fmt: skip
+
+
 def held_out_agreement(trainer: Trainer, params, data: Labelled, minibatch: int) -> dict:
     """The student's agreement with the planner on states it has not been fitted on, overall and
     on the planner's departures from its base ``pack`` (the agent-steps where planning changed
     the action: what a student must learn beyond the convention) -> ``{"all", "departures",
     "departure_share"}`` (nodes of alive team-0 agents, each ego-graph once per centre)."""
-
-    @jax.jit
-    def counts(params, batch: Labelled):
-        logits, labels, weight, agent = node_outputs(trainer, params, batch)
-        base = per_node(jax.vmap(lambda grid: pack_actions(trainer.env, grid))(batch.grids), agent)
-        agree = weight * (jnp.argmax(logits, -1) == labels)
-        departed = labels != base
-        return jnp.stack([jnp.sum(weight), jnp.sum(agree), jnp.sum(weight * departed),
-                          jnp.sum(agree * departed)])  # fmt: skip
-
     total = np.zeros(4)
     for start in range(0, data.labels.shape[0], minibatch):
-        piece = slice(start, start + minibatch)
-        total += np.asarray(counts(params, jax.tree.map(lambda x, piece=piece: x[piece], data)))
+        piece = jax.tree.map(lambda x, start=start: x[start : start + minibatch], data)
+        total += np.asarray(agreement_counts(trainer, params, piece))
     nodes, agree, departures, agree_departed = (float(v) for v in total)
     return {"all": agree / max(nodes, 1.0), "departures": agree_departed / max(departures, 1.0),
             "departure_share": departures / max(nodes, 1.0)}  # fmt: skip
 
 
 def fit(trainer: Trainer, tx, params, opt_state, data: Labelled, args: Args, key):
-    """``args.epochs`` shuffled passes of minibatch Adam on ``data`` -> ``(params, opt_state,
-    mean agreement of the last pass)``."""
+    """``args.epochs`` shuffled passes of minibatch Adam on ``data`` (``size // minibatch``
+    minibatches each, the rest of a pass left out), all in one jitted scan -> ``(params,
+    opt_state, mean agreement of the last pass)``."""
+    size = data.labels.shape[0]
+    minibatch = min(args.minibatch, size)
+    steps = size // minibatch
 
     @jax.jit
-    def step(params, opt_state, data, index):  # data as an argument: no baked-in constants
-        batch = jax.tree.map(lambda x: x[index], data)
-        grad = jax.grad(lambda p: imitation_loss(trainer, p, batch), has_aux=True)
-        grads, agreement = grad(params)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, agreement
+    def all_epochs(params, opt_state, data, key):  # data as an argument: no baked-in constants
+        def step(carry, index):
+            params, opt_state = carry
+            batch = jax.tree.map(lambda x: x[index], data)
+            grad = jax.grad(lambda p: imitation_loss(trainer, p, batch), has_aux=True)
+            grads, agreement = grad(params)
+            updates, opt_state = tx.update(grads, opt_state, params)
+            return (optax.apply_updates(params, updates), opt_state), agreement
 
-    size = data.labels.shape[0]
-    steps = max(size // args.minibatch, 1)
-    agreement = []
-    for epoch_key in jax.random.split(key, args.epochs):
-        order = np.asarray(jax.random.permutation(epoch_key, size))
-        agreement = []
-        for i in range(steps):
-            index = jnp.asarray(order[i * args.minibatch : (i + 1) * args.minibatch])
-            params, opt_state, share = step(params, opt_state, data, index)
-            agreement.append(float(share))
-    return params, opt_state, float(np.mean(agreement))
+        def epoch(carry, epoch_key):
+            order = jax.random.permutation(epoch_key, size)[: steps * minibatch]
+            return jax.lax.scan(step, carry, order.reshape(steps, minibatch))
+
+        carry, agreement = jax.lax.scan(
+            epoch, (params, opt_state), jax.random.split(key, args.epochs)
+        )
+        return carry, agreement[-1].mean()
+
+    (params, opt_state), agreement = all_epochs(params, opt_state, data, key)
+    return params, opt_state, float(agreement)
 
 
 def save_student(trainer: Trainer, params, run_dir: str) -> None:

@@ -154,6 +154,7 @@ class Trainer:
         self.tx = optax.chain(*clip, optax.adam(config.lr), *adaptive, *policy_scale)
         self.teams = np.asarray(self.env.teams)
         self.update_chunks = update_chunks(config, jax.default_backend())
+        self._init_params = jax.jit(self.init_params, static_argnums=1)  # compiled once per team
 
     # ---- initialisation ------------------------------------------------------------------
     def init_params(self, key: jax.Array, team: int) -> dict:
@@ -168,9 +169,8 @@ class Trainer:
         """Fresh parameters and optimiser state for every learning team."""
         keys = jax.random.split(key, len(self.config.learning_teams) + 1)
         teams = []
-        init_params = jax.jit(self.init_params, static_argnums=1)
         for team_key, team in zip(keys[1:], self.config.learning_teams, strict=True):
-            params = init_params(team_key, team)
+            params = self._init_params(team_key, team)
             teams.append(TeamState(params, self.tx.init(params), Plateau.start()))
         return RunnerState(tuple(teams), keys[0], jnp.int32(0), jnp.bool_(False))
 

@@ -13,6 +13,7 @@ def test_quickstart_notebook_executes(tmp_path, monkeypatch):
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     monkeypatch.setenv("QMARL_NOTEBOOK_BATCHES", "2")
     monkeypatch.setenv("QMARL_NOTEBOOK_EPISODES", "8")
+    monkeypatch.setenv("QMARL_NOTEBOOK_AGENTS", "200")
     monkeypatch.setenv("PYTHONPATH", str(NOTEBOOK.parents[1]))
     monkeypatch.setenv("JAX_PLATFORMS", os.environ.get("JAX_PLATFORMS", "cpu"))
     NotebookClient(notebook, timeout=900, kernel_name="python3",
@@ -23,5 +24,5 @@ def test_quickstart_notebook_executes(tmp_path, monkeypatch):
     )  # fmt: skip
     assert "run directory:" in outputs
     assert "mean_prob score" in outputs and "none      score" in outputs
-    assert "1000 agents" in outputs
+    assert "200 agents" in outputs
     assert (tmp_path / "runs" / "quickstart" / "policy.gif").exists()

@@ -190,12 +190,11 @@ def test_ppo_minibatches_on_the_budget_ladder_give_the_same_loss_and_gradient():
     smallest, middle = laddered.actor.ladder[:2]
     late = max(s for s, (n, e) in enumerate(use) if n <= smallest[0] and e <= smallest[1])
     early = min(s for s, (n, _) in enumerate(use) if n > middle[0])
+    full_gradient, laddered_gradient = jax.jit(full.ppo_gradient), jax.jit(laddered.ppo_gradient)
     for picked in ([late], [early], list(range(len(use)))):
         minibatch = jax.tree.map(lambda x, p=picked: x[np.array(p)], samples)
         assert_same_loss_and_gradient(
-            jax.jit(full.ppo_gradient)(params, minibatch),
-            jax.jit(laddered.ppo_gradient)(params, minibatch),
-            picked,
+            full_gradient(params, minibatch), laddered_gradient(params, minibatch), picked
         )
 
 
