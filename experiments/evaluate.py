@@ -5,7 +5,8 @@
     python -m experiments.evaluate --run RUN_DIR --num-agents 400 --density 0.16 --ensemble none
 
 ``--opponent`` is ``scripted``, ``random`` or another run directory (its frozen policy plays every
-team this run did not learn). Prints a table and writes the JSON summary (``--json``).
+team this run did not learn). For a self-play run, ``--team T`` evaluates learned team ``T`` alone
+(the opponent plays every other team). Prints a table and writes the JSON summary (``--json``).
 """
 
 from __future__ import annotations
@@ -35,6 +36,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         default="scripted",
         help="scripted, random or another run directory (default scripted)",
     )
+    parser.add_argument(
+        "--team",
+        type=int,
+        default=None,
+        help="of a self-play run: the learned team to evaluate (--opponent plays the others)",
+    )
     parser.add_argument("--episodes", type=int, default=1000)
     parser.add_argument(
         "--num-agents",
@@ -59,9 +66,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 def report(summary: dict) -> str:
     """A short text table of the headline values."""
     density = f" ({summary['density']:g} per cell)" if summary.get("density") else ""
+    match = f", team {summary['team']} against {summary['opponent']}" if summary["opponent"] else ""
     lines = [
         f"{summary['scenario']} / {summary['algo']}: {summary['episodes']} episodes, "
-        f"{summary['num_agents']} agents{density}, opponent {summary['opponent'] or '-'}, ensemble "
+        f"{summary['num_agents']} agents{density}{match}, ensemble "
         f"{summary['ensemble']}, {'greedy' if summary['greedy'] else 'sampled'}"
     ]
     # (Jungle above ``ORACLE_MAX_AGENTS`` agents has no oracle bound.)
@@ -86,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         summary = evaluate_run(
             args.run, episodes=args.episodes, opponent=args.opponent, num_agents=args.num_agents,
             ensemble=args.ensemble, greedy=args.greedy, seed=args.seed,
-            batch_size=args.batch_size, density=args.density,
+            batch_size=args.batch_size, density=args.density, team=args.team,
         )  # fmt: skip
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)

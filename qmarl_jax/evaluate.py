@@ -279,6 +279,15 @@ def check_choices(opponent: str | None, ensemble: str | None) -> None:
         )
 
 
+def check_team(config: TrainConfig, team: int | None) -> None:
+    """Raise a ValueError naming the field unless ``team`` is None or a team the run learned."""
+    if team is not None and team not in config.learning_teams:
+        raise ValueError(
+            f"invalid team={team!r}; choose one of the run's learned teams: "
+            + ", ".join(map(str, config.learning_teams))
+        )
+
+
 def evaluation_config(
     config: TrainConfig,
     games: int,
@@ -286,18 +295,23 @@ def evaluation_config(
     ensemble: str | None = None,
     opponent: str | None = "scripted",
     density: float | None = None,
+    team: int | None = None,
 ) -> TrainConfig:
     """The run's config changed for evaluation (validated: errors name the field).
 
     ``opponent`` replaces the controller of every team the run did not learn (a run directory:
-    ``learn``, with that run's parameters supplied by the caller); None keeps them. ``density``
-    (agents per cell, with ``num_agents``) sets the resized world's crowding.
+    ``learn``, with that run's parameters supplied by the caller); None keeps them. ``team``
+    (one of a self-play run's learned teams) keeps only that team learned, so ``opponent`` also
+    replaces the other learned teams. ``density`` (agents per cell, with ``num_agents``) sets
+    the resized world's crowding.
     """
     check_choices(opponent, ensemble)
+    check_team(config, team)
+    kept = config.learning_teams if team is None else (team,)
     controllers = tuple(
-        kind if kind == LEARN or opponent is None
+        kind if t in kept or opponent is None
         else (LEARN if Path(opponent).is_dir() else opponent)
-        for kind in config.controllers[: config.num_teams]
+        for t, kind in enumerate(config.controllers[: config.num_teams])
     )  # fmt: skip
     # Evaluation and inference run on one device (any batch size is valid there). They cannot
     # regrow overflowing budgets as training does, so they calibrate with a wider margin (the
@@ -455,6 +469,7 @@ def evaluate_run(
     seed: int = 0,
     batch_size: int = 500,
     density: float | None = None,
+    team: int | None = None,
 ) -> dict[str, Any]:
     """Evaluate the latest checkpoint of a run; see the module docstring.
 
@@ -469,6 +484,8 @@ def evaluate_run(
       greedy: argmax actions instead of sampling.
       seed: evaluation seed.
       batch_size: episodes per jitted batch.
+      team: of a self-play run (several learned teams), the one to evaluate; ``opponent`` then
+        plays every other team. None evaluates the first learned team against the others.
 
     Returns:
       A JSON-ready dict: settings, ``metrics`` ``{name: {mean, low, high}}``, ``graph``
@@ -481,21 +498,24 @@ def evaluate_run(
         raise ValueError(f"invalid episodes={episodes}: must be >= 1")
     if batch_size < 1:
         raise ValueError(f"invalid batch_size={batch_size}: must be >= 1")
+    if team is not None and opponent is None:
+        choices = ", ".join(OPPONENTS)
+        raise ValueError(f"team={team} needs an opponent for the other teams: {choices}")
+    saved = load_config(Path(run_dir))
+    check_team(saved, team)
     if opponent is not None and Path(opponent).is_dir():
-        check_opponent(load_config(Path(run_dir)), opponent)
+        check_opponent(saved, opponent)
     trainer, runner = load_runner(run_dir)
     config = evaluation_config(
-        trainer.config, min(batch_size, episodes), num_agents, ensemble, opponent, density
+        trainer.config, min(batch_size, episodes), num_agents, ensemble, opponent, density, team
     )
-    params = [t.params for t in runner.teams]
+    own = trainer.config.learning_teams if team is None else (team,)
     learned = trainer.config.learning_teams
-    by_team = []
-    for team in config.learning_teams:
-        if team in learned:
-            by_team.append(params[learned.index(team)])
-        else:
-            by_team.append(opponent_params(opponent, team))
-    summary = evaluate_params(config, tuple(by_team), episodes, seed, greedy)
+    by_team = tuple(
+        runner.teams[learned.index(t)].params if t in own else opponent_params(opponent, t)
+        for t in config.learning_teams
+    )
+    summary = evaluate_params(config, by_team, episodes, seed, greedy)
     settings = {
         "run": str(run_dir),
         "scenario": config.scenario,
@@ -504,6 +524,7 @@ def evaluate_run(
         "density": config.density,
         "episodes": episodes,
         "opponent": opponent if config.num_teams > 1 else None,
+        "team": config.learning_teams[0],
         "ensemble": config.ensemble,
         "greedy": greedy,
         "seed": seed,

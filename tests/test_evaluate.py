@@ -333,6 +333,38 @@ def test_battle_against_another_runs_frozen_policy(tmp_path):
         evaluate_run(first, episodes=4, opponent=str(tmp_path / "c"))
 
 
+def test_one_team_of_a_self_play_run_against_a_chosen_opponent(tmp_path, capsys):
+    """``team`` evaluates one learned team of a self-play run alone: the same numbers as playing
+    its parameters by hand in a config where the other team is the opponent."""
+    import dataclasses
+
+    from qmarl_jax.evaluate import evaluate_params
+
+    config = make_config("battle", max_steps=8, controllers=("learn", "learn"), **SMALL)
+    run = loop.train(config, run_dir=tmp_path / "selfplay", progress=False, finish=False)
+    summary = evaluate_run(run, episodes=12, opponent="random", team=1, seed=2)
+    _, runner = loop.load_runner(run)
+    by_hand = evaluation_config(
+        dataclasses.replace(config, controllers=("random", "learn")), 12, opponent=None
+    )
+    expected = evaluate_params(by_hand, (runner.teams[1].params,), 12, seed=2)
+    assert summary["metrics"] == expected["metrics"]
+    assert summary["team"] == 1 and summary["opponent"] == "random"
+    # Without ``team`` the run plays itself: team 0 against team 1's parameters.
+    itself = evaluate_run(run, episodes=12, opponent="random", seed=2)
+    both = tuple(t.params for t in runner.teams)
+    assert (
+        itself["metrics"]
+        == evaluate_params(evaluation_config(config, 12, opponent=None), both, 12, seed=2)[
+            "metrics"
+        ]
+    )
+    assert evaluate_cli.main(["--run", str(run), "--team", "2", "--episodes", "4"]) == 2
+    assert "invalid team=2; choose one of the run's learned teams: 0, 1" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="team=1 needs an opponent"):
+        evaluate_run(run, episodes=4, opponent=None, team=1)
+
+
 def test_oracle_breakdown_on_hand_made_episodes():
     from qmarl_jax.evaluate import food_cell_kind, oracle_breakdown
 
