@@ -245,6 +245,7 @@ def jungle_run(tmp_path_factory):
                       finish=False)  # fmt: skip
 
 
+@pytest.mark.xdist_group("jungle_run")
 def test_evaluate_run_is_reproducible_and_reports_the_oracle(jungle_run):
     a = evaluate_run(jungle_run, episodes=50, seed=3, batch_size=20)
     b = evaluate_run(jungle_run, episodes=50, seed=3, batch_size=20)
@@ -259,6 +260,7 @@ def test_evaluate_run_is_reproducible_and_reports_the_oracle(jungle_run):
     assert bigger["num_agents"] == 8 and bigger["ensemble"] == "none" and bigger["greedy"]
 
 
+@pytest.mark.xdist_group("jungle_run")
 def test_evaluate_at_another_density_resizes_the_world_to_it(jungle_run, tmp_path, capsys):
     """``density`` with ``num_agents`` sets the resized world's side (sqrt(N / density), the
     registry's rule); without ``num_agents`` it is refused, naming the field, before any play."""
@@ -280,6 +282,7 @@ def test_evaluate_at_another_density_resizes_the_world_to_it(jungle_run, tmp_pat
     assert code == 0 and "16 agents (0.25 per cell)" in capsys.readouterr().out
 
 
+@pytest.mark.xdist_group("jungle_run")
 def test_evaluate_cli_writes_json_and_rejects_bad_input(jungle_run, tmp_path, capsys):
     out = tmp_path / "eval.json"
     code = evaluate_cli.main(["--run", str(jungle_run), "--episodes", "20", "--json", str(out)])
@@ -298,6 +301,7 @@ def test_evaluate_cli_writes_json_and_rejects_bad_input(jungle_run, tmp_path, ca
     assert evaluate_cli.main(["--run", str(tmp_path), "--episodes", "5"]) == 2
 
 
+@pytest.mark.xdist_group("jungle_run")
 def test_evaluate_cli_above_the_oracle_cap_reports_without_the_bound(
     jungle_run, tmp_path, capsys, monkeypatch
 ):
@@ -316,53 +320,52 @@ def test_evaluate_cli_above_the_oracle_cap_reports_without_the_bound(
     assert "score " in printed and "oracle" not in printed
 
 
-def test_battle_against_another_runs_frozen_policy(tmp_path):
-    config = make_config("battle", max_steps=8, **SMALL)
-    first = loop.train(config, run_dir=tmp_path / "a", progress=False, finish=False)
-    second = loop.train(config.__class__(**{**config.to_dict(), "seed": 1}),
-                        run_dir=tmp_path / "b", progress=False, finish=False)  # fmt: skip
-    summary = evaluate_run(first, episodes=16, opponent=str(second))
-    m = summary["metrics"]
-    assert m["win"]["mean"] + m["draw"]["mean"] + m["loss"]["mean"] == pytest.approx(1.0)
-    assert summary["opponent"] == str(second)
-    # A network mismatch is found from the opponent's saved config, before anything is loaded.
-    wide = make_config("battle", max_steps=8, **{**SMALL, "width": 32})
-    (tmp_path / "c").mkdir()
-    save_config(tmp_path / "c", wide)
-    with pytest.raises(ValueError, match="width: run 16, opponent 32"):
-        evaluate_run(first, episodes=4, opponent=str(tmp_path / "c"))
-
-
-def test_one_team_of_a_self_play_run_against_a_chosen_opponent(tmp_path, capsys):
-    """``team`` evaluates one learned team of a self-play run alone: the same numbers as playing
-    its parameters by hand in a config where the other team is the opponent."""
+def test_battle_against_another_runs_frozen_policy_and_one_team_of_a_self_play_run(
+    tmp_path, capsys
+):
+    """A run against another run's frozen policy, a self-play run against itself, and one
+    learned team of it (``team``) against a chosen opponent: each the same numbers as playing
+    the parameters by hand in the config that has those controllers."""
     import dataclasses
 
     from qmarl_jax.evaluate import evaluate_params
 
-    config = make_config("battle", max_steps=8, controllers=("learn", "learn"), **SMALL)
-    run = loop.train(config, run_dir=tmp_path / "selfplay", progress=False, finish=False)
-    summary = evaluate_run(run, episodes=12, opponent="random", team=1, seed=2)
-    _, runner = loop.load_runner(run)
-    by_hand = evaluation_config(
-        dataclasses.replace(config, controllers=("random", "learn")), 12, opponent=None
-    )
-    expected = evaluate_params(by_hand, (runner.teams[1].params,), 12, seed=2)
-    assert summary["metrics"] == expected["metrics"]
-    assert summary["team"] == 1 and summary["opponent"] == "random"
-    # Without ``team`` the run plays itself: team 0 against team 1's parameters.
-    itself = evaluate_run(run, episodes=12, opponent="random", seed=2)
-    both = tuple(t.params for t in runner.teams)
-    assert (
-        itself["metrics"]
-        == evaluate_params(evaluation_config(config, 12, opponent=None), both, 12, seed=2)[
-            "metrics"
-        ]
-    )
-    assert evaluate_cli.main(["--run", str(run), "--team", "2", "--episodes", "4"]) == 2
-    assert "invalid team=2; choose one of the run's learned teams: 0, 1" in capsys.readouterr().err
+    config = make_config("battle", max_steps=8, **SMALL)
+    run = loop.train(config, run_dir=tmp_path / "a", progress=False, finish=False)
+    both_learn = dataclasses.replace(config, controllers=("learn", "learn"))
+    selfplay = loop.train(both_learn, run_dir=tmp_path / "selfplay", progress=False, finish=False)
+    (_, runner), (_, pair) = loop.load_runner(run), loop.load_runner(selfplay)
+
+    def by_hand(controllers, params):
+        changed = dataclasses.replace(config, controllers=controllers)
+        return evaluate_params(evaluation_config(changed, 12, opponent=None), params, 12, seed=2)
+
+    # The run's team 0 against the self-play run's team 1.
+    summary = evaluate_run(run, episodes=12, opponent=str(selfplay), seed=2)
+    expected = by_hand(("learn", "learn"), (runner.teams[0].params, pair.teams[1].params))
+    assert summary["metrics"] == expected["metrics"] and summary["opponent"] == str(selfplay)
+    m = summary["metrics"]
+    assert m["win"]["mean"] + m["draw"]["mean"] + m["loss"]["mean"] == pytest.approx(1.0)
+    # Without ``team`` the self-play run plays itself (the opponent stands in for no one).
+    itself = evaluate_run(selfplay, episodes=12, opponent="random", seed=2)
+    pair_params = tuple(t.params for t in pair.teams)
+    assert itself["metrics"] == by_hand(("learn", "learn"), pair_params)["metrics"]
+    assert itself["team"] == 0
+    # ``team=1``: that team alone against the opponent.
+    alone = evaluate_run(selfplay, episodes=12, opponent="random", team=1, seed=2)
+    assert alone["metrics"] == by_hand(("random", "learn"), pair_params[1:])["metrics"]
+    assert alone["team"] == 1 and alone["opponent"] == "random"
+    # Refused before anything is loaded or compiled: a team the run did not learn, a team with
+    # nobody to play the others, a network mismatch (read from the opponent's saved config).
+    assert evaluate_cli.main(["--run", str(run), "--team", "1", "--episodes", "4"]) == 2
+    assert "invalid team=1; choose one of the run's learned teams: 0" in capsys.readouterr().err
     with pytest.raises(ValueError, match="team=1 needs an opponent"):
-        evaluate_run(run, episodes=4, opponent=None, team=1)
+        evaluate_run(selfplay, episodes=4, opponent=None, team=1)
+    wide = make_config("battle", max_steps=8, **{**SMALL, "width": 32})
+    (tmp_path / "c").mkdir()
+    save_config(tmp_path / "c", wide)
+    with pytest.raises(ValueError, match="width: run 16, opponent 32"):
+        evaluate_run(run, episodes=4, opponent=str(tmp_path / "c"))
 
 
 def test_oracle_breakdown_on_hand_made_episodes():

@@ -23,6 +23,7 @@ from qmarl_jax import loop
 from qmarl_jax.config import make_config
 
 
+@pytest.mark.xdist_group("reproduce_jungle")
 def test_reproduce_curves_table1_and_tables(tmp_path):
     args = reproduce.Args(stage="curves", scenarios=("jungle",), algos=("qmarl_ac",), seeds=2,
                           batches=1, games=2, episodes=4, out=str(tmp_path),
@@ -40,12 +41,22 @@ def test_reproduce_curves_table1_and_tables(tmp_path):
     assert (tmp_path / "media" / "fig6-jungle.png").exists()  # not the repository's docs/media
 
 
-def test_train_seeds_summarises_each_seeds_curve(tmp_path):
-    out = tmp_path / "ab.json"
-    assert train_seeds.main(["--seeds", "2", "--json", str(out), "--algo", "qmarl_ac",
-                             "--num-batches", "3", "--games-per-batch", "2", "--max-steps", "4",
-                             "--width", "16", "--q-head", "dueling"]) == 0  # fmt: skip
-    result = json.loads(out.read_text())
+@pytest.fixture(scope="module")
+def seeds_run(tmp_path_factory):
+    """One tiny ``train_seeds`` run (two seeds from ``--seed 5``, evaluated at two sizes) that
+    the tests below read (one compile instead of one per test)."""
+    out = tmp_path_factory.mktemp("seeds") / "ab.json"
+    assert train_seeds.main(["--seeds", "2", "--seed", "5", "--json", str(out), "--algo",
+                             "qmarl_ac", "--num-batches", "3", "--games-per-batch", "2",
+                             "--max-steps", "4", "--width", "16", "--num-blocks", "1",
+                             "--q-head", "dueling", "--eval-episodes", "6",
+                             "--eval-num-agents", "8"]) == 0  # fmt: skip
+    return json.loads(out.read_text())
+
+
+@pytest.mark.xdist_group("seeds_run")
+def test_train_seeds_summarises_each_seeds_curve(seeds_run):
+    result = seeds_run
     assert result["config"]["q_head"] == "dueling" and result["headline"] == "score"
     scores = result["curves"]["score"]
     assert len(scores) == 2 and all(len(seed) == 3 for seed in scores)
@@ -55,40 +66,36 @@ def test_train_seeds_summarises_each_seeds_curve(tmp_path):
     assert result["dropped_by_budget"]["nodes"] == pytest.approx(dropped)
 
 
-def test_train_seeds_evaluates_each_seed_at_both_sizes(tmp_path):
-    out = tmp_path / "ab.json"
-    assert train_seeds.main(["--seeds", "2", "--json", str(out), "--num-batches", "2",
-                             "--games-per-batch", "2", "--max-steps", "4", "--width", "16",
-                             "--eval-episodes", "6", "--eval-num-agents", "8"]) == 0  # fmt: skip
-    evaluation = json.loads(out.read_text())["evaluation"]
+@pytest.mark.xdist_group("seeds_run")
+def test_train_seeds_evaluates_each_seed_at_both_sizes(seeds_run):
+    evaluation = seeds_run["evaluation"]
     assert set(evaluation) == {"train", "num_agents_8"}
     for size in evaluation.values():
         assert len(size["score"]["seeds"]) == 2 and len(size["score_vs_oracle"]["seeds"]) == 2
         assert size["score"]["mean"] == pytest.approx(np.mean(size["score"]["seeds"]))
 
 
+@pytest.mark.xdist_group("seeds_run")
+def test_train_seeds_reads_seed_and_seeds_apart(seeds_run):
+    assert seeds_run["config"]["seed"] == 5 and seeds_run["seeds"] == 2
+
+
+@pytest.mark.xdist_group("seeds_run")
 def test_train_seeds_evaluation_is_the_evaluator_with_seed_1000_plus_index():
     from qmarl_jax.evaluate import Evaluator
     from qmarl_jax.train import Trainer
 
-    config = make_config("jungle", games_per_batch=2, max_steps=4, width=16, num_blocks=1)
+    # seeds_run's config and episodes: its evaluation program, compiled once.
+    config = make_config("jungle", algo="qmarl_ac", q_head="dueling", seed=5, games_per_batch=2,
+                         max_steps=4, width=16, num_blocks=1)  # fmt: skip
     trainer = Trainer(config)
     params = [tuple(t.params for t in trainer.init(jax.random.PRNGKey(s)).teams) for s in (0, 1)]
-    configs = train_seeds.evaluation_configs(config, 5, None)
-    evaluated = train_seeds.evaluate_final(configs, params, 5)["train"]
+    configs = train_seeds.evaluation_configs(config, 6, None)
+    evaluated = train_seeds.evaluate_final(configs, params, 6)["train"]
     direct = Evaluator(configs["train"])
     for index, seed_params in enumerate(params):
-        expected = direct(seed_params, 5, seed=1000 + index)["metrics"]["score"]["mean"]
+        expected = direct(seed_params, 6, seed=1000 + index)["metrics"]["score"]["mean"]
         assert evaluated["score"]["seeds"][index] == pytest.approx(expected)
-
-
-def test_train_seeds_reads_seed_and_seeds_apart(tmp_path):
-    out = tmp_path / "ab.json"
-    assert train_seeds.main(["--seeds", "2", "--seed", "5", "--json", str(out), "--num-batches",
-                             "1", "--games-per-batch", "2", "--max-steps", "3", "--width", "16",
-                             "--num-blocks", "1"]) == 0  # fmt: skip
-    result = json.loads(out.read_text())
-    assert result["config"]["seed"] == 5 and result["seeds"] == 2
 
 
 def test_train_seeds_rejects_bad_evaluation_flags_before_training():
@@ -110,12 +117,14 @@ def test_rollout_runs_a_trained_policy_at_another_scale(tmp_path):
     assert rollout.main(["--run", str(run), "--ensemble", "max"]) == 2
 
 
+@pytest.mark.xdist_group("reproduce_jungle")
 def test_reproduce_depth_stage(tmp_path):
-    args = reproduce.Args(stage="depth", scenarios=("jungle",), depths=(1,), seeds=2, batches=1,
+    # Depth 2 is the default: the curves test's training and evaluation programs, compiled once.
+    args = reproduce.Args(stage="depth", scenarios=("jungle",), depths=(2,), seeds=2, batches=1,
                           games=2, episodes=4, out=str(tmp_path))  # fmt: skip
     reproduce.main(args)
     depth = json.loads((tmp_path / "depth.json").read_text())["results"]
-    row = depth["jungle/depth1"]
+    row = depth["jungle/depth2"]
     assert row["seconds_per_batch"] > 0 and len(row["evaluation"]["score"]["seeds"]) == 2
     assert "Depth sensitivity" in (tmp_path / "tables.md").read_text()
 
@@ -582,10 +591,12 @@ def test_battle_imitation_labels_states_with_the_planner_and_grows_the_data(tmp_
         assert 0 <= r["agreement"] <= 1
         assert r["win"]["mean"] + r["draw"]["mean"] + r["loss"]["mean"] == pytest.approx(1.0)
 
-    trainer = imitation.Trainer(make_config("battle"))
-    env, env_params, games = trainer.env, trainer.env_params, 2
-    teacher = planner(env, env_params, 3, 2)
-    data = imitation.labelled_games(trainer, teacher, games, True)(None, jax.random.PRNGKey(3))
+    # main's planner-played games (same config, planner and game count): one compile for both.
+    trainer = imitation.Trainer(saved)
+    env, env_params, games = trainer.env, trainer.env_params, args.games
+    teacher = planner(env, env_params, args.candidates, args.horizon)
+    play = imitation.labelled_games(trainer, teacher, games, True)
+    data = play(runner.teams[0].params, jax.random.PRNGKey(3))
     team0 = np.asarray(env.teams) == 0
     assert data.weight.shape == (30 * games, 14) and not np.asarray(data.weight)[:, ~team0].any()
     assert np.asarray(data.weight)[:games][:, team0].all()  # everyone alive at the start

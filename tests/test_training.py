@@ -354,10 +354,12 @@ def test_overflowing_budgets_grow_and_the_chunk_reruns(tmp_path):
 
     from qmarl_jax.checkpoint import load_config
 
-    config = make_config("jungle", num_batches=4, node_budget=3, edge_budget=3, **SMALL)
+    # Budgets that hold the first chunk's ego-graphs but not the second's: one regrowth (each is
+    # a recompile), and the rerun starts from the checkpoint the first chunk left.
+    config = make_config("jungle", num_batches=4, node_budget=8, edge_budget=12, **SMALL)
     grown = loop.train(config, tmp_path / "grown", progress=False, finish=False)
     saved = load_config(grown)
-    assert saved.node_budget > 3 and saved.edge_budget > 3
+    assert saved.node_budget > 8 and saved.edge_budget > 12
     got = rows(grown)
     assert [row["batch"] for row in got] == [1, 2, 3, 4]
     assert all(row["graph_overflow_nodes"] == 0 == row["graph_overflow_edges"] for row in got)

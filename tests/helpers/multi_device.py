@@ -7,7 +7,9 @@ placed.
 
 import os
 
-os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+os.environ["XLA_FLAGS"] = " ".join(
+    filter(None, [os.environ.get("XLA_FLAGS"), "--xla_force_host_platform_device_count=8"])
+)
 os.environ["JAX_PLATFORMS"] = "cpu"
 
 import json
