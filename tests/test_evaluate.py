@@ -238,7 +238,7 @@ def test_jungle_episode_values_from_hand_made_rewards():
 SMALL = dict(num_batches=2, games_per_batch=4, width=16, num_blocks=1, batches_per_chunk=2)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # built once per worker (see test_experiments.seeds_run)
 def jungle_run(tmp_path_factory):
     config = make_config("jungle", **SMALL)
     return loop.train(config, run_dir=tmp_path_factory.mktemp("j") / "run", progress=False,

@@ -41,10 +41,11 @@ def test_reproduce_curves_table1_and_tables(tmp_path):
     assert (tmp_path / "media" / "fig6-jungle.png").exists()  # not the repository's docs/media
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def seeds_run(tmp_path_factory):
     """One tiny ``train_seeds`` run (two seeds from ``--seed 5``, evaluated at two sizes) that
-    the tests below read (one compile instead of one per test)."""
+    the tests below read (one compile instead of one per test). Session scope: a module-scoped
+    fixture is rebuilt whenever its worker ran another module's test in between."""
     out = tmp_path_factory.mktemp("seeds") / "ab.json"
     assert train_seeds.main(["--seeds", "2", "--seed", "5", "--json", str(out), "--algo",
                              "qmarl_ac", "--num-batches", "3", "--games-per-batch", "2",
