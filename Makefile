@@ -20,10 +20,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest -q -n 2 --dist loadgroup tests
+	$(PY) -m pytest -q -n 2 tests
 
 test-all: $(STAMP)
-	$(PY) -m pytest -q -n 2 --dist loadgroup -m '' tests
+	$(PY) -m pytest -q -n 2 -m '' tests
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -245,7 +245,6 @@ def jungle_run(tmp_path_factory):
                       finish=False)  # fmt: skip
 
 
-@pytest.mark.xdist_group("jungle_run")
 def test_evaluate_run_is_reproducible_and_reports_the_oracle(jungle_run):
     a = evaluate_run(jungle_run, episodes=50, seed=3, batch_size=20)
     b = evaluate_run(jungle_run, episodes=50, seed=3, batch_size=20)
@@ -260,7 +259,6 @@ def test_evaluate_run_is_reproducible_and_reports_the_oracle(jungle_run):
     assert bigger["num_agents"] == 8 and bigger["ensemble"] == "none" and bigger["greedy"]
 
 
-@pytest.mark.xdist_group("jungle_run")
 def test_evaluate_at_another_density_resizes_the_world_to_it(jungle_run, tmp_path, capsys):
     """``density`` with ``num_agents`` sets the resized world's side (sqrt(N / density), the
     registry's rule); without ``num_agents`` it is refused, naming the field, before any play."""
@@ -282,7 +280,6 @@ def test_evaluate_at_another_density_resizes_the_world_to_it(jungle_run, tmp_pat
     assert code == 0 and "16 agents (0.25 per cell)" in capsys.readouterr().out
 
 
-@pytest.mark.xdist_group("jungle_run")
 def test_evaluate_cli_writes_json_and_rejects_bad_input(jungle_run, tmp_path, capsys):
     out = tmp_path / "eval.json"
     code = evaluate_cli.main(["--run", str(jungle_run), "--episodes", "20", "--json", str(out)])
@@ -301,7 +298,6 @@ def test_evaluate_cli_writes_json_and_rejects_bad_input(jungle_run, tmp_path, ca
     assert evaluate_cli.main(["--run", str(tmp_path), "--episodes", "5"]) == 2
 
 
-@pytest.mark.xdist_group("jungle_run")
 def test_evaluate_cli_above_the_oracle_cap_reports_without_the_bound(
     jungle_run, tmp_path, capsys, monkeypatch
 ):

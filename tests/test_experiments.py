@@ -23,7 +23,6 @@ from qmarl_jax import loop
 from qmarl_jax.config import make_config
 
 
-@pytest.mark.xdist_group("reproduce_jungle")
 def test_reproduce_curves_table1_and_tables(tmp_path):
     args = reproduce.Args(stage="curves", scenarios=("jungle",), algos=("qmarl_ac",), seeds=2,
                           batches=1, games=2, episodes=4, out=str(tmp_path),
@@ -55,7 +54,6 @@ def seeds_run(tmp_path_factory):
     return json.loads(out.read_text())
 
 
-@pytest.mark.xdist_group("seeds_run")
 def test_train_seeds_summarises_each_seeds_curve(seeds_run):
     result = seeds_run
     assert result["config"]["q_head"] == "dueling" and result["headline"] == "score"
@@ -67,7 +65,6 @@ def test_train_seeds_summarises_each_seeds_curve(seeds_run):
     assert result["dropped_by_budget"]["nodes"] == pytest.approx(dropped)
 
 
-@pytest.mark.xdist_group("seeds_run")
 def test_train_seeds_evaluates_each_seed_at_both_sizes(seeds_run):
     evaluation = seeds_run["evaluation"]
     assert set(evaluation) == {"train", "num_agents_8"}
@@ -76,12 +73,10 @@ def test_train_seeds_evaluates_each_seed_at_both_sizes(seeds_run):
         assert size["score"]["mean"] == pytest.approx(np.mean(size["score"]["seeds"]))
 
 
-@pytest.mark.xdist_group("seeds_run")
 def test_train_seeds_reads_seed_and_seeds_apart(seeds_run):
     assert seeds_run["config"]["seed"] == 5 and seeds_run["seeds"] == 2
 
 
-@pytest.mark.xdist_group("seeds_run")
 def test_train_seeds_evaluation_is_the_evaluator_with_seed_1000_plus_index():
     from qmarl_jax.evaluate import Evaluator
     from qmarl_jax.train import Trainer
@@ -118,7 +113,6 @@ def test_rollout_runs_a_trained_policy_at_another_scale(tmp_path):
     assert rollout.main(["--run", str(run), "--ensemble", "max"]) == 2
 
 
-@pytest.mark.xdist_group("reproduce_jungle")
 def test_reproduce_depth_stage(tmp_path):
     # Depth 2 is the default: the curves test's training and evaluation programs, compiled once.
     args = reproduce.Args(stage="depth", scenarios=("jungle",), depths=(2,), seeds=2, batches=1,
