@@ -7,7 +7,9 @@ team), ``episode_length``. Jungle: ``score`` (mean reward per agent per step x10
 (+100 / 0 / -100) of the evaluated team (the first learning team). Deception: ``home_reward``
 (x100), ``found`` (share of targets an adversary found), ``covered`` (share of targets a home
 agent stands on). Ego-graph statistics: ``graph_nodes`` (mean nodes per ego-graph),
-``graph_max_nodes``, ``truncated_nodes``, ``overflow_nodes``, ``overflow_edges`` (batch totals).
+``graph_max_nodes``, ``truncated_nodes``, ``overflow_nodes``, ``overflow_edges`` (batch totals),
+``graph_shared_fraction`` (share of all ego-graph nodes not stored because their ego-graph is
+stored once for several centres: what ``share_ego_graphs`` saves; 0 without it).
 """
 
 from __future__ import annotations
@@ -81,8 +83,10 @@ def graph_metrics(traj: Trajectory):
     for index, acts in enumerate(traj.teams):
         s = acts.stats
         prefix = "graph" if index == 0 else f"graph_team{index}"
-        nodes = jnp.sum(s.num_nodes) + jnp.sum(s.shared_nodes)  # every ego-graph's nodes
+        shared = jnp.sum(s.shared_nodes)
+        nodes = jnp.sum(s.num_nodes) + shared  # every ego-graph's nodes
         out[f"{prefix}_nodes"] = nodes / jnp.maximum(jnp.sum(s.num_graphs), 1)
+        out[f"{prefix}_shared_fraction"] = shared / jnp.maximum(nodes, 1)
         out[f"{prefix}_max_nodes"] = jnp.max(s.max_graph_nodes).astype(jnp.float32)
         for name in ("truncated_nodes", "overflow_nodes", "overflow_edges"):
             out[f"{prefix}_{name}"] = jnp.sum(getattr(s, name)).astype(jnp.float32)

@@ -1,6 +1,7 @@
 """NMP invariances, ensembling against a plain loop, the counterfactual critic, returns and GAE."""
 
 import math
+from types import SimpleNamespace
 
 import jax
 import jax.numpy as jnp
@@ -13,6 +14,7 @@ from envs import core
 from qmarl_jax import graph, nmp
 from qmarl_jax.algos import common
 from qmarl_jax.ensemble import ensemble
+from qmarl_jax.metrics import graph_metrics
 
 MODEL = nmp.ActorCritic(width=16, num_blocks=2, n_rbf=10, d_max=math.sqrt(2))
 
@@ -565,6 +567,10 @@ def test_shared_ego_graphs_give_every_agent_the_same_ensemble(mode):
     assert sorted(copies[(agent == 1) & (np.asarray(shared.nodes["own"]) == 1)]) == [2]
     assert copies[agent == 4].max() == 3 and copies[agent == 7].max() == 2
     assert int(stats.shared_nodes) == 4 + 3 + 3 + 2  # path 4, triangle 3 + 3, pair 2
+    # Logged per batch: one graph per agent would hold 3 + 4 + 4 + 3 + 3 * 3 + 2 * 2 + 1 nodes.
+    logged = graph_metrics(SimpleNamespace(teams=(SimpleNamespace(stats=stats),)))
+    assert float(logged["graph_nodes"]) == pytest.approx(28 / n)
+    assert float(logged["graph_shared_fraction"]) == pytest.approx(12 / 28)
     features = jax.random.normal(jax.random.key(5), (n, 12))
     params = init(features, plain, n)
     params = jax.tree.map(lambda w: w * 30, params)  # far from uniform probabilities

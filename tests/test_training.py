@@ -243,19 +243,14 @@ def test_shared_ego_graphs_train_like_one_graph_per_agent(scenario, algo):
         runs[share] = jax.jit(trainer.update)(runner)
     (plain, plain_logs), (shared, shared_logs) = runs[False], runs[True]
     assert float(shared_logs["graph_nodes"]) == pytest.approx(float(plain_logs["graph_nodes"]))
+    # Some ego-graphs really were stored once for several centres.
+    assert float(plain_logs["graph_shared_fraction"]) == 0.0
+    assert 0.0 < float(shared_logs["graph_shared_fraction"]) < 1.0
     for name, value in plain_logs.items():
-        np.testing.assert_allclose(shared_logs[name], value, rtol=2e-4, atol=1e-6, err_msg=name)
+        if name != "graph_shared_fraction":
+            np.testing.assert_allclose(shared_logs[name], value, rtol=2e-4, atol=1e-6, err_msg=name)
     for a, b in zip(jax.tree.leaves(plain.teams), jax.tree.leaves(shared.teams), strict=True):
         np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6)
-    trainer = Trainer(dataclasses.replace(config, share_ego_graphs=True))
-    params = tuple(t.params for t in trainer.init(jax.random.PRNGKey(0)).teams)
-    from qmarl_jax.rollout import collect
-
-    traj = jax.jit(lambda key: collect(trainer.actor, params, key, trainer.env_params))(
-        jax.random.PRNGKey(1)
-    )
-    assert int(np.sum(traj.teams[0].stats.shared_nodes)) > 0
-    assert int(np.max(traj.teams[0].graphs.nodes["copies"])) >= 2
 
 
 @pytest.mark.parametrize("scenario, td_lambda", [("battle", 0.0), ("jungle", 0.0),
