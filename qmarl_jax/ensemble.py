@@ -51,3 +51,28 @@ def ensemble(
     probs = jax.nn.softmax(mean) if mode == "mean_logit" else mean
     uniform = jnp.full_like(probs, 1.0 / probs.shape[-1])
     return jnp.where(votes[:, None] > 0, probs, uniform), votes
+
+
+def disagreement(
+    logits: jax.Array,
+    graphs: jraph.GraphsTuple,
+    num_agents: int,
+    weight: jax.Array | None = None,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """How much ensembling can change each agent's action: its own ego-graph's distribution
+    (``none``) against the ``mean_prob`` ensemble over every ego-graph holding it.
+
+    Args: as ``ensemble``.
+
+    Returns:
+      ``(tv float32[N], argmax_differs bool[N], votes int32[N])``: the total-variation distance
+      ``0.5 sum_a |p_none(a) - p_mean(a)|`` (0 where the agent has no ego-graph of its own),
+      whether the two distributions' most likely actions differ, and how many ego-graphs hold
+      the agent (copies counted). Where an agent is in one ego-graph only both are the same.
+    """
+    mean, votes = ensemble(logits, graphs, num_agents, "mean_prob", weight)
+    own, own_votes = ensemble(logits, graphs, num_agents, "none", weight)
+    has_own = own_votes > 0
+    tv = jnp.where(has_own, 0.5 * jnp.sum(jnp.abs(mean - own), axis=-1), 0.0)
+    differs = has_own & (jnp.argmax(mean, axis=-1) != jnp.argmax(own, axis=-1))
+    return tv, differs, votes

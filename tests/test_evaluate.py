@@ -259,6 +259,24 @@ def test_evaluate_run_is_reproducible_and_reports_the_oracle(jungle_run):
     assert bigger["num_agents"] == 8 and bigger["ensemble"] == "none" and bigger["greedy"]
 
 
+def test_ensemble_disagreement_cli_measures_a_crowd(jungle_run, tmp_path, capsys):
+    """The script's wiring (``qmarl_jax.ensemble.disagreement`` itself is tested against a loop
+    in test_nmp_ensemble): in a crowd of 16 agents some agent-steps sit in several ego-graphs."""
+    from experiments import ensemble_disagreement
+
+    out = tmp_path / "disagreement.json"
+    argv = ["--run", str(jungle_run), "--games", "3", "--num-agents", "16", "--density", "0.25"]
+    assert ensemble_disagreement.main([*argv, "--json", str(out)]) == 0
+    got = json.loads(out.read_text())
+    assert got["num_agents"] == 16 and got["games"] == 3
+    assert 0 < got["agent_steps"] <= 3 * 31 * 16  # games x (max_steps + 1) x agents
+    assert 0 < got["multi_graph_share"] <= 1 and got["mean_votes"] > 1
+    assert 0 <= got["tv_mean"] <= got["tv_p99"] <= got["tv_max"] <= 1
+    assert 0 <= got["argmax_differs"] <= 1
+    assert ensemble_disagreement.main(["--run", str(jungle_run), "--games", "0"]) == 2
+    assert "invalid games=0" in capsys.readouterr().err
+
+
 def test_evaluate_at_another_density_resizes_the_world_to_it(jungle_run, tmp_path, capsys):
     """``density`` with ``num_agents`` sets the resized world's side (sqrt(N / density), the
     registry's rule); without ``num_agents`` it is refused, naming the field, before any play."""

@@ -13,7 +13,7 @@ import envs
 from envs import core
 from qmarl_jax import graph, nmp
 from qmarl_jax.algos import common
-from qmarl_jax.ensemble import ensemble
+from qmarl_jax.ensemble import disagreement, ensemble
 from qmarl_jax.metrics import graph_metrics
 
 MODEL = nmp.ActorCritic(width=16, num_blocks=2, n_rbf=10, d_max=math.sqrt(2))
@@ -579,3 +579,45 @@ def test_shared_ego_graphs_give_every_agent_the_same_ensemble(mode):
     assert np.abs(np.asarray(want[0]) - 0.2).max() > 0.1
     np.testing.assert_allclose(got[0], want[0], atol=1e-5)
     np.testing.assert_array_equal(got[1], want[1])
+
+
+def test_disagreement_compares_each_agents_own_ego_graph_with_the_ensemble():
+    """Total variation between an agent's own-ego-graph distribution and the mean over every
+    ego-graph holding it, against a loop over the nodes of one graph per agent; the shared
+    layout gives the same. On the path 0-1-2-3 the ends' ego-graphs miss the far end: agent 1's
+    output in agent 0's ego-graph lacks agent 3's message (two blocks pass it 3 -> 2 -> 1), so
+    agents 1 and 2 disagree; agent 0's output needs only agents 1 and 2, present in every
+    ego-graph holding it, so it does not. The triangle's, the pair's and the singleton's
+    ego-graphs are all their whole component."""
+    positions = [[0, 0], [1, 1], [2, 2], [3, 3], [0, 6], [0, 7], [1, 7], [5, 0], [6, 1], [8, 8]]
+    env, _ = envs.make("battle", height=9, width=9, num_agents=len(positions))
+    state = env.state_from(jnp.asarray(positions))
+    n = env.num_agents
+    features = jax.random.normal(jax.random.key(7), (n, 12))
+
+    def build(share):
+        return graph.ego_graphs(env.spec, state.grid, 2, 1, 25, n * 25, n * 200,
+                                share_components=share)[0]  # fmt: skip
+
+    plain, shared = build(False), build(True)
+    params = init(features, plain, n)
+
+    def logits_of(graphs):
+        return MODEL.apply(params, features, graphs, method=MODEL.logits)
+
+    tv, differs, votes = map(np.asarray, disagreement(logits_of(plain), plain, n))
+    logits = np.asarray(logits_of(plain), np.float64)
+    probs = np.exp(logits - logits.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    agent, own = np.asarray(plain.nodes["agent"]), np.asarray(plain.nodes["own"])
+    for j in range(n):
+        holds = agent == j
+        mean, mine = probs[holds].mean(0), probs[holds & (own == 1)][0]
+        assert votes[j] == holds.sum()
+        assert tv[j] == pytest.approx(0.5 * np.abs(mean - mine).sum(), abs=1e-6)
+        assert differs[j] == (np.argmax(mean) != np.argmax(mine))
+    assert tv[[1, 2]].min() > 1e-4  # about 5e-4 at initialisation
+    np.testing.assert_allclose(tv[[0, 3, 4, 5, 6, 7, 8, 9]], 0.0, atol=1e-6)
+    got = map(np.asarray, disagreement(logits_of(shared), shared, n))
+    for name, a, b in zip(("tv", "differs", "votes"), got, (tv, differs, votes), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5, err_msg=name)
