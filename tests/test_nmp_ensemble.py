@@ -581,6 +581,30 @@ def test_shared_ego_graphs_give_every_agent_the_same_ensemble(mode):
     np.testing.assert_array_equal(got[1], want[1])
 
 
+def test_an_own_ego_graph_of_depth_l_holds_the_whole_receptive_field_of_l_blocks():
+    """With ``depth`` >= the network's L blocks, an agent's own ego-graph holds every agent its
+    output can depend on, so its ``none`` distribution is the one a deeper ego-graph gives (the
+    network on the whole component); ``mean_prob`` also averages in ego-graphs cut at their
+    border, which differ (docs/RESULTS.md, "Ensemble ablation"). A path of 6 agents (diameter 5)
+    and the triangle, pair and singleton of the test above."""
+    positions = [[0, 0], [1, 1], [2, 2], [3, 3], [4, 4], [5, 5], [0, 6], [0, 7], [1, 7], [5, 0],
+                 [6, 1], [8, 8]]  # fmt: skip
+    env, _ = envs.make("battle", height=9, width=9, num_agents=len(positions))
+    state = env.state_from(jnp.asarray(positions))
+    n = env.num_agents
+    features = jax.random.normal(jax.random.key(7), (n, 12))
+
+    def distributions(depth, mode):
+        graphs = graph.ego_graphs(env.spec, state.grid, depth, 1, 25, n * 25, n * 200)[0]
+        params = init(features, graphs, n)
+        logits = MODEL.apply(params, features, graphs, method=MODEL.logits)
+        return np.asarray(ensemble(logits, graphs, n, mode)[0])
+
+    assert MODEL.num_blocks == 2
+    np.testing.assert_allclose(distributions(2, "none"), distributions(4, "none"), atol=1e-6)
+    assert np.abs(distributions(2, "mean_prob") - distributions(4, "none")).max() > 1e-4
+
+
 def test_disagreement_compares_each_agents_own_ego_graph_with_the_ensemble():
     """Total variation between an agent's own-ego-graph distribution and the mean over every
     ego-graph holding it, against a loop over the nodes of one graph per agent; the shared
