@@ -84,6 +84,8 @@ def measure(run_dir, games: int = 8, num_agents=None, density=None, seed: int = 
         return tv, differs, votes, counted
 
     tv, differs, votes, counted = map(np.asarray, play(jax.random.PRNGKey(seed)))
+    if not counted.any():
+        raise ValueError("no agent of the learned team was alive at any step: nothing to measure")
     tv, differs, votes = tv[counted], differs[counted], votes[counted]
     multi = votes >= 2
     return {
