@@ -20,6 +20,18 @@ import jax
 import jax.numpy as jnp
 
 
+def add_world_size_arguments(parser) -> None:
+    """``--num-agents`` and ``--density`` of the scripts that play a run in a resized world."""
+    parser.add_argument(
+        "--num-agents",
+        type=int,
+        default=None,
+        help="play at another scale (nearest preset's density)",
+    )
+    parser.add_argument("--density", type=float, default=None,
+                        help="with --num-agents: agents per cell of the resized world")  # fmt: skip
+
+
 @dataclasses.dataclass
 class ReferenceArgs:
     """Settings of a reference-policy script (``experiments.*_reference``)."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from experiments.common import machine, write_json
+from experiments.common import add_world_size_arguments, machine, write_json
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -29,18 +29,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--run", required=True, help="training run directory")
     parser.add_argument("--games", type=int, default=8, help="games played (one batch)")
-    parser.add_argument(
-        "--num-agents",
-        type=int,
-        default=None,
-        help="play at another scale (nearest preset's density)",
-    )
-    parser.add_argument(
-        "--density",
-        type=float,
-        default=None,
-        help="with --num-agents: agents per cell of the resized world",
-    )
+    add_world_size_arguments(parser)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None, help="write the summary here")
     return parser.parse_args(argv)  # fmt: skip

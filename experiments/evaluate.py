@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from experiments.common import machine, write_json
+from experiments.common import add_world_size_arguments, machine, write_json
 
 #: Headline values printed per scenario (every value is in the JSON).
 SHOWN = {
@@ -43,18 +43,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         help="of a self-play run: the learned team to evaluate (--opponent plays the others)",
     )
     parser.add_argument("--episodes", type=int, default=1000)
-    parser.add_argument(
-        "--num-agents",
-        type=int,
-        default=None,
-        help="play at another scale (nearest preset's density)",
-    )
-    parser.add_argument(
-        "--density",
-        type=float,
-        default=None,
-        help="with --num-agents: agents per cell of the resized world",
-    )
+    add_world_size_arguments(parser)
     parser.add_argument("--ensemble", default=None, help="mean_prob, mean_logit or none")
     parser.add_argument("--greedy", action="store_true", help="argmax instead of sampling")
     parser.add_argument("--seed", type=int, default=0)
