@@ -28,8 +28,12 @@ def add_world_size_arguments(parser) -> None:
         default=None,
         help="play at another scale (nearest preset's density)",
     )
-    parser.add_argument("--density", type=float, default=None,
-                        help="with --num-agents: agents per cell of the resized world")  # fmt: skip
+    parser.add_argument(
+        "--density",
+        type=float,
+        default=None,
+        help="with --num-agents: agents per cell of the resized world",
+    )
 
 
 @dataclasses.dataclass
