@@ -3,6 +3,7 @@
     python -m experiments.evaluate --run RUN_DIR --opponent scripted --episodes 1000 --json out.json
     python -m experiments.evaluate --run RUN_DIR --num-agents 28 --ensemble none --greedy
     python -m experiments.evaluate --run RUN_DIR --num-agents 400 --density 0.16 --ensemble none
+    python -m experiments.evaluate --run RUN_DIR --depth 0   # without the neighbours' messages
 
 ``--opponent`` is ``scripted``, ``random`` or another run directory (its frozen policy plays every
 team this run did not learn). For a self-play run, ``--team T`` evaluates learned team ``T`` alone
@@ -45,6 +46,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--episodes", type=int, default=1000)
     add_world_size_arguments(parser)
     parser.add_argument("--ensemble", default=None, help="mean_prob, mean_logit or none")
+    parser.add_argument(
+        "--depth",
+        type=int,
+        default=None,
+        help="ego-graph depth to play with instead of the run's (0: each agent alone)",
+    )
     parser.add_argument("--greedy", action="store_true", help="argmax instead of sampling")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=500, help="episodes per jitted batch")
@@ -59,7 +66,8 @@ def report(summary: dict) -> str:
     lines = [
         f"{summary['scenario']} / {summary['algo']}: {summary['episodes']} episodes, "
         f"{summary['num_agents']} agents{density}{match}, ensemble "
-        f"{summary['ensemble']}, {'greedy' if summary['greedy'] else 'sampled'}"
+        f"{summary['ensemble']}, depth {summary['depth']}, "
+        f"{'greedy' if summary['greedy'] else 'sampled'}"
     ]
     # (Jungle above ``ORACLE_MAX_AGENTS`` agents has no oracle bound.)
     for name in (n for n in SHOWN[summary["scenario"]] if n in summary["metrics"]):
@@ -83,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         summary = evaluate_run(
             args.run, episodes=args.episodes, opponent=args.opponent, num_agents=args.num_agents,
             ensemble=args.ensemble, greedy=args.greedy, seed=args.seed,
-            batch_size=args.batch_size, density=args.density, team=args.team,
+            batch_size=args.batch_size, density=args.density, team=args.team, depth=args.depth,
         )  # fmt: skip
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)

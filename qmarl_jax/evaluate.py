@@ -296,6 +296,7 @@ def evaluation_config(
     opponent: str | None = "scripted",
     density: float | None = None,
     team: int | None = None,
+    depth: int | None = None,
 ) -> TrainConfig:
     """The run's config changed for evaluation (validated: errors name the field).
 
@@ -303,10 +304,16 @@ def evaluation_config(
     ``learn``, with that run's parameters supplied by the caller); None keeps them. ``team``
     (one of a self-play run's learned teams) keeps only that team learned, so ``opponent`` also
     replaces the other learned teams. ``density`` (agents per cell, with ``num_agents``) sets
-    the resized world's crowding.
+    the resized world's crowding. ``depth`` plays with ego-graphs of another depth (the network's
+    parameters do not depend on it; 0 = every agent alone, without its neighbours' messages).
     """
     check_choices(opponent, ensemble)
     check_team(config, team)
+    if depth is not None and config.algo == "vanilla_pg":
+        raise ValueError(
+            f"invalid config field 'depth'={depth!r}: algo='vanilla_pg' plays without "
+            "ego-graphs; leave it unset"
+        )
     kept = config.learning_teams if team is None else (team,)
     controllers = tuple(
         kind if t in kept or opponent is None
@@ -326,6 +333,8 @@ def evaluation_config(
         changes["density"] = density
     if ensemble is not None:
         changes["ensemble"] = ensemble
+    if depth is not None:
+        changes["depth"] = depth
     return dataclasses.replace(config, **changes)
 
 
@@ -470,6 +479,7 @@ def evaluate_run(
     batch_size: int = 500,
     density: float | None = None,
     team: int | None = None,
+    depth: int | None = None,
 ) -> dict[str, Any]:
     """Evaluate the latest checkpoint of a run; see the module docstring.
 
@@ -486,6 +496,7 @@ def evaluate_run(
       batch_size: episodes per jitted batch.
       team: of a self-play run (several learned teams), the one to evaluate; ``opponent`` then
         plays every other team. None evaluates the first learned team against the others.
+      depth: play with ego-graphs of this depth instead of the run's (0: without neighbours).
 
     Returns:
       A JSON-ready dict: settings, ``metrics`` ``{name: {mean, low, high}}``, ``graph``
@@ -506,8 +517,9 @@ def evaluate_run(
     if opponent is not None and Path(opponent).is_dir():
         check_opponent(saved, opponent)
     trainer, runner = load_runner(run_dir)
+    games = min(batch_size, episodes)
     config = evaluation_config(
-        trainer.config, min(batch_size, episodes), num_agents, ensemble, opponent, density, team
+        trainer.config, games, num_agents, ensemble, opponent, density, team, depth
     )
     own = trainer.config.learning_teams if team is None else (team,)
     learned = trainer.config.learning_teams
@@ -526,6 +538,7 @@ def evaluate_run(
         "opponent": opponent if config.num_teams > 1 else None,
         "team": config.learning_teams[0],
         "ensemble": config.ensemble,
+        "depth": config.graph_depth,
         "greedy": greedy,
         "seed": seed,
         "trained_batches": int(runner.batch),

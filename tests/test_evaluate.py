@@ -298,6 +298,29 @@ def test_evaluate_at_another_density_resizes_the_world_to_it(jungle_run, tmp_pat
     assert code == 0 and "16 agents (0.25 per cell)" in capsys.readouterr().out
 
 
+def test_evaluate_at_depth_0_plays_every_agent_alone(jungle_run, capsys):
+    """``depth=0``: every ego-graph is the agent alone, so ensembling has nothing to average
+    (``mean_prob`` and ``none`` play the same episodes from the same seed), while at the run's
+    own depth the same crowd's ego-graphs hold several agents."""
+    crowd = dict(episodes=6, num_agents=16, density=0.25, seed=1)
+    alone = {
+        m: evaluate_run(jungle_run, ensemble=m, depth=0, **crowd) for m in ("mean_prob", "none")
+    }
+    assert alone["none"]["depth"] == 0
+    assert alone["none"]["graph"]["graph_max_nodes"] == 1
+    assert alone["none"]["graph"]["graph_nodes"] == pytest.approx(1.0)
+    np.testing.assert_array_equal(alone["mean_prob"]["per_episode"]["score"],
+                                  alone["none"]["per_episode"]["score"])  # fmt: skip
+    own = evaluate_run(jungle_run, ensemble="none", **crowd)
+    assert own["depth"] == 2 and own["graph"]["graph_max_nodes"] > 1
+    with pytest.raises(ValueError, match="'depth'=1: algo='vanilla_pg' plays without ego-graphs"):
+        evaluation_config(make_config("jungle", algo="vanilla_pg", **SMALL), 4, depth=1)
+    code = evaluate_cli.main(["--run", str(jungle_run), "--depth", "-1", "--episodes", "2"])
+    assert code == 2 and "'depth'=-1: must be >= 0" in capsys.readouterr().err
+    code = evaluate_cli.main(["--run", str(jungle_run), "--depth", "0", "--episodes", "2"])
+    assert code == 0 and "depth 0" in capsys.readouterr().out
+
+
 def test_evaluate_cli_writes_json_and_rejects_bad_input(jungle_run, tmp_path, capsys):
     out = tmp_path / "eval.json"
     code = evaluate_cli.main(["--run", str(jungle_run), "--episodes", "20", "--json", str(out)])
