@@ -8,7 +8,8 @@ tie. An optional dense shaping term (``shaping``, default 0) adds
 the step (a dying agent gets it on its last transition).
 
 Agents ``0 .. N/2-1`` are team 0, the rest team 1. Observation ``features float32[N, 9*5]``: the
-3x3 window (off-grid, teammates, enemies, -, -). Action ``int32[N]`` in [0, 5). Reward
+3x3 window (off-grid, teammates, enemies, -, -), then with ``observe_time`` the fraction of the
+episode left (``float32[N, 9*5 + 1]``). Action ``int32[N]`` in [0, 5). Reward
 ``float32[N]``. The episode is **terminated** when a team is wiped out or after ``max_steps``: the
 game is over and its payoff decided, so there is nothing to bootstrap (``truncated`` is always
 False). ``info``: ``deaths bool[N]``, ``survivors int32[2]``, ``outcome int32[2]`` (+1 win,
@@ -35,6 +36,8 @@ class BattleConfig(GridConfig):
     Attributes:
       kill_threshold: alive enemies within distance 1 that kill an agent (1..8).
       shaping: weight of the optional dense shaping reward (0 = the paper's sparse reward).
+      observe_time: also observe the fraction of the episode left, (max_steps - step) /
+        max_steps: the payoff is decided by the survivors on the last step.
     """
 
     height: int = 10
@@ -43,6 +46,7 @@ class BattleConfig(GridConfig):
     max_steps: int = 30
     kill_threshold: int = 3
     shaping: float = 0.0
+    observe_time: bool = False
 
     def __post_init__(self):
         require(
@@ -79,10 +83,12 @@ class BattleState:
     """Attributes:
     grid: the shared grid (teams 0 and 1).
     step: int32[] steps taken in this episode.
+    horizon: int32[] the episode's length (``params.max_steps``).
     """
 
     grid: core.Grid
     step: jax.Array
+    horizon: jax.Array
 
 
 def team_outcome(survivors: jax.Array) -> jax.Array:
@@ -102,6 +108,10 @@ class Battle(GridEnv):
     def teams(self) -> np.ndarray:
         return (np.arange(self.num_agents) >= self.config.team_size).astype(np.int32)
 
+    @property
+    def num_extra_features(self) -> int:
+        return int(self.config.observe_time)
+
     def default_params(self) -> BattleParams:
         return BattleParams(
             max_steps=jnp.int32(self.config.max_steps), shaping=jnp.float32(self.config.shaping)
@@ -109,12 +119,17 @@ class Battle(GridEnv):
 
     def reset_state(self, key: jax.Array, params: BattleParams) -> BattleState:
         cfg = self.config
-        return self.state_from(core.sample_cells(key, cfg.height, cfg.width, cfg.num_agents))
+        cells = core.sample_cells(key, cfg.height, cfg.width, cfg.num_agents)
+        return self.state_from(cells, params.max_steps)
 
-    def state_from(self, positions: jax.Array) -> BattleState:
-        """A fresh state with agents at ``positions int32[N, 2]``."""
+    def state_from(
+        self, positions: jax.Array, horizon: jax.Array | int | None = None
+    ) -> BattleState:
+        """A fresh state with agents at ``positions int32[N, 2]`` and an episode of ``horizon``
+        steps (default: the config's ``max_steps``)."""
+        horizon = self.config.max_steps if horizon is None else horizon
         grid = core.make_grid(self.spec, jnp.asarray(positions), jnp.asarray(self.teams))
-        return BattleState(grid=grid, step=jnp.int32(0))
+        return BattleState(grid=grid, step=jnp.int32(0), horizon=jnp.asarray(horizon, jnp.int32))
 
     def transition(self, key: jax.Array, state: BattleState, actions: jax.Array, params):
         moved = core.resolve_moves(key, self.spec, state.grid, actions)
@@ -142,3 +157,9 @@ class Battle(GridEnv):
             "invalid_actions": moved.invalid_actions,
         }
         return state.replace(grid=grid, step=step), reward, terminated, jnp.bool_(False), info
+
+    def extra_features(self, state: BattleState) -> jax.Array | None:
+        if not self.config.observe_time:
+            return None
+        left = (state.horizon - state.step) / state.horizon
+        return jnp.full((self.num_agents, 1), left, jnp.float32)

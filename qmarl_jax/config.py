@@ -27,7 +27,7 @@ ENV_FIELDS = ("max_steps", "view_radius", "graph_radius")
 SCENARIO_FIELDS = {
     "shaping": ("battle", "deception"),
     "landmark_sight": ("deception",),
-    "observe_time": ("deception",),
+    "observe_time": ("battle", "deception"),
 }
 LEARN = "learn"
 TEAM_CONTROLLERS = (LEARN, *CONTROLLERS)
@@ -59,7 +59,8 @@ class TrainConfig:
     """Deception only: radius of the landmark compass (the env's default 0 = off: the SPEC's
     window alone; ``DeceptionConfig.landmark_sight``)."""
     observe_time: bool | None = None
-    """Deception only: also observe the fraction of the episode left (env default False)."""
+    """Battle and Deception: also observe the fraction of the episode left (env default False;
+    both decide their payoff on the last step)."""
     controllers: tuple[str, ...] = ("learn", "scripted")
     """Controller of each team in team order: learn, random or scripted (extra entries ignored;
     Jungle has one team, Battle and Deception two: Deception's team 0 is home, 1 adversaries)."""

@@ -183,6 +183,23 @@ def test_battle_optional_shaping():
     np.testing.assert_allclose(reward, [-0.125] * 4 + [0.125] * 4)
 
 
+def test_battle_observe_time_counts_down_to_the_payoff():
+    env, params = battle(max_steps=4, observe_time=True)
+    assert env.obs_dim == 9 * core.NUM_CHANNELS + 1
+    positions = [[0, 0], [0, 2], [0, 4], [0, 6], [7, 0], [7, 2], [7, 4], [7, 6]]
+    state = env.state_from(jnp.array(positions), params.max_steps)
+    left = [float(env.observe(state).features[0, -1])]
+    for t in range(3):
+        obs, state, *_ = run(env, params, state, [S] * 8, key=t)
+        left.append(float(obs.features[5, -1]))
+    np.testing.assert_allclose(left, [1.0, 0.75, 0.5, 0.25])
+    shorter = params.replace(max_steps=jnp.int32(2))  # a traced episode length, not the config's
+    obs, *_ = run(env, shorter, env.reset(jax.random.key(0), shorter)[1], [S] * 8)
+    np.testing.assert_allclose(obs.features[:, -1], 0.5)
+    # Off by default: the SPEC's window alone.
+    assert battle()[0].obs_dim == 9 * core.NUM_CHANNELS
+
+
 # ---- Deception ------------------------------------------------------------------------------
 TARGET, DECOY = [2, 2], [4, 0]
 

@@ -52,10 +52,14 @@ def test_every_algorithm_runs_and_updates(algo, tmp_path):
     assert any(jax.tree.leaves(changed))
 
 
-def test_deception_landmark_compass_and_time_reach_the_network():
-    config = make_config("deception", landmark_sight=4, observe_time=True, num_batches=2, **SMALL)
+@pytest.mark.parametrize(
+    "scenario, fields, obs_dim",
+    [("deception", {"landmark_sight": 4}, 9 * 5 + 2 * 6 + 1), ("battle", {}, 9 * 5 + 1)],
+)
+def test_extra_features_and_time_reach_the_network(scenario, fields, obs_dim):
+    config = make_config(scenario, observe_time=True, num_batches=2, **fields, **SMALL)
     trainer = Trainer(config)
-    assert trainer.env.obs_dim == 9 * 5 + 2 * 6 + 1
+    assert trainer.env.obs_dim == obs_dim
     runner = trainer.init(jax.random.PRNGKey(0))
     after, metrics = jax.jit(trainer.run_batches, static_argnums=1)(runner, 2)
     assert int(after.batch) == 2
@@ -454,7 +458,6 @@ def test_full_run_writes_every_artefact(tmp_path):
         ({"budget_margin": 0.5}, "invalid config field 'budget_margin'=0.5: must be >= 1"),
         ({"heads": 0}, "invalid config field 'heads'=0: must be >= 1"),
         ({"landmark_sight": 4}, "invalid config field 'landmark_sight'=4: only Deception has one"),
-        ({"observe_time": True}, "invalid config field 'observe_time'=True: only Deception has"),
         ({"dual_clip": 0.5}, "invalid config field 'dual_clip'=0.5: must be > 1 (or 0: off)"),
         ({"entropy_final": -0.1}, "invalid config field 'entropy_final'=-0.1: must be >= 0"),
         ({"target_kl": 0.0}, "invalid config field 'target_kl'=0.0: must be > 0 (or None: off)"),
@@ -507,7 +510,7 @@ def test_config_errors_name_the_field(overrides, message):
 def test_scenario_only_fields_are_refused_elsewhere():
     with pytest.raises(ValueError, match=r"'shaping'=1\.0: only Battle and Deception have one"):
         make_config("jungle", shaping=1.0)
-    with pytest.raises(ValueError, match="'observe_time'=True: only Deception has one"):
+    with pytest.raises(ValueError, match="'observe_time'=True: only Battle and Deception have"):
         make_config("jungle", observe_time=True)
 
 
