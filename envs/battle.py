@@ -5,7 +5,10 @@ distance 1 dies; deaths are simultaneous. Rewards are 0 per step; when the episo
 alive at the start of the last step receives +1 if its team has more survivors, -1 if fewer, 0 on a
 tie. An optional dense shaping term (``shaping``, default 0) adds
 ``shaping * (enemy deaths - own deaths) / team_size`` per step to every agent alive at the start of
-the step (a dying agent gets it on its last transition).
+the step (a dying agent gets it on its last transition). An optional per-agent kill credit
+(``kill_credit``, default 0) pays ``kill_credit`` to an agent for every enemy that dies within
+Chebyshev distance 1 of it after the move (it took part in the kill) and ``-kill_credit`` on its
+own death: the team-wide shaping does not say which agents made a kill.
 
 Agents ``0 .. N/2-1`` are team 0, the rest team 1. Observation ``features float32[N, 9*5]``: the
 3x3 window (off-grid, teammates, enemies, -, -), then with ``observe_time`` the fraction of the
@@ -36,6 +39,7 @@ class BattleConfig(GridConfig):
     Attributes:
       kill_threshold: alive enemies within distance 1 that kill an agent (1..8).
       shaping: weight of the optional dense shaping reward (0 = the paper's sparse reward).
+      kill_credit: weight of the optional per-agent kill credit (0 = off).
       observe_time: also observe the fraction of the episode left, (max_steps - step) /
         max_steps: the payoff is decided by the survivors on the last step.
     """
@@ -46,6 +50,7 @@ class BattleConfig(GridConfig):
     max_steps: int = 30
     kill_threshold: int = 3
     shaping: float = 0.0
+    kill_credit: float = 0.0
     observe_time: bool = False
 
     def __post_init__(self):
@@ -58,6 +63,7 @@ class BattleConfig(GridConfig):
         require(
             1 <= self.kill_threshold <= 8, "kill_threshold", self.kill_threshold, "must be in 1..8"
         )
+        require(self.kill_credit >= 0, "kill_credit", self.kill_credit, "must be >= 0")
         super().__post_init__()
 
     @property
@@ -72,10 +78,12 @@ class BattleParams:
     Attributes:
       max_steps: int32[] episode length.
       shaping: float32[] dense shaping weight.
+      kill_credit: float32[] per-agent kill credit weight.
     """
 
     max_steps: jax.Array
     shaping: jax.Array
+    kill_credit: jax.Array
 
 
 @struct.dataclass
@@ -97,6 +105,15 @@ def team_outcome(survivors: jax.Array) -> jax.Array:
     return jnp.stack([sign, -sign])
 
 
+def enemy_deaths_beside(around: jax.Array, team: jax.Array, deaths: jax.Array) -> jax.Array:
+    """Enemies in each agent's ``around int32[N, 8]`` window (agent ids, < 0 for none) that die
+    this step -> ``float32[N]``."""
+    present = around >= 0
+    ids = jnp.maximum(around, 0)
+    killed = present & (team[ids] != team[:, None]) & deaths[ids]
+    return jnp.sum(killed, axis=-1, dtype=jnp.float32)
+
+
 class Battle(GridEnv):
     """The Battle scenario; see the module docstring for the observation/reward layout."""
 
@@ -113,8 +130,11 @@ class Battle(GridEnv):
         return int(self.config.observe_time)
 
     def default_params(self) -> BattleParams:
+        cfg = self.config
         return BattleParams(
-            max_steps=jnp.int32(self.config.max_steps), shaping=jnp.float32(self.config.shaping)
+            max_steps=jnp.int32(cfg.max_steps),
+            shaping=jnp.float32(cfg.shaping),
+            kill_credit=jnp.float32(cfg.kill_credit),
         )
 
     def reset_state(self, key: jax.Array, params: BattleParams) -> BattleState:
@@ -149,7 +169,8 @@ class Battle(GridEnv):
         own_deaths = team_deaths[grid.team]
         enemy_deaths = team_deaths[1 - grid.team]
         shaped = params.shaping * (enemy_deaths - own_deaths) / self.config.team_size
-        reward = (outcome[grid.team].astype(jnp.float32) + shaped) * was_alive
+        credit = params.kill_credit * (enemy_deaths_beside(around, grid.team, deaths) - deaths)
+        reward = (outcome[grid.team].astype(jnp.float32) + shaped + credit) * was_alive
         info = {
             "deaths": deaths,
             "survivors": survivors,

@@ -26,6 +26,7 @@ ENV_FIELDS = ("max_steps", "view_radius", "graph_radius")
 #: Environment overrides that only some scenarios have -> those scenarios.
 SCENARIO_FIELDS = {
     "shaping": ("battle", "deception"),
+    "kill_credit": ("battle",),
     "landmark_sight": ("deception",),
     "observe_time": ("battle", "deception"),
 }
@@ -55,6 +56,10 @@ class TrainConfig:
     shaping: float | None = None
     """Override the dense shaping weight of Battle (kills) or Deception (potential-based, of the
     home payoff); the envs' default is 0: the sparse terminal reward."""
+    kill_credit: float | None = None
+    """Battle only: pay each agent this for every enemy that dies beside it (distance 1, after the
+    move) and minus this on its own death (the env's default 0 = off; the reported metric stays
+    the terminal reward)."""
     landmark_sight: int | None = None
     """Deception only: radius of the landmark compass (the env's default 0 = off: the SPEC's
     window alone; ``DeceptionConfig.landmark_sight``)."""

@@ -183,6 +183,49 @@ def test_battle_optional_shaping():
     np.testing.assert_allclose(reward, [-0.125] * 4 + [0.125] * 4)
 
 
+def kill_credit_by_loop(positions, teams, deaths, weight):
+    """Per-agent kill credit from a plain loop over pairs (the reference)."""
+    credit = []
+    for i, (ri, ci) in enumerate(positions):
+        killed = sum(
+            1
+            for j, (rj, cj) in enumerate(positions)
+            if j != i
+            and teams[j] != teams[i]
+            and deaths[j]
+            and max(abs(ri - rj), abs(ci - cj)) <= 1
+        )
+        credit.append(weight * (killed - deaths[i]))
+    return np.array(credit, np.float32)
+
+
+def test_battle_kill_credit_pays_the_killers_and_charges_the_fallen():
+    env, params = battle(kill_credit=0.5)
+    # Agent 0 dies under agents 4, 5, 6 (test_battle_three_enemies_kill); agent 7 beside agent 1
+    # takes no part.
+    positions = [[2, 2], [5, 5], FAR_T0, [0, 7], [1, 1], [1, 3], [3, 2], [4, 5]]
+    _, _, reward, _, _, _ = run(env, params, env.state_from(jnp.array(positions)), [S] * 8)
+    np.testing.assert_allclose(reward, [-0.5, 0, 0, 0, 0.5, 0.5, 0.5, 0])
+
+
+def test_battle_kill_credit_matches_a_loop_over_pairs():
+    env, params = envs.make("battle", height=6, width=6, num_agents=16, kill_credit=0.25)
+    teams = np.asarray(env.teams)
+    total_deaths = 0
+    for seed in range(20):
+        state = env.reset(jax.random.key(seed), params)[1]
+        positions = np.asarray(state.grid.positions).tolist()
+        _, _, reward, _, _, info = run(env, params, state, [S] * 16, key=seed)
+        deaths = np.asarray(info["deaths"]).astype(int)
+        outcome = np.asarray(info["outcome"])[teams]  # nonzero only if a team was wiped out
+        expected = kill_credit_by_loop(positions, teams, deaths, 0.25) + outcome
+        np.testing.assert_allclose(reward, expected, atol=1e-6)
+        total_deaths += deaths.sum()
+    assert total_deaths >= 10  # the random starts do kill: the check is not vacuous
+    with pytest.raises(ValueError, match="'kill_credit'=-1: must be >= 0"):
+        battle(kill_credit=-1)
+
+
 def test_battle_observe_time_counts_down_to_the_payoff():
     env, params = battle(max_steps=4, observe_time=True)
     assert env.obs_dim == 9 * core.NUM_CHANNELS + 1

@@ -512,6 +512,8 @@ def test_scenario_only_fields_are_refused_elsewhere():
         make_config("jungle", shaping=1.0)
     with pytest.raises(ValueError, match="'observe_time'=True: only Battle and Deception have"):
         make_config("jungle", observe_time=True)
+    with pytest.raises(ValueError, match=r"'kill_credit'=0\.5: only Battle has one"):
+        make_config("deception", kill_credit=0.5)
 
 
 def test_unknown_scenario_preset_and_field():
