@@ -535,6 +535,11 @@ def test_paper_preset_holds_the_papers_settings():
     assert (config.lr, config.lr_decay, config.lr_patience) == (0.01, 0.95, 10)
     assert (config.games_per_batch, config.num_batches, config.gamma) == (100, 120, 0.99)
     assert config.algo == "qmarl_ac"
+    # The paper's sparse reward: neither the default's shaping nor its kill credit.
+    env = Trainer(config).env.config
+    assert (env.shaping, env.kill_credit) == (0.0, 0.0)
+    default = Trainer(make_config("battle")).env.config
+    assert (default.shaping, default.kill_credit) == (1.0, 0.5)
 
 
 def test_coordinated_preset_is_the_deception_run_that_beat_the_paper():
