@@ -91,6 +91,13 @@ class GridConfig:
         return self.num_agents / (self.height * self.width)
 
 
+def time_left(state, num_agents: int) -> jax.Array:
+    """The fraction of the episode left, ``(horizon - step) / horizon``, for every agent of a state
+    with ``step`` and ``horizon`` fields -> ``float32[num_agents, 1]`` (an extra feature)."""
+    left = (state.horizon - state.step) / state.horizon
+    return jnp.full((num_agents, 1), left, jnp.float32)
+
+
 def require(condition: bool, field: str, value: Any, message: str) -> None:
     if not condition:
         raise ValueError(f"invalid config field '{field}'={value!r}: {message}")

@@ -29,7 +29,7 @@ import numpy as np
 from flax import struct
 
 from envs import core
-from envs.base import GridConfig, GridEnv, require
+from envs.base import GridConfig, GridEnv, require, time_left
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,5 +182,4 @@ class Battle(GridEnv):
     def extra_features(self, state: BattleState) -> jax.Array | None:
         if not self.config.observe_time:
             return None
-        left = (state.horizon - state.step) / state.horizon
-        return jnp.full((self.num_agents, 1), left, jnp.float32)
+        return time_left(state, self.num_agents)

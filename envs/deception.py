@@ -35,7 +35,7 @@ import numpy as np
 from flax import struct
 
 from envs import core
-from envs.base import GridConfig, GridEnv, require
+from envs.base import GridConfig, GridEnv, require, time_left
 
 HOME, ADVERSARY = 0, 1
 #: Features per landmark-compass slot: present, row offset, column offset, target, teammates
@@ -245,8 +245,7 @@ class Deception(GridEnv):
         if cfg.landmark_sight:
             parts.append(self.landmark_compass(state))
         if cfg.observe_time:
-            left = (state.horizon - state.step) / state.horizon
-            parts.append(jnp.full((self.num_agents, 1), left, jnp.float32))
+            parts.append(time_left(state, self.num_agents))
         return jnp.concatenate(parts, axis=-1) if parts else None
 
     def landmark_compass(self, state: DeceptionState) -> jax.Array:
