@@ -370,12 +370,13 @@ def _one_of(field: str, value: Any, allowed) -> None:
 #: CPU-sized defaults per scenario (``make train``): PPO learned fastest per CPU-second in our
 #: measurements (README); Battle adds the env's optional dense shaping and per-agent kill credit
 #: 0.5 (the reported metric stays the sparse terminal reward; with the credit seeds 0-2 evaluated
-#: -10.2 / +8.5 / -2.3, without it -33.3 on seed 0 and -19.3 / -25.8 / -28.2 in session 9:
-#: docs/RESULTS.md), trains 300 batches (what fits 10 minutes) with the learning rate
-#: annealed to 0 (without it a 400-batch run peaked near batch 250 and fell back to stand-still
-#: level: README "Results") and sizes its ego-graph budgets 6x the random start's (the teams
-#: close in and their ego-graphs grow: 1.25x overflowed three times, 4x once, each a recompile
-#: and a rerun chunk; the budget ladder keeps unused slots nearly free);
+#: -10.2 / +8.5 / -2.3, without it -33.3 on seed 0 and -19.3 / -25.8 / -28.2 in session 9, with 1.0
+#: +2.9 / +7.4 / +4.2, within the seeds' noise: docs/RESULTS.md), trains 300 batches (10 minutes on
+#: session 9's CPU) with the learning rate annealed to 0 (without it a 400-batch run peaked near
+#: batch 250 and fell back to stand-still level: README "Results") and sizes its ego-graph budgets
+#: 6x the random start's (the teams close in and their ego-graphs grow: 1.25x overflowed three
+#: times, 4x once, each a recompile and a rerun chunk; the budget ladder keeps unused slots nearly
+#: free);
 #: Deception trains 400 batches (about 2 minutes; the home reward levels off near -60 by then,
 #: from -86 at 120: README "Results");
 #: Jungle keeps a larger entropy bonus (at 0.01 its policy turns
