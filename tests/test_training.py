@@ -536,9 +536,9 @@ def test_paper_preset_holds_the_papers_settings():
     assert (config.games_per_batch, config.num_batches, config.gamma) == (100, 120, 0.99)
     assert config.algo == "qmarl_ac"
     # The paper's sparse reward: neither the default's shaping nor its kill credit.
-    env = Trainer(config).env.config
+    env = config.env_config
     assert (env.shaping, env.kill_credit) == (0.0, 0.0)
-    default = Trainer(make_config("battle")).env.config
+    default = make_config("battle").env_config
     assert (default.shaping, default.kill_credit) == (1.0, 0.5)
 
 
