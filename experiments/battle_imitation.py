@@ -35,7 +35,7 @@ from flax import struct
 
 from envs.base import require
 from envs.opponents import make_controller
-from experiments.battle_reference import pack_actions, planner
+from experiments.battle_reference import pack_actions, planner, reference_policy
 from experiments.common import machine, write_json
 from qmarl_jax.algos.common import per_node
 from qmarl_jax.checkpoint import Checkpointer, save_config
@@ -58,6 +58,10 @@ class Args:
     """States per gradient step."""
     lr: float = 1e-3
     """Adam learning rate."""
+    teacher: str = "planner"
+    """The labels: ``planner`` (the centralised ``lookahead`` over ``pack``) or ``strike`` (the
+    local one-step rule ``battle_reference.strike_actions``, a deterministic function of the
+    state)."""
     candidates: int = 8
     """The planner's joint actions per step (``battle_reference --lookahead-candidates``)."""
     horizon: int = 3
@@ -96,6 +100,17 @@ def check(args: Args) -> None:
                  "eval_episodes"):  # fmt: skip
         require(getattr(args, name) >= 1, name, getattr(args, name), "must be >= 1")
     require(args.lr > 0, "lr", args.lr, "must be > 0")
+    require(args.teacher in TEACHERS, "teacher", args.teacher, f"choose one of {TEACHERS}")
+
+
+TEACHERS = ("planner", "strike")
+
+
+def make_teacher(env, env_params, args: Args):
+    """``args.teacher``'s team-0 labels: ``teacher(key, state) -> int32[N]``."""
+    if args.teacher == "planner":
+        return planner(env, env_params, args.candidates, args.horizon)
+    return reference_policy(env, "strike")
 
 
 def labelled_games(trainer: Trainer, teacher, games: int, planner_plays: bool):
@@ -236,7 +251,7 @@ def main(args: Args) -> dict:
     check(args)
     config = make_config("battle", view_radius=args.view_radius, seed=args.seed)
     trainer = Trainer(config)
-    teacher = planner(trainer.env, trainer.env_params, args.candidates, args.horizon)
+    teacher = make_teacher(trainer.env, trainer.env_params, args)
     key = jax.random.PRNGKey(args.seed)
     init_key, key = jax.random.split(key)
     params = trainer.init(init_key).teams[0].params
