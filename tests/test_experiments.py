@@ -748,6 +748,18 @@ def test_battle_imitation_fit_copies_a_constant_teacher():
     assert 0.0 < all_up["departure_share"] < 1.0  # pack moves up wherever the cell above is free
     all_left = held_out(jnp.full_like(pack, LEFT))
     assert all_left["all"] == 0.0 and all_left["departures"] == 0.0
+    # departure_weight counts the nodes whose label (UP) is not pack's action w times.
+    logits, labels, weight, agent = imitation.node_outputs(trainer, params, data)
+    log_probs = np.asarray(jax.nn.log_softmax(logits))
+    log_prob = np.take_along_axis(log_probs, np.asarray(labels)[..., None], -1)[..., 0]
+    pack_or_padding = np.pad(np.asarray(pack), ((0, 0), (0, 1)), constant_values=UP)
+    departs = pack_or_padding[np.arange(agent.shape[0])[:, None], np.asarray(agent)] != UP
+    for w in (1.0, 5.0):
+        node_weight = np.asarray(weight) * np.where(departs, w, 1.0)
+        expected = -np.sum(node_weight * log_prob) / np.sum(node_weight)
+        loss, _ = imitation.imitation_loss(trainer, params, data, departure_weight=w)
+        assert float(loss) == pytest.approx(expected, rel=1e-5)
+    assert 0 < np.sum(np.asarray(weight) * departs) < np.sum(np.asarray(weight))
 
 
 def test_battle_imitation_refuses_bad_settings_before_playing():
@@ -757,6 +769,8 @@ def test_battle_imitation_refuses_bad_settings_before_playing():
         imitation.main(imitation.Args(games=0))
     with pytest.raises(ValueError, match=r"'lr'=0\.0"):
         imitation.main(imitation.Args(lr=0.0))
+    with pytest.raises(ValueError, match="'departure_weight'=0"):
+        imitation.main(imitation.Args(departure_weight=0))
 
 
 def test_jungle_reference_above_the_oracle_cap_reports_the_score_alone(tmp_path, monkeypatch):
