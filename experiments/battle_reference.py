@@ -6,17 +6,17 @@ Team 0 plays ``stay`` (every agent holds), ``random``, ``corner`` (every agent m
 top edge, then left until the corner, then holds: a fixed convention a 3x3 view can follow, since
 the off-grid channel shows the edges), ``pack`` (up while the cell above is free, else left while
 the cell to the left is free, else hold: the 3x3 view shows both, and the team packs into a
-block in the top-left corner instead of a line along the edge), ``scripted`` (the mirror match) or
+block in the top-left corner instead of a line along the edge), ``scripted`` (the mirror match),
 ``charge`` (the scripted rule without holding once beside an enemy) or ``strike`` (``pack`` plus
 one step of foresight: each agent steps beside an enemy that three of its team would then touch,
 and never onto a cell where three enemies would touch it, predicting the enemies' moves by their
-rule: ``strike_actions``); team 1 is always
-``scripted`` (walks at the nearest enemy within ``sight_radius`` 4, else at the enemy centroid: it
-sees the whole map, a learner sees its 3x3 window). ``lookahead`` is a centralised rollout planner
-over ``pack`` on the env's own dynamics (``planner``, ``experiments.lookahead``): not a policy a
-learner could copy, but proof of how far above the scripted team a team can get. Prints and saves
-win / draw / loss rates with 95% Wilson intervals and the mean terminal reward x100 of team 0 — the
-yardsticks for a learned Battle policy (docs/RESULTS.md).
+rule: ``strike_actions``; ``strike_static`` takes the enemies where they stand instead); team 1
+is always ``scripted`` (walks at the nearest enemy within ``sight_radius`` 4, else at the enemy
+centroid: it sees the whole map, a learner sees its 3x3 window). ``lookahead`` is a centralised
+rollout planner over ``pack`` on the env's own dynamics (``planner``, ``experiments.lookahead``):
+not a policy a learner could copy, but proof of how far above the scripted team a team can get.
+Prints and saves win / draw / loss rates with 95% Wilson intervals and the mean terminal reward
+x100 of team 0 — the yardsticks for a learned Battle policy (docs/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from experiments.common import ReferenceArgs, play_episodes, save_references
 from experiments.lookahead import JointPolicy, lookahead_policy, require_planner_settings
 from qmarl_jax.evaluate import summarise
 
-REFERENCES = ("stay", "random", "corner", "pack", "scripted", "charge", "strike")
+REFERENCES = ("stay", "random", "corner", "pack", "scripted", "charge", "strike", "strike_static")
 
 #: ``strike``'s preference for ``pack``'s action over another move with as many kills.
 PACK_TIE_BREAK = 0.5
@@ -141,6 +141,8 @@ def reference_policy(env, reference: str) -> JointPolicy:
             return pack_actions(env, state.grid)
         if reference == "strike":
             return strike_actions(env, state.grid, predict(key, state, None))
+        if reference == "strike_static":
+            return strike_actions(env, state.grid, jnp.full((env.num_agents,), STAY, jnp.int32))
         return own(key, state, None)
 
     return policy
