@@ -103,6 +103,9 @@ class Labelled:
     weight: jax.Array
 
 
+TEACHERS = ("planner", "strike")
+
+
 def check(args: Args) -> None:
     """Refuse bad settings before anything is compiled."""
     for name in ("iterations", "games", "epochs", "minibatch", "candidates", "horizon",
@@ -110,10 +113,8 @@ def check(args: Args) -> None:
         require(getattr(args, name) >= 1, name, getattr(args, name), "must be >= 1")
     require(args.lr > 0, "lr", args.lr, "must be > 0")
     require(args.departure_weight > 0, "departure_weight", args.departure_weight, "must be > 0")
-    require(args.teacher in TEACHERS, "teacher", args.teacher, f"choose one of {TEACHERS}")
-
-
-TEACHERS = ("planner", "strike")
+    choices = f"choose one of: {', '.join(TEACHERS)}"
+    require(args.teacher in TEACHERS, "teacher", args.teacher, choices)
 
 
 def make_teacher(env, env_params, args: Args):
@@ -124,7 +125,7 @@ def make_teacher(env, env_params, args: Args):
 
 
 def labelled_games(trainer: Trainer, teacher, games: int, planner_plays: bool):
-    """``play(params, key) -> Labelled`` of ``games`` games: team 0 moved by the planner
+    """``play(params, key) -> Labelled`` of ``games`` games: team 0 moved by the teacher
     (``planner_plays``) or by the student's ensembled policy, team 1 by the scripted rule; every
     state labelled with the teacher's team-0 actions (jitted)."""
     env, env_params, actor = trainer.env, trainer.env_params, trainer.actor
@@ -211,7 +212,7 @@ def agreement_counts(trainer: Trainer, params, batch: Labelled) -> jax.Array:
 
 
 def held_out_agreement(trainer: Trainer, params, data: Labelled, minibatch: int) -> dict:
-    """The student's agreement with the planner on states it has not been fitted on, overall and
+    """The student's agreement with the teacher on states it has not been fitted on, overall and
     on the teacher's departures from its base ``pack`` (the agent-steps where planning changed
     the action: what a student must learn beyond the convention) -> ``{"all", "departures",
     "departure_share"}`` (nodes of alive team-0 agents, each ego-graph once per centre)."""
