@@ -91,10 +91,9 @@ def strike_actions(env, grid: core.Grid, enemy_actions: jax.Array) -> jax.Array:
     attacker = grid.alive & ~team0
     ahead = grid.positions + moves[enemy_actions]
     around = core.window_displacements(1)
-    own_map = (
-        jnp.zeros(spec.num_cells, jnp.int32).at[spec.flat(grid.positions)].add(grid.alive & team0)
-    )
-    touched_by = jnp.sum(spec.gather(own_map, ahead, around), axis=-1)  # [N] after its move
+    # Team-0 agents beside each attacker's next cell (an attacker's enemies are team 0).
+    beside_next = spec.gather(grid.occupancy, ahead, around)
+    touched_by = core.count_adjacent(beside_next, grid.team, grid.team, enemy=True)
 
     def enemy_map(counted):
         return jnp.zeros(spec.num_cells, jnp.int32).at[spec.flat(ahead)].add(attacker & counted)
@@ -130,7 +129,6 @@ def reference_policy(env, reference: str) -> JointPolicy:
     own = make_controller("random" if reference == "random" else "scripted", env)
     if reference == "charge":
         own = battle_scripted(env, hold_when_adjacent=False)
-    predict = make_controller("scripted", env)
 
     def policy(key, state):
         if reference == "stay":
@@ -140,7 +138,7 @@ def reference_policy(env, reference: str) -> JointPolicy:
         if reference == "pack":
             return pack_actions(env, state.grid)
         if reference == "strike":
-            return strike_actions(env, state.grid, predict(key, state, None))
+            return strike_actions(env, state.grid, own(key, state, None))  # predicted by scripted
         if reference == "strike_static":
             return strike_actions(env, state.grid, jnp.full((env.num_agents,), STAY, jnp.int32))
         return own(key, state, None)
