@@ -82,7 +82,8 @@ class Args:
     run_dir: str | None = None
     """Also save the student as a run directory at batch 0 (config + checkpoint): evaluate it
     with ``experiments.evaluate --run DIR``, fine-tune it by RL with ``experiments.train
-    --resume DIR``."""
+    --init-from DIR`` (any settings of the same network; ``--critic-warmup K`` trains the
+    critic alone first) or ``--resume DIR`` (the student's own config)."""
     json: str | None = None
 
 
@@ -260,7 +261,7 @@ def fit(trainer: Trainer, tx, params, opt_state, data: Labelled, args: Args, key
 def save_student(trainer: Trainer, params, run_dir: str) -> None:
     """Write ``params`` as a run directory at batch 0: ``trainer.config`` and a checkpoint whose
     team 0 has the student's parameters, a fresh optimiser and a fresh plateau schedule (what
-    ``experiments.train --resume`` continues from)."""
+    ``experiments.train --resume`` continues from and ``--init-from`` starts from)."""
     runner = trainer.init(jax.random.PRNGKey(trainer.config.seed))
     team = runner.teams[0].replace(params=params, opt_state=trainer.tx.init(params))
     Path(run_dir).mkdir(parents=True, exist_ok=True)

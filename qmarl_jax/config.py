@@ -155,6 +155,11 @@ class TrainConfig:
     than the policy changes (the condition of actor-critic convergence proofs)."""
     max_grad_norm: float = 1.0
     """Global gradient-norm clip (0 = off)."""
+    critic_warmup: int = 0
+    """Batches at the start of the run in which only the critic learns: the policy's gradients
+    (actor trunk and policy head) are zeroed, so the policy stays as it started while the
+    critic learns its values. For fine-tuning a trained policy (``init_from``): an untrained
+    critic's advantages are noise, and the first updates on them undo the policy."""
 
     # --- ego-graphs and network ---
     depth: int = 2
@@ -213,6 +218,11 @@ class TrainConfig:
     num_devices: int = 0
     """Devices the games of a batch are split over (data parallel; 0 = all visible devices).
     ``games_per_batch`` must be a multiple of it."""
+    init_from: str | None = None
+    """A run directory whose latest parameters start this run's learning teams (an imitation
+    student from ``experiments.battle_imitation --run-dir``, or another run to fine-tune with
+    other settings); the optimiser, the schedules and the batch count start fresh. Its learning
+    teams and parameter shapes must match this config's. None: a fresh initialisation."""
 
     def __post_init__(self):
         _one_of("scenario", self.scenario, envs.SCENARIOS)
@@ -245,6 +255,7 @@ class TrainConfig:
         require(self.num_devices >= 0, "num_devices", self.num_devices, "must be >= 0 (0 = all)")
         require(self.lr > 0, "lr", self.lr, "must be > 0")
         require(self.actor_lr_scale > 0, "actor_lr_scale", self.actor_lr_scale, "must be > 0")
+        require(self.critic_warmup >= 0, "critic_warmup", self.critic_warmup, "must be >= 0")
         require(self.budget_margin >= 1, "budget_margin", self.budget_margin, "must be >= 1")
         for name in ("node_budget", "edge_budget"):
             value = getattr(self, name)

@@ -105,11 +105,13 @@ def train(
         config = config or saved
     elif config is None:
         raise ValueError("give a config or a run directory to resume")
+    trainer = Trainer(config)
+    # init_from is checked before anything is written; a resumed run has its own checkpoint.
+    start_params = init_params(config, trainer) if resume is None else None
     run_dir = Path(run_dir) if run_dir is not None else new_run_dir(config)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(run_dir, config)
 
-    trainer = Trainer(config)
     checkpointer = Checkpointer(run_dir)
     runner = trainer.init(jax.random.PRNGKey(config.seed))
     done = 0
@@ -117,6 +119,11 @@ def train(
         runner = checkpointer.restore(runner)
         done = int(runner.batch)
     else:  # batch 0 is a good checkpoint too: a run that fails at once can still resume
+        if start_params is None:
+            start_params = init_params(config, trainer)
+        if start_params is not None:
+            teams = zip(runner.teams, start_params, strict=True)
+            runner = runner.replace(teams=tuple(t.replace(params=p) for t, p in teams))
         checkpointer.save(0, runner)
     runner = sharding.replicate(runner, trainer.mesh)
     history_path = run_dir / "metrics.jsonl"
@@ -189,6 +196,44 @@ def grown_budgets(config: TrainConfig, trainer: Trainer) -> TrainConfig:
         node_budget=math.ceil(BUDGET_GROWTH * actor.node_budget),
         edge_budget=math.ceil(BUDGET_GROWTH * actor.edge_budget),
     )
+
+
+def init_params(config: TrainConfig, trainer: Trainer) -> tuple[dict, ...] | None:
+    """The learning teams' starting parameters from the latest checkpoint of
+    ``config.init_from`` (None when it is not set).
+
+    Raises:
+      FileNotFoundError: ``init_from`` is not a run directory.
+      ValueError: it has no checkpoint, other learning teams, or parameters of other shapes
+        (the message lists the config fields in which the two runs differ).
+    """
+    if config.init_from is None:
+        return None
+    source = Path(config.init_from)
+    saved = load_config(source)
+    field = f"invalid config field 'init_from'={config.init_from!r}"
+    if saved.learning_teams != config.learning_teams:
+        raise ValueError(f"{field}: its learning teams are {saved.learning_teams}, this run's "
+                         f"{config.learning_teams}")  # fmt: skip
+    checkpointer = Checkpointer(source)
+    has_checkpoint = checkpointer.latest_batch() is not None
+    checkpointer.close()
+    if not has_checkpoint:
+        raise ValueError(f"{field}: the run has no checkpoint")
+    key = jax.random.PRNGKey(0)
+    shapes = lambda init: jax.tree.map(lambda x: (x.shape, x.dtype), jax.eval_shape(init, key))
+    source_trainer, runner = load_runner(source)
+    wanted = [shapes(trainer.init).teams[i].params for i in range(len(runner.teams))]
+    found = [shapes(source_trainer.init).teams[i].params for i in range(len(runner.teams))]
+    if wanted != found:
+        differ = [
+            f"{name}: {getattr(saved, name)!r} there, {getattr(config, name)!r} here"
+            for name in (f.name for f in dataclasses.fields(TrainConfig))
+            if name != "init_from" and getattr(saved, name) != getattr(config, name)
+        ]
+        raise ValueError(f"{field}: its network has other parameter shapes; the configs "
+                         f"differ in {'; '.join(differ)}")  # fmt: skip
+    return tuple(team.params for team in runner.teams)
 
 
 def load_runner(run_dir: str | Path) -> tuple[Trainer, RunnerState]:

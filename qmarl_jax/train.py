@@ -87,6 +87,20 @@ def scale_by_kl(desired_kl: float, lr: float) -> optax.GradientTransformationExt
     return optax.GradientTransformationExtraArgs(init, update)
 
 
+class BatchSchedule(NamedTuple):
+    """What the run's schedules give one batch's updates.
+
+    Attributes:
+      lr_scale: float32[] learning-rate factor (``lr_anneal``; the plateau factor is per team).
+      entropy_coef: float32[] entropy bonus weight (``entropy_final``).
+      train_policy: bool[] False during ``critic_warmup``: only the critic learns.
+    """
+
+    lr_scale: jax.Array
+    entropy_coef: jax.Array
+    train_policy: jax.Array
+
+
 @struct.dataclass
 class TeamState:
     """Parameters and optimiser of one learning team."""
@@ -175,33 +189,40 @@ class Trainer:
         return RunnerState(tuple(teams), keys[0], jnp.int32(0), jnp.bool_(False))
 
     # ---- one batch -----------------------------------------------------------------------
-    def _apply(self, team: TeamState, grads, scale: jax.Array, **extra) -> TeamState:
+    def _apply(self, team: TeamState, grads, schedule: BatchSchedule, **extra) -> TeamState:
+        grads = self.gate_policy(grads, schedule.train_policy)
         updates, opt_state = self.tx.update(grads, team.opt_state, team.params, **extra)
-        updates = jax.tree.map(lambda u: u * team.plateau.scale * scale, updates)
+        updates = jax.tree.map(lambda u: u * team.plateau.scale * schedule.lr_scale, updates)
         return team.replace(params=optax.apply_updates(team.params, updates), opt_state=opt_state)
 
-    def _gradient_step(
-        self, team: TeamState, batch: common.TeamBatch, scale: jax.Array, entropy_coef: jax.Array
-    ):
+    def gate_policy(self, grads, train_policy: jax.Array):
+        """``grads`` with the policy's leaves (``nmp.policy_mask``) zeroed unless
+        ``train_policy`` (bool[]): during ``critic_warmup`` only the critic learns. A zero
+        gradient leaves Adam's moments at zero, so the policy does not move at all."""
+        if not self.config.critic_warmup:
+            return grads
+        mask = nmp.policy_mask(grads)
+        return jax.tree.map(lambda g, p: jnp.where(p & ~train_policy, 0.0, g), grads, mask)
+
+    def _gradient_step(self, team: TeamState, batch: common.TeamBatch, schedule: BatchSchedule):
         cfg = self.config
+        entropy_coef = schedule.entropy_coef
         if self.update_chunks == 1:
             gradient = jax.value_and_grad(LOSSES[cfg.loss_kind], has_aux=True)
             on_batch = lambda small: gradient(team.params, self.heads, small, cfg, entropy_coef)
             (loss, aux), grads = common.on_trimmed_batch(self.actor.ladder, batch, on_batch)
         else:
             (loss, aux), grads = self._chunked_gradient(team.params, batch, entropy_coef)
-        return self._apply(team, grads, scale), {"total_loss": loss, **aux}
+        return self._apply(team, grads, schedule), {"total_loss": loss, **aux}
 
-    def _gradient_steps(
-        self, team: TeamState, batch: common.TeamBatch, scale: jax.Array, entropy_coef: jax.Array
-    ):
+    def _gradient_steps(self, team: TeamState, batch: common.TeamBatch, schedule: BatchSchedule):
         """``config.ac_steps`` gradient steps on one batch (more than one only for qmarl_ac /
         mha), each recomputing the loss from the current parameters; the losses logged are
         their mean."""
         steps = self.config.ac_steps
         if steps == 1:
-            return self._gradient_step(team, batch, scale, entropy_coef)
-        step = lambda team, _: self._gradient_step(team, batch, scale, entropy_coef)
+            return self._gradient_step(team, batch, schedule)
+        step = lambda team, _: self._gradient_step(team, batch, schedule)
         team, logs = jax.lax.scan(step, team, None, length=steps)
         return team, jax.tree.map(jnp.mean, logs)
 
@@ -256,8 +277,7 @@ class Trainer:
         team: TeamState,
         batch: common.TeamBatch,
         key: jax.Array,
-        scale: jax.Array,
-        entropy_coef: jax.Array,
+        schedule: BatchSchedule,
     ):
         cfg = self.config
         samples = qmarl_ppo.prepare(team.params, self.heads, batch, cfg)
@@ -273,9 +293,9 @@ class Trainer:
 
             def step(carry, mb):
                 team, stopped = carry
-                (loss, aux), grads = self.ppo_gradient(team.params, mb, entropy_coef)
+                (loss, aux), grads = self.ppo_gradient(team.params, mb, schedule.entropy_coef)
                 extra = {"kl": aux["kl"]} if cfg.desired_kl is not None else {}
-                stepped = self._apply(team, grads, scale, **extra)
+                stepped = self._apply(team, grads, schedule, **extra)
                 if cfg.target_kl is not None:  # measured before this step, as SB3 does
                     stopped |= aux["kl"] > 1.5 * cfg.target_kl
                     stepped = jax.tree.map(partial(jnp.where, stopped), team, stepped)
@@ -340,18 +360,19 @@ class Trainer:
         reward = credit_fallen(traj, self.teams, cfg.gamma) if cfg.credit_fallen else traj.reward
         new_teams = []
         finite = jnp.bool_(True)
-        anneal = self.anneal_scale(runner.batch)
-        entropy_coef = self.entropy_coef(runner.batch)
+        schedule = BatchSchedule(
+            lr_scale=self.anneal_scale(runner.batch),
+            entropy_coef=self.entropy_coef(runner.batch),
+            train_policy=runner.batch >= cfg.critic_warmup,
+        )
         for index, (team_state, team) in enumerate(
             zip(runner.teams, cfg.learning_teams, strict=True)
         ):
             batch = team_batch(traj, index, team, self.teams, reward)
             if cfg.loss_kind == "ppo":
-                updated, losses = self._ppo_steps(
-                    team_state, batch, update_key, anneal, entropy_coef
-                )
+                updated, losses = self._ppo_steps(team_state, batch, update_key, schedule)
             else:
-                updated, losses = self._gradient_steps(team_state, batch, anneal, entropy_coef)
+                updated, losses = self._gradient_steps(team_state, batch, schedule)
             finite &= jnp.all(jnp.array([jnp.all(jnp.isfinite(v)) for v in losses.values()]))
             plateau = team_state.plateau.observe(
                 logs[f"return/team{team}"], cfg.lr_decay, cfg.lr_patience
@@ -359,8 +380,10 @@ class Trainer:
             new_teams.append(updated.replace(plateau=plateau))
             prefix = "" if index == 0 else f"team{team}/"
             logs.update({f"{prefix}{k}": v for k, v in losses.items()})
-            logs[f"{prefix}lr"] = cfg.lr * plateau.scale * anneal * self.kl_scale(updated)
-        logs["entropy_coef"] = entropy_coef
+            logs[f"{prefix}lr"] = (
+                cfg.lr * plateau.scale * schedule.lr_scale * self.kl_scale(updated)
+            )
+        logs["entropy_coef"] = schedule.entropy_coef
         halted = runner.halted | ~finite
         # A non-finite loss keeps the last good parameters and stops every later update.
         teams = jax.tree.map(

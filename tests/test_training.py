@@ -1,5 +1,6 @@
 """The learner end to end: learning, checkpoints, resume, NaN guard, config validation."""
 
+import itertools
 import json
 import math
 
@@ -11,7 +12,7 @@ import pytest
 from qmarl_jax import loop
 from qmarl_jax.checkpoint import Checkpointer
 from qmarl_jax.config import TrainConfig, make_config
-from qmarl_jax.train import Trainer, make_train
+from qmarl_jax.train import BatchSchedule, Trainer, make_train
 
 SMALL = dict(games_per_batch=4, max_steps=8, width=16, num_blocks=1, batches_per_chunk=2)
 
@@ -417,6 +418,72 @@ def test_resume_refuses_an_incompatible_config(tmp_path):
     assert "lr: saved" in str(error.value)
 
 
+POLICY_MODULES = ("actor", "policy_hidden", "policy_out")
+
+
+@pytest.mark.parametrize("algo", ["qmarl_ppo", "qmarl_ac"])
+def test_critic_warmup_trains_only_the_critic_for_its_batches(algo):
+    def moved_modules(warmup: int, batches: int) -> list[set[str]]:
+        """The modules each of ``batches`` batches changed, from one shared start."""
+        config = make_config("battle", algo=algo, num_batches=3, critic_warmup=warmup, **SMALL)
+        trainer = Trainer(config)
+        step = jax.jit(trainer.update)
+        states = [trainer.init(jax.random.PRNGKey(0))]
+        for _ in range(batches):
+            states.append(step(states[-1])[0])
+        params = [s.teams[0].params["params"] for s in states]
+        return [
+            {m for m in before if any(np.any(a != b) for a, b in zip(
+                jax.tree.leaves(before[m]), jax.tree.leaves(after[m]), strict=True))}
+            for before, after in itertools.pairwise(params)
+        ]  # fmt: skip
+
+    [trained] = moved_modules(warmup=0, batches=1)  # what the loss trains without a warm-up
+    policy = trained & set(POLICY_MODULES)
+    critic = trained - policy
+    assert policy and critic
+    warmup = moved_modules(warmup=2, batches=3)
+    assert warmup[0] == critic and warmup[1] == critic  # batches 1-2: the critic alone
+    assert warmup[2] >= policy  # batch 3: the policy learns again
+
+
+def test_init_from_starts_a_new_run_from_another_runs_parameters(tmp_path):
+    source_config = make_config("jungle", num_batches=2, seed=1, **SMALL)
+    source = loop.train(source_config, run_dir=tmp_path / "source", progress=False, finish=False)
+    _, trained = loop.load_runner(source)
+    config = make_config("jungle", num_batches=2, lr=1e-4, init_from=str(source), **SMALL)
+    run = loop.train(config, run_dir=tmp_path / "run", progress=False, finish=False)
+    trainer = Trainer(config)
+    fresh = trainer.init(jax.random.PRNGKey(config.seed))
+    start = Checkpointer(run).restore(fresh, batch=0)
+    jax.tree.map(np.testing.assert_array_equal, start.teams[0].params, trained.teams[0].params)
+    # Only the parameters come over: the optimiser, the schedules and the batch count are new.
+    jax.tree.map(np.testing.assert_array_equal, start.teams[0].opt_state, fresh.teams[0].opt_state)
+    assert int(start.batch) == 0 and int(trained.batch) == 2
+    _, end = loop.load_runner(run)
+    assert int(end.batch) == 2
+    pairs = zip(jax.tree.leaves(end.teams[0].params), jax.tree.leaves(start.teams[0].params),
+                strict=True)  # fmt: skip
+    assert any(np.any(a != b) for a, b in pairs)
+
+
+def test_init_from_refuses_a_run_it_cannot_start_from(tmp_path):
+    source = loop.train(make_config("jungle", num_batches=1, **SMALL), run_dir=tmp_path / "source",
+                        progress=False, finish=False)  # fmt: skip
+    wider = make_config("jungle", num_batches=1, init_from=str(source), **{**SMALL, "width": 32})
+    with pytest.raises(ValueError, match=r"'init_from'=.*other parameter shapes") as error:
+        loop.train(wider, run_dir=tmp_path / "wider", progress=False, finish=False)
+    assert "width: 16 there, 32 here" in str(error.value)
+    assert not (tmp_path / "wider").exists()  # refused before anything was written
+    battle = make_config("battle", num_batches=1, init_from=str(source), **SMALL)
+    selfplay = TrainConfig(**{**battle.to_dict(), "controllers": ("learn", "learn")})
+    with pytest.raises(ValueError, match=r"its learning teams are \(0,\), this run's \(0, 1\)"):
+        loop.train(selfplay, run_dir=tmp_path / "selfplay", progress=False, finish=False)
+    with pytest.raises(FileNotFoundError, match="not a qmarl-jax run directory"):
+        loop.train(TrainConfig(**{**battle.to_dict(), "init_from": str(tmp_path / "none")}),
+                   run_dir=tmp_path / "none_run", progress=False, finish=False)  # fmt: skip
+
+
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     config = make_config(
         "jungle", algo="qmarl_ac", num_batches=6, lr=1e30, **{**SMALL, "batches_per_chunk": 1}
@@ -487,6 +554,7 @@ def test_full_run_writes_every_artefact(tmp_path):
             "invalid config field 'ac_estimator'='all_actions': only for algo='qmarl_ac' or 'mha'",
         ),
         ({"update_chunks": -1}, "invalid config field 'update_chunks'=-1: must be >= 0 (0 = auto)"),
+        ({"critic_warmup": -1}, "invalid config field 'critic_warmup'=-1: must be >= 0"),
         (
             {"budget_buckets": -1},
             "invalid config field 'budget_buckets'=-1: must be >= 0 (0 = auto)",
@@ -679,7 +747,8 @@ def test_ac_steps_are_that_many_single_steps_on_the_same_batch(algo):
     step = jax.jit(original)
     team, losses, replayed = runner.teams[0], [], []
     for _ in range(3):
-        team, step_logs = step(team, batch, jnp.float32(1.0), jnp.float32(base.entropy_coef))
+        schedule = BatchSchedule(jnp.float32(1.0), jnp.float32(base.entropy_coef), jnp.bool_(True))
+        team, step_logs = step(team, batch, schedule)
         losses.append(float(step_logs["critic_loss"]))
         replayed.append(jax.tree.leaves(team.params))
     got = jax.tree.leaves(after.teams[0].params)
