@@ -220,12 +220,10 @@ def init_params(config: TrainConfig, trainer: Trainer) -> tuple[dict, ...] | Non
     checkpointer.close()
     if not has_checkpoint:
         raise ValueError(f"{field}: the run has no checkpoint")
-    key = jax.random.PRNGKey(0)
-    shapes = lambda init: jax.tree.map(lambda x: (x.shape, x.dtype), jax.eval_shape(init, key))
-    source_trainer, runner = load_runner(source)
-    wanted = [shapes(trainer.init).teams[i].params for i in range(len(runner.teams))]
-    found = [shapes(source_trainer.init).teams[i].params for i in range(len(runner.teams))]
-    if wanted != found:
+    _, runner = load_runner(source)
+    shapes = lambda teams: [jax.tree.map(lambda x: (x.shape, x.dtype), t.params) for t in teams]
+    wanted = jax.eval_shape(trainer.init, jax.random.PRNGKey(config.seed)).teams
+    if shapes(wanted) != shapes(runner.teams):
         differ = [
             f"{name}: {getattr(saved, name)!r} there, {getattr(config, name)!r} here"
             for name in (f.name for f in dataclasses.fields(TrainConfig))
