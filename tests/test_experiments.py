@@ -1,5 +1,6 @@
 """Smoke runs of the experiment commands on a tiny budget (real programs, tiny sizes)."""
 
+import dataclasses
 import json
 import math
 
@@ -880,3 +881,62 @@ def test_ac_variants_script_names_valid_configs():
     refused = subprocess.run(["bash", "-c", f"{function}flags nope"], capture_output=True,
                              text=True)  # fmt: skip
     assert refused.returncode == 2 and "unknown variant 'nope'" in refused.stderr
+
+
+def test_battle_student_imitates_then_fine_tunes_then_evaluates_and_resumes(tmp_path):
+    """The pipeline on a tiny budget: the student is a DAgger run, the fine-tune starts from its
+    parameters with the recipe's settings, the evaluation repeats what ``evaluate_run`` gives
+    for the same run; a second call keeps the student and resumes the fine-tune; other settings
+    are refused, naming the field, before any stage starts."""
+    from experiments import battle_student
+    from qmarl_jax.checkpoint import Checkpointer, load_config
+    from qmarl_jax.evaluate import evaluate_run
+    from qmarl_jax.train import Trainer
+
+    out = tmp_path / "pipeline"
+    args = battle_student.Args(out=str(out), iterations=1, games=2, num_batches=2,
+                               critic_warmup=1, episodes=4)  # fmt: skip
+    with pytest.raises(ValueError, match="'games'=0"):
+        battle_student.main(dataclasses.replace(args, games=0))
+    with pytest.raises(ValueError, match="'critic_warmup'=-1"):
+        battle_student.main(dataclasses.replace(args, critic_warmup=-1))
+    assert not out.exists()  # refused before anything was written
+
+    summary = battle_student.main(args)
+    student, fine_tune = out / "student", out / "fine_tune"
+    assert len(json.loads((out / "imitation.json").read_text())["iterations_run"]) == 1
+    config = load_config(fine_tune)
+    assert (config.init_from, config.lr, config.critic_warmup, config.kill_credit) == (
+        str(student), 1e-4, 1, 1.0)  # fmt: skip
+    assert config.view_radius == load_config(student).view_radius == 2
+    _, start = loop.load_runner(student)
+    restored = Checkpointer(fine_tune).restore(
+        Trainer(config).init(jax.random.PRNGKey(config.seed)), batch=0
+    )
+    jax.tree.map(np.testing.assert_array_equal, restored.teams[0].params, start.teams[0].params)
+    saved = json.loads((out / "evaluation.json").read_text())["results"]
+    assert set(saved) == {"student", "fine_tune"}
+    for run in saved.values():
+        assert set(run) == {"sampled", "greedy", "ensemble_none", "agents_28"}
+        for m in run.values():
+            assert m["win"]["mean"] + m["draw"]["mean"] + m["loss"]["mean"] == pytest.approx(1.0)
+    # What `experiments.evaluate --run DIR --greedy` gives, down to the student's own reward
+    # (kill credit 0.5, the fine-tune's 1.0).
+    again = evaluate_run(student, episodes=4, greedy=True)["metrics"]
+    assert summary["results"]["student"]["greedy"] == again
+    assert {"return/team0", "episode_length"} <= set(again)  # not only the outcomes
+    assert saved["student"]["greedy"]["return/team0"] == pytest.approx(again["return/team0"])
+
+    # A second call keeps the student and resumes the fine-tune to its new length.
+    made = (out / "imitation.json").read_text()
+    longer = dataclasses.replace(args, num_batches=3)
+    battle_student.check(longer)
+    battle_student.make_student(longer, student)
+    battle_student.fine_tune(longer, student, fine_tune)
+    assert (out / "imitation.json").read_text() == made
+    _, resumed = loop.load_runner(fine_tune)
+    assert int(resumed.batch) == 3
+    with pytest.raises(ValueError, match="iterations: 1 there, 2 here"):
+        battle_student.check(dataclasses.replace(args, iterations=2))
+    with pytest.raises(ValueError, match=r"incompatible config.*lr: saved 0.0001, requested 0.001"):
+        battle_student.check(dataclasses.replace(args, lr=1e-3))
