@@ -16,7 +16,9 @@ RL does improve the student"):
 
 A stage whose output exists is not redone: rerun the same command after a crash, Ctrl-C or kill.
 The student is kept once it is saved, and the fine-tune resumes from its last checkpoint (with
-other settings it refuses and names them). Prints the evaluation table at the end.
+other settings it refuses and names them); a fine-tune stopped early (Ctrl-C) is not evaluated.
+Prints the evaluation table at the end. ``--view-radius 3`` (7x7) scores the same at 14 agents
+and better at 28 (session 32).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import tyro
@@ -138,13 +141,21 @@ def make_student(args: Args, student_dir: Path) -> None:
     ))  # fmt: skip
 
 
-def fine_tune(args: Args, student_dir: Path, run_dir: Path) -> None:
-    """Stage 2: RL from the student into ``run_dir`` (resumed when it has a checkpoint)."""
+def fine_tune(args: Args, student_dir: Path, run_dir: Path) -> bool:
+    """Stage 2: RL from the student into ``run_dir`` (resumed when it has a checkpoint) ->
+    whether it reached its last batch (False after Ctrl-C, which ``loop.train`` answers by
+    returning at the last saved batch)."""
     from qmarl_jax import loop
+    from qmarl_jax.checkpoint import Checkpointer
 
     config = fine_tune_config(args, student_dir)
     resume = run_dir if has_checkpoint(run_dir) else None
     loop.train(config, run_dir=run_dir, resume=resume)
+    checkpointer = Checkpointer(run_dir)
+    try:
+        return checkpointer.latest_batch() == config.num_batches
+    finally:
+        checkpointer.close()
 
 
 def evaluate(args: Args, runs: dict[str, Path]) -> dict:
@@ -177,13 +188,15 @@ def main(args: Args) -> dict:
     out = Path(args.out)
     student_dir, run_dir = out / "student", out / "fine_tune"
     make_student(args, student_dir)
-    fine_tune(args, student_dir, run_dir)
+    if not fine_tune(args, student_dir, run_dir):
+        print("the fine-tune stopped early: rerun the same command to resume it")
+        return {"finished": False}
     results = evaluate(args, {"student": student_dir, "fine_tune": run_dir})
     print("terminal reward x100 against the scripted team:\n" + report(results))
-    summary = {**dataclasses.asdict(args), "results": results, **machine()}
+    summary = {**dataclasses.asdict(args), "finished": True, "results": results, **machine()}
     write_json(str(out / "evaluation.json"), summary)
     return summary
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    sys.exit(0 if main(tyro.cli(Args))["finished"] else 130)

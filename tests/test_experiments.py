@@ -883,7 +883,7 @@ def test_ac_variants_script_names_valid_configs():
     assert refused.returncode == 2 and "unknown variant 'nope'" in refused.stderr
 
 
-def test_battle_student_imitates_then_fine_tunes_then_evaluates_and_resumes(tmp_path):
+def test_battle_student_imitates_then_fine_tunes_then_evaluates_and_resumes(tmp_path, monkeypatch):
     """The pipeline on a tiny budget: the student is a DAgger run, the fine-tune starts from its
     parameters with the recipe's settings, the evaluation repeats what ``evaluate_run`` gives
     for the same run; a second call keeps the student and resumes the fine-tune; other settings
@@ -936,6 +936,13 @@ def test_battle_student_imitates_then_fine_tunes_then_evaluates_and_resumes(tmp_
     assert (out / "imitation.json").read_text() == made
     _, resumed = loop.load_runner(fine_tune)
     assert int(resumed.batch) == 3
+    # A fine-tune that stops short (Ctrl-C: loop.train returns at its last saved batch) is
+    # not evaluated.
+    evaluated = (out / "evaluation.json").stat().st_mtime_ns
+    monkeypatch.setattr(loop, "train", lambda *a, **k: None)
+    assert battle_student.main(dataclasses.replace(args, num_batches=4)) == {"finished": False}
+    assert (out / "evaluation.json").stat().st_mtime_ns == evaluated  # not written again
+    monkeypatch.undo()
     with pytest.raises(ValueError, match="iterations: 1 there, 2 here"):
         battle_student.check(dataclasses.replace(args, iterations=2))
     with pytest.raises(ValueError, match=r"incompatible config.*lr: saved 0.0001, requested 0.001"):
