@@ -108,15 +108,9 @@ def check(args: Args) -> None:
 
 def has_checkpoint(run_dir: Path) -> bool:
     """Whether ``run_dir`` holds a saved config and at least one checkpoint."""
-    from qmarl_jax.checkpoint import CONFIG_FILE, Checkpointer
+    from qmarl_jax.checkpoint import CONFIG_FILE, latest_batch
 
-    if not (run_dir / CONFIG_FILE).exists():
-        return False
-    checkpointer = Checkpointer(run_dir)
-    try:
-        return checkpointer.latest_batch() is not None
-    finally:
-        checkpointer.close()
+    return (run_dir / CONFIG_FILE).exists() and latest_batch(run_dir) is not None
 
 
 def student_saved(out: Path) -> bool:
@@ -137,7 +131,7 @@ def make_student(args: Args, student_dir: Path) -> None:
     battle_imitation.main(battle_imitation.Args(
         teacher="strike", view_radius=args.view_radius, iterations=args.iterations,
         games=args.games, eval_episodes=args.episodes, seed=args.seed,
-        run_dir=str(student_dir), json=str(Path(args.out) / "imitation.json"),
+        run_dir=str(student_dir), json=str(student_dir.parent / "imitation.json"),
     ))  # fmt: skip
 
 
@@ -146,16 +140,12 @@ def fine_tune(args: Args, student_dir: Path, run_dir: Path) -> bool:
     whether it reached its last batch (False after Ctrl-C, which ``loop.train`` answers by
     returning at the last saved batch)."""
     from qmarl_jax import loop
-    from qmarl_jax.checkpoint import Checkpointer
+    from qmarl_jax.checkpoint import latest_batch
 
     config = fine_tune_config(args, student_dir)
     resume = run_dir if has_checkpoint(run_dir) else None
     loop.train(config, run_dir=run_dir, resume=resume)
-    checkpointer = Checkpointer(run_dir)
-    try:
-        return checkpointer.latest_batch() == config.num_batches
-    finally:
-        checkpointer.close()
+    return latest_batch(run_dir) == config.num_batches
 
 
 def evaluate(args: Args, runs: dict[str, Path]) -> dict:

@@ -59,6 +59,15 @@ def check_compatible(saved: TrainConfig, requested: TrainConfig) -> None:
         )
 
 
+def latest_batch(run_dir: Path) -> int | None:
+    """The batch of the latest checkpoint under ``run_dir`` (None: no checkpoint)."""
+    checkpointer = Checkpointer(run_dir)
+    try:
+        return checkpointer.latest_batch()
+    finally:
+        checkpointer.close()
+
+
 class Checkpointer:
     """Saves and restores RunnerStates under ``run_dir/checkpoints`` (keeps the latest two)."""
 

@@ -22,7 +22,13 @@ import jax
 import numpy as np
 
 from qmarl_jax import sharding
-from qmarl_jax.checkpoint import Checkpointer, check_compatible, load_config, save_config
+from qmarl_jax.checkpoint import (
+    Checkpointer,
+    check_compatible,
+    latest_batch,
+    load_config,
+    save_config,
+)
 from qmarl_jax.config import TrainConfig
 from qmarl_jax.train import RunnerState, Trainer
 
@@ -215,10 +221,7 @@ def init_params(config: TrainConfig, trainer: Trainer) -> tuple[dict, ...] | Non
     if saved.learning_teams != config.learning_teams:
         raise ValueError(f"{field}: its learning teams are {saved.learning_teams}, this run's "
                          f"{config.learning_teams}")  # fmt: skip
-    checkpointer = Checkpointer(source)
-    has_checkpoint = checkpointer.latest_batch() is not None
-    checkpointer.close()
-    if not has_checkpoint:
+    if latest_batch(source) is None:
         raise ValueError(f"{field}: the run has no checkpoint")
     _, runner = load_runner(source)
     shapes = lambda teams: [jax.tree.map(lambda x: (x.shape, x.dtype), t.params) for t in teams]
