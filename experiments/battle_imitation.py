@@ -19,7 +19,7 @@ labels (on the data it was fitted on; and, before fitting, on the iteration's ne
 and on the agent-steps where the planner departs from ``pack``), and its win / draw / loss rates
 and terminal reward x100 with 95% intervals.
 
-``--teacher strike`` labels with ``battle_reference.strike_actions`` instead (``pack`` plus one
+``--teacher strike`` labels with ``envs.opponents.strike_actions`` instead (``pack`` plus one
 step of foresight, +71.5 against the scripted team): a deterministic rule that reads only the
 enemies within distance 2 of its agent after their predicted move, so whether the student can
 copy it asks about the window and the ego-graph, not about search. ``--departure-weight``
@@ -40,8 +40,8 @@ import tyro
 from flax import struct
 
 from envs.base import require
-from envs.opponents import make_controller
-from experiments.battle_reference import pack_actions, planner, reference_policy
+from envs.opponents import make_controller, pack_actions
+from experiments.battle_reference import planner, reference_policy
 from experiments.common import machine, write_json
 from qmarl_jax.algos.common import per_node
 from qmarl_jax.checkpoint import Checkpointer, save_config
@@ -69,7 +69,7 @@ class Args:
     """Adam learning rate."""
     teacher: str = "planner"
     """The labels: ``planner`` (the centralised ``lookahead`` over ``pack``) or ``strike`` (the
-    local one-step rule ``battle_reference.strike_actions``, a deterministic function of the
+    local one-step rule ``envs.opponents.strike_actions``, a deterministic function of the
     state)."""
     candidates: int = 8
     """The planner's joint actions per step (``battle_reference --lookahead-candidates``)."""

@@ -10,11 +10,12 @@ block in the top-left corner instead of a line along the edge), ``scripted`` (th
 ``charge`` (the scripted rule without holding once beside an enemy) or ``strike`` (``pack`` plus
 one step of foresight: each agent steps beside an enemy that three of its team would then touch,
 and never onto a cell where three enemies would touch it, predicting the enemies' moves by their
-rule: ``strike_actions``; ``strike_static`` takes the enemies where they stand instead); team 1
-is always ``scripted`` (walks at the nearest enemy within ``sight_radius`` 4, else at the enemy
-centroid: it sees the whole map, a learner sees its 3x3 window). ``lookahead`` is a centralised
-rollout planner over ``pack`` on the env's own dynamics (``planner``, ``experiments.lookahead``):
-not a policy a learner could copy, but proof of how far above the scripted team a team can get.
+rule: ``envs.opponents.strike_actions``; ``strike_static`` takes the enemies where they stand
+instead); team 1 is always ``scripted`` (walks at the nearest enemy within ``sight_radius`` 4,
+else at the enemy centroid: it sees the whole map, a learner sees its 3x3 window).
+``lookahead`` is a centralised rollout planner over ``pack`` on the env's own dynamics
+(``planner``, ``experiments.lookahead``): not a policy a learner could copy, but proof of how far
+above the scripted team a team can get.
 Prints and saves win / draw / loss rates with 95% Wilson intervals and the mean terminal reward
 x100 of team 0 — the yardsticks for a learned Battle policy (docs/RESULTS.md).
 """
@@ -29,19 +30,13 @@ import numpy as np
 import tyro
 
 import envs
-from envs import core
 from envs.core import LEFT, STAY, UP
-from envs.opponents import battle_scripted, make_controller
+from envs.opponents import battle_scripted, make_controller, pack_actions, strike_actions
 from experiments.common import ReferenceArgs, play_episodes, save_references
 from experiments.lookahead import JointPolicy, lookahead_policy, require_planner_settings
 from qmarl_jax.evaluate import summarise
 
 REFERENCES = ("stay", "random", "corner", "pack", "scripted", "charge", "strike", "strike_static")
-
-#: ``strike``'s preference for ``pack``'s action over another move with as many kills.
-PACK_TIE_BREAK = 0.5
-#: ``strike``'s penalty on a cell where its agent would die (above any number of kills).
-DEATH_PENALTY = 100.0
 
 
 @dataclasses.dataclass
@@ -61,61 +56,6 @@ def corner_actions(positions: jax.Array) -> jax.Array:
     ``int32[N]`` for ``positions int32[N, 2]``."""
     row, col = positions[:, 0], positions[:, 1]
     return jnp.where(row > 0, UP, jnp.where(col > 0, LEFT, STAY)).astype(jnp.int32)
-
-
-def pack_actions(env, grid: core.Grid) -> jax.Array:
-    """The ``pack`` convention: up while the cell above is on the grid and free, else left while
-    the cell to the left is, else stay -> ``int32[N]``."""
-    free = env.spec.gather(grid.occupancy, grid.positions, core.ADJACENT4) == core.EMPTY
-    row, col = grid.positions[:, 0], grid.positions[:, 1]
-    up = (row > 0) & free[:, UP]
-    left = (col > 0) & free[:, LEFT]
-    return jnp.where(up, UP, jnp.where(left, LEFT, STAY)).astype(jnp.int32)
-
-
-def strike_actions(env, grid: core.Grid, enemy_actions: jax.Array) -> jax.Array:
-    """The ``strike`` rule: ``pack`` plus one step of foresight -> ``int32[N]`` (team 0's entries
-    are the rule's).
-
-    Each enemy is assumed to take ``enemy_actions int32[N]`` (the caller's prediction: the
-    scripted rule) and each teammate to stay. Every agent scores its moves to free cells (and
-    staying): +1 per predicted enemy beside the cell that would then have ``kill_threshold``
-    agents of team 0 beside it, ``-DEATH_PENALTY`` when ``kill_threshold`` predicted enemies are
-    beside the cell, ``+PACK_TIE_BREAK`` for ``pack``'s action; it takes the best. It reads
-    predicted enemies within distance 2 of the agent and teammates within distance 3: a local
-    rule, though the prediction is the opponent's own rule. O(N x 45) gathers on the padded maps.
-    """
-    spec, threshold = env.spec, env.config.kill_threshold
-    team0 = jnp.asarray(env.teams) == 0
-    moves = jnp.asarray(core.MOVES)
-    attacker = grid.alive & ~team0
-    ahead = grid.positions + moves[enemy_actions]
-    around = core.window_displacements(1)
-    # Team-0 agents beside each attacker's next cell (an attacker's enemies are team 0).
-    beside_next = spec.gather(grid.occupancy, ahead, around)
-    touched_by = core.count_adjacent(beside_next, grid.team, grid.team, enemy=True)
-
-    def enemy_map(counted):
-        return jnp.zeros(spec.num_cells, jnp.int32).at[spec.flat(ahead)].add(attacker & counted)
-
-    # Candidate a's cell plus a 3x3 offset d, for the 5 x 9 pairs (static); an enemy on such a
-    # cell already touched by this agent (|MOVES[a] + d| <= 1) needs ``threshold`` touches in
-    # all, one that is not needs ``threshold - 1`` besides this agent.
-    reach = (core.MOVES[:, None, :] + around[None, :, :]).reshape(-1, 2)
-    touched_now = (np.max(np.abs(reach), axis=-1) <= 1).reshape(core.NUM_ACTIONS, -1)
-    near = lambda flat_map: spec.gather(flat_map, grid.positions, reach).reshape(
-        -1, core.NUM_ACTIONS, around.shape[0]
-    )  # fmt: skip
-    kills = jnp.sum(
-        jnp.where(touched_now, near(enemy_map(touched_by >= threshold)),
-                  near(enemy_map(touched_by >= threshold - 1))), axis=-1
-    )  # fmt: skip
-    dies = jnp.sum(near(enemy_map(True)), axis=-1) >= threshold
-    free = spec.gather(grid.occupancy, grid.positions, core.MOVES) == core.EMPTY
-    allowed = free | (jnp.arange(core.NUM_ACTIONS) == STAY)
-    pack = jnp.arange(core.NUM_ACTIONS) == pack_actions(env, grid)[:, None]
-    score = kills - DEATH_PENALTY * dies + PACK_TIE_BREAK * pack
-    return jnp.argmax(jnp.where(allowed, score, -jnp.inf), axis=-1).astype(jnp.int32)
 
 
 def survivors_margin(alive: jax.Array, team0: jax.Array) -> jax.Array:

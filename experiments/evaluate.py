@@ -5,8 +5,9 @@
     python -m experiments.evaluate --run RUN_DIR --num-agents 400 --density 0.16 --ensemble none
     python -m experiments.evaluate --run RUN_DIR --depth 0   # without the neighbours' messages
 
-``--opponent`` is ``scripted``, ``random`` or another run directory (its frozen policy plays every
-team this run did not learn). For a self-play run, ``--team T`` evaluates learned team ``T`` alone
+``--opponent`` is ``scripted``, ``random``, Battle's ``pack`` or ``strike`` rule
+(``envs.opponents``) or another run directory (its frozen policy plays every team this run did
+not learn). For a self-play run, ``--team T`` evaluates learned team ``T`` alone
 (the opponent plays every other team). Prints a table and writes the JSON summary (``--json``).
 """
 
@@ -35,7 +36,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--opponent",
         default="scripted",
-        help="scripted, random or another run directory (default scripted)",
+        help="scripted, random, Battle's pack or strike rule, or another run directory "
+        "(default scripted)",
     )
     parser.add_argument(
         "--team",

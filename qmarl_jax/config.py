@@ -15,7 +15,7 @@ from typing import Any
 
 import envs
 from envs.base import require
-from envs.opponents import CONTROLLERS
+from envs.opponents import CONTROLLERS, SCENARIO_CONTROLLERS
 from qmarl_jax.ensemble import MODES
 from qmarl_jax.nmp import Q_HEADS
 
@@ -32,6 +32,8 @@ SCENARIO_FIELDS = {
 }
 LEARN = "learn"
 TEAM_CONTROLLERS = (LEARN, *CONTROLLERS)
+#: Controllers that can teach a learner (``TrainConfig.kickstart``).
+TEACHERS = tuple(k for k in CONTROLLERS if k != "random")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,8 +69,9 @@ class TrainConfig:
     """Battle and Deception: also observe the fraction of the episode left (env default False;
     both decide their payoff on the last step)."""
     controllers: tuple[str, ...] = ("learn", "scripted")
-    """Controller of each team in team order: learn, random or scripted (extra entries ignored;
-    Jungle has one team, Battle and Deception two: Deception's team 0 is home, 1 adversaries)."""
+    """Controller of each team in team order: learn, random, scripted, or Battle's pack or strike
+    (``envs.opponents``; extra entries ignored; Jungle has one team, Battle and Deception two:
+    Deception's team 0 is home, 1 adversaries)."""
 
     # --- algorithm ---
     algo: str = "qmarl_ac"
@@ -160,6 +163,18 @@ class TrainConfig:
     (actor trunk and policy head) are zeroed, so the policy stays as it started while the
     critic learns its values. For fine-tuning a trained policy (``init_from``): an untrained
     critic's advantages are noise, and the first updates on them undo the policy."""
+    kickstart: str | None = None
+    """A teacher controller (``envs.opponents``: scripted, or Battle's pack or strike) whose
+    actions the learning teams' policies are pulled toward while they learn (kickstarting,
+    Schmitt et al. 2018): the loss adds ``kickstart_coef`` x the cross-entropy of every acting
+    node's policy against the teacher's action for its agent in the same state, on the states
+    the learners' own policies visit (so the teacher labels the learner's mistakes, as in
+    DAgger). None = off. qmarl_ppo only."""
+    kickstart_coef: float = 1.0
+    """Weight of the kickstarting cross-entropy at the first batch; it decays linearly to 0 at
+    batch ``kickstart_batches``."""
+    kickstart_batches: int | None = None
+    """Batches over which the kickstarting weight decays to 0 (None: the whole run)."""
 
     # --- ego-graphs and network ---
     depth: int = 2
@@ -232,7 +247,7 @@ class TrainConfig:
         _one_of("q_head", self.q_head, Q_HEADS)
         _one_of("ac_estimator", self.ac_estimator, AC_ESTIMATORS)
         for i, kind in enumerate(self.controllers):
-            _one_of(f"controllers[{i}]", kind, TEAM_CONTROLLERS)
+            _one_of(f"controllers[{i}]", kind, self.scenario_controllers(TEAM_CONTROLLERS))
         env_config = self.env_config  # validates the environment settings too
         teams = self.num_teams
         if len(self.controllers) < teams:
@@ -280,6 +295,7 @@ class TrainConfig:
         require(self.entropy_final is None or self.entropy_final >= 0, "entropy_final",
                 self.entropy_final, "must be >= 0 (or None: constant entropy_coef)")  # fmt: skip
         require(self.depth >= 0, "depth", self.depth, "must be >= 0")
+        self._check_kickstart()
         require(self.dual_clip == 0 or self.dual_clip > 1, "dual_clip", self.dual_clip,
                 "must be > 1 (or 0: off)")  # fmt: skip
         require(self.update_chunks >= 0, "update_chunks", self.update_chunks,
@@ -308,6 +324,22 @@ class TrainConfig:
             f"{self.graph_depth * env_config.graph_radius} cells; the environment has {border} "
             "(raise its sight_radius)",
         )
+
+    def scenario_controllers(self, kinds) -> tuple[str, ...]:
+        """The controller ``kinds`` this config's scenario has (``pack`` and ``strike``: Battle)."""
+        return tuple(
+            k for k in kinds if self.scenario in SCENARIO_CONTROLLERS.get(k, (self.scenario,))
+        )
+
+    def _check_kickstart(self) -> None:
+        if self.kickstart is not None:
+            _one_of("kickstart", self.kickstart, self.scenario_controllers(TEACHERS))
+            require(self.loss_kind == "ppo", "kickstart", self.kickstart,
+                    f"only for algo='qmarl_ppo' (got algo={self.algo!r}); or None")  # fmt: skip
+        require(self.kickstart_coef >= 0, "kickstart_coef", self.kickstart_coef, "must be >= 0")
+        value = self.kickstart_batches
+        require(value is None or value >= 1, "kickstart_batches", value,
+                "must be >= 1 (or None: the whole run)")  # fmt: skip
 
     # --- derived values (never stored) ---
     @property

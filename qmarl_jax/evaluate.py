@@ -29,6 +29,7 @@ import jax
 import numpy as np
 
 from envs.core import ADJACENT4
+from envs.opponents import CONTROLLERS
 from qmarl_jax import metrics as metrics_lib
 from qmarl_jax.checkpoint import load_config
 from qmarl_jax.config import LEARN, TrainConfig
@@ -40,7 +41,9 @@ BINARY = ("win", "draw", "loss")
 #: Largest Jungle for which the oracle bound is computed (its cost grows linearly with N: 3.6 s
 #: per episode at 10,000 agents on a 2-core CPU, ``experiments.bench_oracle``).
 ORACLE_MAX_AGENTS = 16384
-OPPONENTS = ("scripted", "random", "<run directory>")
+#: ``pack`` and ``strike``: Battle's rules (``envs.opponents``; the run's config refuses them
+#: elsewhere).
+OPPONENTS = (*CONTROLLERS, "<run directory>")
 Z95 = 1.959963984540054
 #: Least budget margin of evaluation and inference (``TrainConfig.budget_margin``): they cannot
 #: regrow an overflowing budget as training does.
@@ -268,11 +271,7 @@ def check_choices(opponent: str | None, ensemble: str | None) -> None:
     """Raise a ValueError naming the field unless ``opponent`` and ``ensemble`` are valid."""
     if ensemble is not None and ensemble not in MODES:
         raise ValueError(f"invalid ensemble={ensemble!r}; choose one of: {', '.join(MODES)}")
-    if (
-        opponent is not None
-        and opponent not in ("scripted", "random")
-        and not Path(opponent).is_dir()
-    ):
+    if opponent is not None and opponent not in CONTROLLERS and not Path(opponent).is_dir():
         raise ValueError(
             f"invalid opponent={opponent!r}; choose one of: {', '.join(OPPONENTS)} (an existing "
             "run directory)"
@@ -322,10 +321,11 @@ def evaluation_config(
     )  # fmt: skip
     # Evaluation and inference run on one device (any batch size is valid there). They cannot
     # regrow overflowing budgets as training does, so they calibrate with a wider margin (the
-    # summary still counts any overflow).
+    # summary still counts any overflow). A kickstarting teacher labels nothing here.
     changes: dict[str, Any] = dict(
         games_per_batch=games, controllers=controllers, node_budget=None, edge_budget=None,
         budget_margin=max(EVALUATION_BUDGET_MARGIN, config.budget_margin), num_devices=1,
+        kickstart=None,
     )  # fmt: skip
     if num_agents is not None:
         changes["num_agents"] = num_agents

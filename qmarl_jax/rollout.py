@@ -53,6 +53,8 @@ class Trajectory:
       truncated: bool[T, E].
       teams: tuple of TeamAct per learning team, with leading [T+1] (node_logp: [T]).
       info: the env's info dict with leading [T, E] (final observations removed).
+      teacher_actions: int32[T, E, N] the ``config.kickstart`` teacher's actions in each acting
+        state, or None without one.
     """
 
     features: jax.Array
@@ -64,6 +66,7 @@ class Trajectory:
     truncated: jax.Array
     teams: tuple
     info: dict
+    teacher_actions: jax.Array | None = None
 
 
 def budgets(config: TrainConfig, env: GridEnv) -> tuple[int, int]:
@@ -121,6 +124,15 @@ class Actor:
             if kind != LEARN
         }
         self.team_of_agent = np.asarray(env.teams)
+        self.teacher = make_controller(config.kickstart, env) if config.kickstart else None
+
+    def teacher_actions(self, key, states) -> jax.Array | None:
+        """The kickstarting teacher's actions of every agent of E envs -> ``int32[E, N]``, or
+        None without a teacher."""
+        if self.teacher is None:
+            return None
+        keys = jax.random.split(key, self.config.games_per_batch)
+        return jax.vmap(self.teacher, in_axes=(0, 0, None))(keys, states, None)
 
     def build_graphs(self, grids, team: int):
         """Ego-graphs centred on ``team``'s agents for a batch of grids (leading E)."""
@@ -224,13 +236,14 @@ def collect(
             jax.random.split(step_key, num_envs), states, actions, env_params
         )
         info = {k: v for k, v in info.items() if k != "final_observation"}
+        teacher = actor.teacher_actions(jax.random.fold_in(key, 1), states)
         record = (obs.features, obs.alive, live, actions, acts, reward, terminated, truncated,
-                  info)  # fmt: skip
+                  info, teacher)  # fmt: skip
         return (next_obs, next_states, live & ~(terminated | truncated)), record
 
     carry = (obs, states, jnp.ones(num_envs, bool))
     (obs, states, live), records = jax.lax.scan(body, carry, jax.random.split(steps_key, steps))
-    features, alive, lives, actions, acts, reward, terminated, truncated, info = records
+    features, alive, lives, actions, acts, reward, terminated, truncated, info, teacher = records
     final_actions, final_acts = actor.act(params_by_team, final_key, obs.features, states, greedy)
 
     def append(history, last):
@@ -250,6 +263,7 @@ def collect(
         truncated=truncated,
         teams=teams,
         info=info,
+        teacher_actions=teacher,
     )
 
 
@@ -294,4 +308,5 @@ def team_batch(
         alive=trajectory.alive,
         live=trajectory.live,
         team_member=jnp.asarray(np.asarray(teams) == team),
+        teacher_actions=trajectory.teacher_actions,
     )

@@ -94,11 +94,13 @@ class BatchSchedule(NamedTuple):
       lr_scale: float32[] learning-rate factor (``lr_anneal``; the plateau factor is per team).
       entropy_coef: float32[] entropy bonus weight (``entropy_final``).
       train_policy: bool[] False during ``critic_warmup``: only the critic learns.
+      kickstart_coef: float32[] weight of the teacher's cross-entropy (``kickstart``).
     """
 
     lr_scale: jax.Array
     entropy_coef: jax.Array
     train_policy: jax.Array
+    kickstart_coef: jax.Array
 
 
 @struct.dataclass
@@ -293,7 +295,9 @@ class Trainer:
 
             def step(carry, mb):
                 team, stopped = carry
-                (loss, aux), grads = self.ppo_gradient(team.params, mb, schedule.entropy_coef)
+                (loss, aux), grads = self.ppo_gradient(
+                    team.params, mb, schedule.entropy_coef, schedule.kickstart_coef
+                )
                 extra = {"kl": aux["kl"]} if cfg.desired_kl is not None else {}
                 stepped = self._apply(team, grads, schedule, **extra)
                 if cfg.target_kl is not None:  # measured before this step, as SB3 does
@@ -309,15 +313,18 @@ class Trainer:
         (team, _), logs = jax.lax.scan(epoch, (team, jnp.bool_(False)), keys)
         return team, jax.tree.map(jnp.mean, logs)
 
-    def ppo_gradient(self, params, samples: qmarl_ppo.PPOSamples, entropy_coef=None):
+    def ppo_gradient(
+        self, params, samples: qmarl_ppo.PPOSamples, entropy_coef=None, kickstart_coef=None
+    ):
         """``((loss, aux), grads)`` of ``qmarl_ppo.loss`` on a minibatch of samples (with the
-        batch's entropy bonus ``entropy_coef``, None: the config's), computed on the smallest
-        budget size that holds all of its ego-graphs (``config.budget_buckets``)."""
+        batch's entropy bonus ``entropy_coef`` and kickstarting weight ``kickstart_coef``, None:
+        the config's), computed on the smallest budget size that holds all of its ego-graphs
+        (``config.budget_buckets``)."""
 
         def on_graphs(graphs):
             small = qmarl_ppo.with_graphs(samples, graphs)
             return jax.value_and_grad(qmarl_ppo.loss, has_aux=True)(
-                params, self.heads, small, self.config, entropy_coef
+                params, self.heads, small, self.config, entropy_coef, kickstart_coef
             )
 
         return graph.on_trimmed_graphs(
@@ -347,6 +354,14 @@ class Trainer:
         progress = jnp.minimum(progress, 1.0)
         return cfg.entropy_coef + (cfg.entropy_final - cfg.entropy_coef) * progress
 
+    def kickstart_coef(self, batch: jax.Array) -> jax.Array:
+        """Kickstarting weight of batch ``batch``: linear from ``kickstart_coef`` at batch 0 to
+        0 at batch ``kickstart_batches`` (the run's length when None), 0 after it."""
+        cfg = self.config
+        span = cfg.kickstart_batches or cfg.num_batches
+        progress = jnp.minimum(batch.astype(jnp.float32) / span, 1.0)
+        return jnp.float32(cfg.kickstart_coef) * (1.0 - progress)
+
     def update(self, runner: RunnerState) -> tuple[RunnerState, dict]:
         """Collect one batch of episodes and update every learning team."""
         cfg = self.config
@@ -364,6 +379,7 @@ class Trainer:
             lr_scale=self.anneal_scale(runner.batch),
             entropy_coef=self.entropy_coef(runner.batch),
             train_policy=runner.batch >= cfg.critic_warmup,
+            kickstart_coef=self.kickstart_coef(runner.batch),
         )
         for index, (team_state, team) in enumerate(
             zip(runner.teams, cfg.learning_teams, strict=True)
@@ -384,6 +400,8 @@ class Trainer:
                 cfg.lr * plateau.scale * schedule.lr_scale * self.kl_scale(updated)
             )
         logs["entropy_coef"] = schedule.entropy_coef
+        if cfg.kickstart:
+            logs["kickstart_coef"] = schedule.kickstart_coef
         halted = runner.halted | ~finite
         # A non-finite loss keeps the last good parameters and stops every later update.
         teams = jax.tree.map(

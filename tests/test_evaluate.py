@@ -334,7 +334,8 @@ def test_evaluate_cli_writes_json_and_rejects_bad_input(jungle_run, tmp_path, ca
     printed = capsys.readouterr().out
     assert "score_vs_oracle" in printed and "by episode" in printed
     assert evaluate_cli.main(["--run", str(jungle_run), "--opponent", "nobody"]) == 2
-    assert "invalid opponent='nobody'; choose one of: scripted, random" in capsys.readouterr().err
+    allowed = "choose one of: random, scripted, pack, strike, <run directory>"
+    assert f"invalid opponent='nobody'; {allowed}" in capsys.readouterr().err
     assert evaluate_cli.main(["--run", str(jungle_run), "--ensemble", "max"]) == 2
     assert evaluate_cli.main(["--run", str(tmp_path), "--episodes", "5"]) == 2
 
@@ -392,6 +393,10 @@ def test_battle_against_another_runs_frozen_policy_and_one_team_of_a_self_play_r
     alone = evaluate_run(selfplay, episodes=12, opponent="random", team=1, seed=2)
     assert alone["metrics"] == by_hand(("random", "learn"), pair_params[1:])["metrics"]
     assert alone["team"] == 1 and alone["opponent"] == "random"
+    # Battle's strike rule as the opponent.
+    struck = evaluate_run(run, episodes=12, opponent="strike", seed=2)
+    assert struck["metrics"] == by_hand(("learn", "strike"), (runner.teams[0].params,))["metrics"]
+    assert struck["metrics"] != evaluate_run(run, episodes=12, seed=2)["metrics"]
     # Refused before anything is loaded or compiled: a team the run did not learn, a team with
     # nobody to play the others, a network mismatch (read from the opponent's saved config).
     assert evaluate_cli.main(["--run", str(run), "--team", "1", "--episodes", "4"]) == 2

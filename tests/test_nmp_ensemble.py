@@ -366,14 +366,20 @@ def test_merged_graph_batches_equal_separate_applications():
     assert batched.shape[-1] == core.NUM_ACTIONS
 
 
+def ppo_setup():
+    """``(graphs, features float32[1, N, 12], params)`` of the PPO loss tests: POSITIONS'
+    ego-graphs, random observations and a network initialised on them."""
+    env, _, graphs = setup_graphs(POSITIONS)
+    features = jax.random.normal(jax.random.key(7), (1, env.num_agents, 12))
+    return graphs, features, init(features[0], graphs, env.num_agents)
+
+
 def test_ppo_loss_ignores_masked_nodes_and_stays_finite():
     from qmarl_jax.algos import qmarl_ppo
     from qmarl_jax.config import make_config
 
-    env, _, graphs = setup_graphs(POSITIONS)
-    n, budget = env.num_agents, graphs.nodes["agent"].shape[0]
-    features = jax.random.normal(jax.random.key(7), (1, n, 12))
-    params = init(features[0], graphs, n)
+    graphs, features, params = ppo_setup()
+    budget = graphs.nodes["agent"].shape[0]
     weight = np.asarray(graph.node_mask(graphs)) & (np.arange(budget) % 3 != 0)
     rng = np.random.default_rng(0)
     base = dict(
@@ -409,10 +415,8 @@ def test_ppo_surrogate_and_dual_clip_match_a_hand_computation(dual_clip):
     from qmarl_jax.algos import qmarl_ppo
     from qmarl_jax.config import make_config
 
-    env, _, graphs = setup_graphs(POSITIONS)
-    n, budget = env.num_agents, graphs.nodes["agent"].shape[0]
-    features = jax.random.normal(jax.random.key(7), (1, n, 12))
-    params = init(features[0], graphs, n)
+    graphs, features, params = ppo_setup()
+    budget = graphs.nodes["agent"].shape[0]
     weight = np.asarray(graph.node_mask(graphs))
     rng = np.random.default_rng(1)
     labels = rng.integers(0, 5, (1, budget)).astype(np.int32)
@@ -448,6 +452,46 @@ def test_ppo_surrogate_and_dual_clip_match_a_hand_computation(dual_clip):
         assert abs(float(aux["actor_loss"])) <= dual_clip * np.abs(advantage).sum()
     else:  # plain PPO: the exploded ratios dominate
         assert float(aux["actor_loss"]) > 1e3
+
+
+def test_ppo_kickstart_term_matches_a_hand_computation():
+    """The loss with teacher labels minus the loss without = coef x the cross-entropy summed
+    over weighted nodes (each counted once per centre it stands for) over the ego-graphs."""
+    from qmarl_jax.algos import qmarl_ppo
+    from qmarl_jax.config import make_config
+
+    graphs, features, params = ppo_setup()
+    budget = graphs.nodes["agent"].shape[0]
+    weight = np.asarray(graph.node_mask(graphs)) & (np.arange(budget) % 4 != 1)
+    rng = np.random.default_rng(2)
+    teacher = rng.integers(0, 5, budget).astype(np.int32)
+    samples = qmarl_ppo.PPOSamples(
+        features=features,
+        graphs=jax.tree.map(lambda x: x[None], graphs),
+        labels=jnp.asarray(rng.integers(0, 5, (1, budget)), jnp.int32),
+        old_log_prob=jnp.full((1, budget), -1.6, jnp.float32),
+        advantage=jnp.asarray(rng.normal(size=(1, budget)), jnp.float32),
+        target=jnp.zeros((1, budget), jnp.float32),
+        weight=jnp.asarray(weight[None]),
+    )
+    heads, config = common.Heads(MODEL), make_config("battle", kickstart="strike")
+    plain, _ = qmarl_ppo.loss(params, heads, samples, config)
+    taught = samples.replace(teacher_labels=jnp.asarray(teacher[None]))
+    kicked, aux = qmarl_ppo.loss(params, heads, taught, config, kickstart_coef=2.5)
+    logits = np.asarray(MODEL.apply(params, features[0], graphs, method=MODEL.logits), np.float64)
+    copies = np.asarray(graphs.nodes["copies"])
+    cross_entropy, nodes, agree = 0.0, 0.0, 0.0
+    for i in np.flatnonzero(weight):
+        log_probs = logits[i] - np.log(np.exp(logits[i]).sum())
+        cross_entropy -= copies[i] * log_probs[teacher[i]]
+        nodes += copies[i]
+        agree += copies[i] * (np.argmax(logits[i]) == teacher[i])
+    centres = np.sum(weight & (np.asarray(graphs.nodes["hop"]) == 0))
+    np.testing.assert_allclose(float(kicked - plain), 2.5 * cross_entropy / centres, rtol=1e-4)
+    np.testing.assert_allclose(float(aux["kickstart_loss"]), cross_entropy / nodes, rtol=1e-5)
+    np.testing.assert_allclose(float(aux["teacher_agreement"]), agree / nodes, rtol=1e-6)
+    default, _ = qmarl_ppo.loss(params, heads, taught, config)  # the config's weight, 1.0
+    np.testing.assert_allclose(float(default - plain), cross_entropy / centres, rtol=1e-4)
 
 
 def test_take_rows_fills_out_of_range_and_its_gradient_skips_them():

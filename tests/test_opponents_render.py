@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 import envs
-from envs import core, render
+from envs import core, opponents, render
 from envs.opponents import make_controller, nearest_in_window, step_toward
 from experiments import render as render_cli
 
@@ -31,6 +31,108 @@ def test_step_toward_takes_the_longer_axis_then_the_other_when_blocked():
     blocked = env.state_from(jnp.array([[2, 2], [3, 2]]))  # the cell below is taken
     action = step_toward(env.spec, blocked.grid, jnp.array([[3, 1], [0, 0]]))
     assert action.tolist() == [core.RIGHT, core.STAY]
+
+
+def test_battle_pack_convention_on_a_hand_made_grid():
+    from envs.core import LEFT, STAY, UP
+
+    env, _ = envs.make("battle")
+    cells = [[0, 0], [0, 1], [1, 0], [1, 1], [3, 2], [4, 2], [0, 5], [6, 7]]
+    cells += [[9, c] for c in range(0, 10, 2)] + [[7, 0]]  # 14 agents, away from the rest
+    state = env.state_from(jnp.asarray(cells, jnp.int32))
+    actions = opponents.pack_actions(env, state.grid).tolist()
+    # corner; left blocked; up blocked, left off-grid; both blocked; up free; up taken -> left;
+    # top edge -> left; up free
+    assert actions[:8] == [STAY, STAY, STAY, STAY, UP, LEFT, LEFT, UP]
+    assert make_controller("pack", env)(None, state, None).tolist() == actions
+
+
+def _strike_by_loops(env, grid, predicted) -> list[int]:
+    """``strike_actions`` of every agent, one agent, move and enemy at a time (plain Python)."""
+    from envs.core import MOVES, STAY
+
+    pos, alive, team = np.asarray(grid.positions), np.asarray(grid.alive), np.asarray(grid.team)
+    ahead = pos + MOVES[np.asarray(predicted)]
+    pack = np.asarray(opponents.pack_actions(env, grid))
+    threshold, height, width = env.config.kill_threshold, env.config.height, env.config.width
+    occupied = {tuple(pos[j]) for j in range(env.num_agents) if alive[j]}
+    chosen = []
+    for i in range(env.num_agents):
+        enemies = [e for e in range(env.num_agents) if alive[e] and team[e] != team[i]]
+        best, best_action = -np.inf, STAY
+        for action, move in enumerate(MOVES):
+            cell = pos[i] + move
+            on_grid = 0 <= cell[0] < height and 0 <= cell[1] < width
+            if action != STAY and (not on_grid or tuple(cell) in occupied):
+                continue
+            beside = [e for e in enemies if np.max(np.abs(cell - ahead[e])) <= 1]
+            kills = 0
+            for e in beside:
+                others = sum(
+                    1
+                    for j in range(env.num_agents)
+                    if j != i and alive[j] and team[j] == team[i]
+                    and np.max(np.abs(pos[j] - ahead[e])) <= 1
+                )  # fmt: skip
+                kills += others + 1 >= threshold
+            score = kills - opponents.DEATH_PENALTY * (len(beside) >= threshold)
+            score += opponents.PACK_TIE_BREAK * (action == pack[i])
+            if score > best:
+                best, best_action = score, action
+        chosen.append(best_action)
+    return chosen
+
+
+def test_battle_strike_rule_matches_a_loop_over_agents_moves_and_enemies():
+    """Both teams' agents (the rule is the same for each team, its enemies the other's)."""
+    env, params = envs.make("battle")
+    team0 = np.asarray(env.teams) == 0
+    scripted = make_controller("scripted", env)
+    strike = make_controller("strike", env)
+    _, state = env.reset(jax.random.PRNGKey(0), params)
+    departed = np.zeros(2, int)
+    for step in range(40):  # scripted vs scripted: the teams meet, fight and thin out
+        key = jax.random.PRNGKey(step)
+        predicted = scripted(key, state, None)
+        got = np.asarray(opponents.strike_actions(env, state.grid, predicted))
+        np.testing.assert_array_equal(got, np.asarray(strike(key, state, None)))
+        if step % 2:  # also an arbitrary prediction, moves off the grid included
+            predicted = jax.random.randint(key, predicted.shape, 0, 5)
+            got = np.asarray(opponents.strike_actions(env, state.grid, predicted))
+        assert got.tolist() == _strike_by_loops(env, state.grid, predicted)
+        departs = got != np.asarray(opponents.pack_actions(env, state.grid))
+        departed += [np.any(departs[team0]), np.any(departs[~team0])]
+        _, state, *_ = env.step(key, state, scripted(key, state, None), params)
+    assert np.all(departed >= 5)  # each team's rule departed from pack on several states
+
+
+def test_battle_strike_rule_on_a_hand_made_grid():
+    from envs.core import LEFT, STAY, UP
+
+    env, _ = envs.make("battle")
+    # Team 0: A (0, 3) and B (0, 5) beside the enemy X at (1, 4), which holds (an enemy is
+    # beside it); C (1, 6) two cells right of X; D in the corner; three far off at the bottom
+    # right. Team 1: X, and six enemies at the bottom left, too far to matter after one step.
+    own = [[0, 3], [0, 5], [1, 6], [0, 0], [9, 7], [9, 8], [9, 9]]
+    enemies = [[1, 4], [6, 0], [7, 0], [8, 0], [6, 1], [7, 1], [8, 1]]
+    state = env.state_from(jnp.asarray(own + enemies, jnp.int32))
+    predicted = make_controller("scripted", env)(None, state, None)
+    assert int(predicted[7]) == STAY
+    pack = opponents.pack_actions(env, state.grid).tolist()
+    actions = opponents.strike_actions(env, state.grid, predicted).tolist()
+    # C: pack goes up (no kill); left to (1, 5) is X's third touch. A and B: no move of theirs
+    # makes a third touch, so pack's left. D: pack's stay in the corner.
+    assert pack[:4] == [LEFT, LEFT, UP, STAY]
+    assert actions[:4] == [LEFT, LEFT, LEFT, STAY]
+    # X (team 1) would die where it stands (three of team 0 beside it after their predicted
+    # moves: A and B stay, C steps left), so it steps away: down is free and safe.
+    assert actions[7] == core.DOWN
+
+
+def test_battle_rules_are_battle_only():
+    env, _ = envs.make("jungle")
+    with pytest.raises(ValueError, match=r"'strike' for jungle; choose one of: random, scripted$"):
+        make_controller("strike", env)
 
 
 def test_battle_scripted_moves_toward_the_nearest_enemy_and_holds_when_adjacent():
@@ -75,8 +177,15 @@ def test_deception_adversary_out_of_sight_does_not_follow_the_target_on_ties():
     assert chosen[0] == chosen[1] and chosen[0] in (core.UP, core.LEFT)
 
 
-@pytest.mark.parametrize("kind", ["random", "scripted"])
-@pytest.mark.parametrize("scenario", list(envs.SCENARIOS))
+@pytest.mark.parametrize(
+    ("scenario", "kind"),
+    [
+        (scenario, kind)
+        for scenario in envs.SCENARIOS
+        for kind in opponents.CONTROLLERS
+        if scenario in opponents.SCENARIO_CONTROLLERS.get(kind, (scenario,))
+    ],
+)
 def test_controllers_give_valid_actions_under_jit(scenario, kind):
     env, params = envs.make(scenario, "n100")
     _, state = jax.jit(env.reset)(jax.random.key(0), params)
@@ -87,7 +196,10 @@ def test_controllers_give_valid_actions_under_jit(scenario, kind):
 
 def test_unknown_controller_is_refused():
     env, _ = envs.make("battle")
-    with pytest.raises(ValueError, match="unknown controller 'smart'; choose one of: random"):
+    allowed = "random, scripted, pack, strike"
+    with pytest.raises(
+        ValueError, match=f"unknown controller 'smart' for battle; choose one of: {allowed}"
+    ):
         make_controller("smart", env)
 
 

@@ -36,6 +36,8 @@ class TeamBatch:
       alive: bool[T+1, E, N] agent alive at step t.
       live: bool[T+1, E] the episode had not ended before step t.
       team_member: bool[N] agents of the learning team.
+      teacher_actions: int32[T, E, N] the kickstarting teacher's action of every agent in each
+        acting state (``TrainConfig.kickstart``), or None.
     """
 
     features: jax.Array
@@ -47,6 +49,7 @@ class TeamBatch:
     alive: jax.Array
     live: jax.Array
     team_member: jax.Array
+    teacher_actions: jax.Array | None = None
 
     @property
     def num_agents(self) -> int:
@@ -157,6 +160,7 @@ def time_chunks(batch: TeamBatch, num_chunks: int) -> TeamBatch:
         alive=batch.alive[with_next],
         live=batch.live[with_next],
         team_member=jnp.broadcast_to(batch.team_member, (num_chunks, *batch.team_member.shape)),
+        teacher_actions=jax.tree.map(take(steps_only), batch.teacher_actions),  # None stays None
     )
 
 

@@ -29,6 +29,8 @@ class PPOSamples:
       weight: bool[S, B] nodes of acting team agents.
       old_logits: float32[S, B, 5] each node's policy under the acting parameters, to measure
         how far the epochs move it (``config.target_kl``, ``desired_kl``); None when not needed.
+      teacher_labels: int32[S, B] the kickstarting teacher's action of each node's agent
+        (``config.kickstart``); None without a teacher.
     """
 
     features: jax.Array
@@ -39,6 +41,7 @@ class PPOSamples:
     target: jax.Array
     weight: jax.Array
     old_logits: jax.Array | None = None
+    teacher_labels: jax.Array | None = None
 
 
 def prepare(params, heads: common.Heads, batch: common.TeamBatch, config) -> PPOSamples:
@@ -71,6 +74,7 @@ def prepare(params, heads: common.Heads, batch: common.TeamBatch, config) -> PPO
         target=common.per_node(target, agents),
         weight=valid_weight[:-1] > 0,
         old_logits=old_logits,
+        teacher_labels=jax.tree.map(lambda t: common.per_node(t, agents), batch.teacher_actions),
     )
     flatten = lambda x: x.reshape(-1, *x.shape[2:])
     return jax.tree.map(flatten, jax.lax.stop_gradient(samples))
@@ -90,12 +94,23 @@ def with_graphs(samples: PPOSamples, graphs) -> PPOSamples:
         target=cut(samples.target),
         weight=cut(samples.weight),
         old_logits=None if old_logits is None else old_logits[..., :slots, :],
+        teacher_labels=jax.tree.map(cut, samples.teacher_labels),
     )
 
 
-def loss(params, heads: common.Heads, samples: PPOSamples, config, entropy_coef=None):
+def loss(
+    params,
+    heads: common.Heads,
+    samples: PPOSamples,
+    config,
+    entropy_coef=None,
+    kickstart_coef=None,
+):
     """Clipped-surrogate + value + entropy loss of a minibatch of samples (``entropy_coef``: the
-    entropy bonus weight; None: ``config.entropy_coef``)."""
+    entropy bonus weight; None: ``config.entropy_coef``), plus with ``samples.teacher_labels``
+    the kickstarting term: ``kickstart_coef`` (None: ``config.kickstart_coef``) x the
+    cross-entropy of every acting node's policy against its agent's teacher action, summed over
+    nodes and divided by the ego-graphs as the other terms are."""
     logits = heads.logits(params, samples.features, samples.graphs)
     values = heads.values(params, samples.features, samples.graphs)
     log_prob = common.label_log_probs(logits, samples.labels)
@@ -125,6 +140,13 @@ def loss(params, heads: common.Heads, samples: PPOSamples, config, entropy_coef=
         "entropy": entropy / nodes,
         "clip_fraction": jnp.sum(copies * (jnp.abs(ratio - 1) > config.clip_eps)) / nodes,
     }
+    if samples.teacher_labels is not None:
+        teacher = samples.teacher_labels
+        cross_entropy = -jnp.sum(copies * common.label_log_probs(logits, teacher))
+        coef = config.kickstart_coef if kickstart_coef is None else kickstart_coef
+        total = total + coef * cross_entropy / graphs
+        metrics["kickstart_loss"] = cross_entropy / nodes
+        metrics["teacher_agreement"] = jnp.sum(copies * (jnp.argmax(logits, -1) == teacher)) / nodes
     if samples.old_logits is not None:
         # Exact, not estimated from the labels: they are the ensemble's actions, which a node's
         # own policy may have given almost no probability (a ratio-based estimate explodes).
