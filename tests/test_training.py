@@ -648,7 +648,7 @@ def test_unknown_scenario_preset_and_field():
     with pytest.raises(ValueError, match="'preset'='coordinated': only for deception"):
         make_config("battle", "coordinated")
     with pytest.raises(ValueError, match=r"'preset'='wide_view': only for jungle; choose one of: "
-                                         r"default, paper$"):  # fmt: skip
+                                         r"default, paper, kickstart$"):  # fmt: skip
         make_config("battle", "wide_view")
     with pytest.raises(ValueError, match=r"unknown config field\(s\) \['lrate'\]"):
         make_config("battle", lrate=0.1)
@@ -691,6 +691,20 @@ def test_wide_view_ac_preset_is_the_best_measured_qmarl_ac_recipe():
     assert config.td_lambda == 0.0
     with pytest.raises(ValueError, match="'preset'='wide_view_ac': only for jungle"):
         make_config("deception", "wide_view_ac")
+
+
+def test_kickstart_preset_is_battle_taught_by_strike_from_scratch():
+    config = make_config("battle", "kickstart")
+    assert (config.kickstart, config.kickstart_coef, config.kickstart_batches) == (
+        "strike",
+        1.0,
+        None,
+    )
+    assert (config.view_radius, config.kill_credit, config.num_batches) == (3, 1.0, 300)
+    assert config.algo == "qmarl_ppo" and config.init_from is None
+    assert Trainer(config).actor.teacher is not None
+    with pytest.raises(ValueError, match="'preset'='kickstart': only for battle"):
+        make_config("jungle", "kickstart")
 
 
 def test_graph_radius_override_reaches_the_env_the_network_and_the_border_check():
