@@ -478,8 +478,8 @@ WIDE_VIEW_AC = dict(WIDE_VIEW, algo="qmarl_ac", entropy_coef=0.7, lr=0.01, actor
 #: Battle taught by its ``strike`` rule from scratch in one run: kickstarting (the policy's
 #: cross-entropy to ``strike``'s actions on its own states, weight 1 decaying to 0 over the 300
 #: batches) with the 7x7 view ``strike`` reads and kill credit 1.0. Session 33 (docs/RESULTS.md,
-#: "Kickstarting"): +33.3 sampled, +39.4 greedy and +34.7 at 28 agents on seed 0, against -1.3
-#: for the default's 3 seeds and +38.9 for DAgger then RL (two commands, twice the time).
+#: "Where this falls short"): +33.3 / +41.1 / +38.7 on seeds 0-2 (mean +37.7; +41.1 at 28
+#: agents), against -1.3 for the default's 3 seeds and +38.9 for DAgger then RL (two commands).
 KICKSTART = dict(view_radius=3, kill_credit=1.0, kickstart="strike")
 
 PRESETS = ("default", "paper", "coordinated", "wide_view", "wide_view_ac", "kickstart")
