@@ -256,6 +256,12 @@ _SCRIPTED = {"jungle": jungle_scripted, "battle": battle_scripted, "deception": 
 _BATTLE_RULES = {"pack": battle_pack, "strike": battle_strike}
 
 
+def scenario_controllers(scenario: str, kinds=CONTROLLERS) -> tuple[str, ...]:
+    """The controller ``kinds`` that ``scenario`` has (``SCENARIO_CONTROLLERS``: ``pack`` and
+    ``strike`` are Battle's; a kind not listed there, e.g. ``learn``, is every scenario's)."""
+    return tuple(k for k in kinds if scenario in SCENARIO_CONTROLLERS.get(k, (scenario,)))
+
+
 def make_controller(kind: str, env: GridEnv) -> Policy:
     """The ``kind`` controller (``CONTROLLERS``; ``pack`` and ``strike``: Battle only) for
     ``env``'s scenario."""
@@ -265,7 +271,5 @@ def make_controller(kind: str, env: GridEnv) -> Policy:
         return _SCRIPTED[env.name](env)
     if kind in _BATTLE_RULES and env.name == "battle":
         return _BATTLE_RULES[kind](env)
-    usable = [k for k in CONTROLLERS if env.name in SCENARIO_CONTROLLERS.get(k, (env.name,))]
-    raise ValueError(
-        f"unknown controller {kind!r} for {env.name}; choose one of: {', '.join(usable)}"
-    )
+    usable = ", ".join(scenario_controllers(env.name))
+    raise ValueError(f"unknown controller {kind!r} for {env.name}; choose one of: {usable}")

@@ -31,7 +31,13 @@ import tyro
 
 import envs
 from envs.core import LEFT, STAY, UP
-from envs.opponents import battle_scripted, make_controller, pack_actions, strike_actions
+from envs.opponents import (
+    CONTROLLERS,
+    battle_scripted,
+    make_controller,
+    pack_actions,
+    strike_actions,
+)
 from experiments.common import ReferenceArgs, play_episodes, save_references
 from experiments.lookahead import JointPolicy, lookahead_policy, require_planner_settings
 from qmarl_jax.evaluate import summarise
@@ -66,19 +72,16 @@ def survivors_margin(alive: jax.Array, team0: jax.Array) -> jax.Array:
 def reference_policy(env, reference: str) -> JointPolicy:
     """The ``reference`` controller: ``policy(key, state) -> int32[N]`` (the caller keeps team
     0's entries)."""
-    own = make_controller("random" if reference == "random" else "scripted", env)
     if reference == "charge":
         own = battle_scripted(env, hold_when_adjacent=False)
+    elif reference in CONTROLLERS:  # random, scripted, pack and strike (predicted by scripted)
+        own = make_controller(reference, env)
 
     def policy(key, state):
         if reference == "stay":
             return jnp.full((env.num_agents,), STAY, jnp.int32)
         if reference == "corner":
             return corner_actions(state.grid.positions)
-        if reference == "pack":
-            return pack_actions(env, state.grid)
-        if reference == "strike":
-            return strike_actions(env, state.grid, own(key, state, None))  # predicted by scripted
         if reference == "strike_static":
             return strike_actions(env, state.grid, jnp.full((env.num_agents,), STAY, jnp.int32))
         return own(key, state, None)

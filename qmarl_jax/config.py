@@ -17,7 +17,7 @@ from typing import Any
 
 import envs
 from envs.base import require
-from envs.opponents import CONTROLLERS, SCENARIO_CONTROLLERS
+from envs.opponents import CONTROLLERS, scenario_controllers
 from qmarl_jax.ensemble import MODES
 from qmarl_jax.nmp import Q_HEADS
 
@@ -248,8 +248,9 @@ class TrainConfig:
         _one_of("ensemble", self.ensemble, MODES)
         _one_of("q_head", self.q_head, Q_HEADS)
         _one_of("ac_estimator", self.ac_estimator, AC_ESTIMATORS)
+        usable = scenario_controllers(self.scenario, TEAM_CONTROLLERS)
         for i, kind in enumerate(self.controllers):
-            _one_of(f"controllers[{i}]", kind, self.scenario_controllers(TEAM_CONTROLLERS))
+            _one_of(f"controllers[{i}]", kind, usable)
         env_config = self.env_config  # validates the environment settings too
         teams = self.num_teams
         if len(self.controllers) < teams:
@@ -327,15 +328,9 @@ class TrainConfig:
             "(raise its sight_radius)",
         )
 
-    def scenario_controllers(self, kinds) -> tuple[str, ...]:
-        """The controller ``kinds`` this config's scenario has (``pack`` and ``strike``: Battle)."""
-        return tuple(
-            k for k in kinds if self.scenario in SCENARIO_CONTROLLERS.get(k, (self.scenario,))
-        )
-
     def _check_kickstart(self) -> None:
         if self.kickstart is not None:
-            _one_of("kickstart", self.kickstart, self.scenario_controllers(TEACHERS))
+            _one_of("kickstart", self.kickstart, scenario_controllers(self.scenario, TEACHERS))
             require(self.loss_kind == "ppo", "kickstart", self.kickstart,
                     f"only for algo='qmarl_ppo' (got algo={self.algo!r}); or None")  # fmt: skip
         require(self.kickstart_coef >= 0, "kickstart_coef", self.kickstart_coef, "must be >= 0")

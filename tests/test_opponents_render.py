@@ -182,8 +182,7 @@ def test_deception_adversary_out_of_sight_does_not_follow_the_target_on_ties():
     [
         (scenario, kind)
         for scenario in envs.SCENARIOS
-        for kind in opponents.CONTROLLERS
-        if scenario in opponents.SCENARIO_CONTROLLERS.get(kind, (scenario,))
+        for kind in opponents.scenario_controllers(scenario)
     ],
 )
 def test_controllers_give_valid_actions_under_jit(scenario, kind):
