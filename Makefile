@@ -9,7 +9,7 @@ PRESET ?=
 ARGS ?=
 SCENARIOS := jungle battle deception
 
-.PHONY: install test test-all lint format train bench bench-env reproduce render clean
+.PHONY: install test test-all lint format train bench bench-env reproduce render wheels clean
 
 install: $(STAMP)
 
@@ -49,6 +49,16 @@ reproduce: $(STAMP)
 
 render: $(STAMP)
 	$(PY) -m experiments.render --scenario $(SCENARIO) --preset tiny --out docs/media/$(SCENARIO).gif
+
+# The wheels experiments/gpu_env.sh installs on a bare CUDA image that has jax/flax/optax/chex/
+# orbax but not the rest: this virtualenv's versions, pure-Python (protobuf's universal wheel).
+WHEELS := jraph tyro docstring-parser typeguard rich markdown-it-py mdurl pygments \
+  typing-extensions tqdm tensorboardx
+wheels: $(STAMP)
+	$(PY) -m pip download --quiet --no-deps -d .whl $$($(PY) -m pip freeze | sed 's/_/-/g' | \
+	  grep -i -E '^($(subst $(eval) ,|,$(WHEELS)))==')
+	$(PY) -m pip download --quiet --no-deps --only-binary=:all: --platform any -d .whl \
+	  $$($(PY) -m pip freeze | grep -i '^protobuf==')
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -3,8 +3,8 @@
 # games; entropy bonus 0.1), each on SEEDS vmapped seeds by experiments.train_seeds and evaluated
 # on 1,000 games at 4 and 8 agents (docs/RESULTS.md). PARALLEL variants run at once (one GPU holds
 # several: tiny programs leave it mostly idle); a wave starts only when the time the last one
-# took still fits before DEADLINE seconds, and each run is stopped after RUN_LIMIT seconds, so a
-# cut call keeps whole results (and packs them).
+# took still fits before DEADLINE seconds (experiments/waves.sh), and each run is stopped after
+# RUN_LIMIT seconds, so a cut call keeps whole results (and packs them).
 #   OUT=results/ac_variants bash experiments/ac_variants.sh          # 6 variants
 #   VARIANTS="ts ts_all" SEEDS=3 PARALLEL=1 bash experiments/ac_variants.sh
 #   (BATCHES and EPISODES shorten a smoke run; PACK=1 packs the JSONs and logs into one
@@ -63,26 +63,6 @@ run_variant() {
   echo "$name: rc $? at $SECONDS s"
 }
 
-wave=0
-set -- ${VARIANTS:-ts ts_all_steps4 ts_all ts_steps4 all_steps4 ts_all_steps4_dueling}
-while [ $# -gt 0 ]; do
-  if [ $((SECONDS + wave * 6 / 5)) -gt "$DEADLINE" ]; then
-    echo "skipped (no time for another wave): $*"
-    break
-  fi
-  start=$SECONDS
-  for _ in $(seq "$PARALLEL"); do
-    [ $# -gt 0 ] || break
-    run_variant "$1" &
-    shift
-  done
-  wait
-  wave=$((SECONDS - start))
-done
-for log in "$OUT"/*.log; do
-  echo "== $log"
-  grep "evaluation\|last 50\|Error" "$log"
-done
-if [ -n "${PACK:-}" ]; then
-  (cd "$OUT" && tar czf ac_variants.tgz ./*.json ./*.log && rm -f ./*.json ./*.log)
-fi
+PACK_NAME=ac_variants
+source experiments/waves.sh
+run_waves ${VARIANTS:-ts ts_all_steps4 ts_all ts_steps4 all_steps4 ts_all_steps4_dueling}

@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import math
+import subprocess
 
 import jax
 import jax.numpy as jnp
@@ -750,33 +751,64 @@ def test_compare_runs_bins_hand_made_histories(tmp_path, capsys):
     assert compare_runs.main([str(tmp_path / "missing")]) == 2
 
 
+def variant_table(script_name: str, start: str) -> tuple[str, list[str], list[str]]:
+    """The ``flags`` function of an ``experiments/*_variants.sh`` script (from the line that
+    starts with ``start``), its variant names and the script's default list."""
+    import re
+    from pathlib import Path
+
+    script = (Path(__file__).parents[1] / "experiments" / script_name).read_text()
+    function = re.search(rf"^{start}.*?^}}\n", script, re.M | re.S).group(0)
+    names = re.findall(r"^    (\w+)\) echo", function, re.M)
+    defaults = re.search(r"VARIANTS:-([\w ]+)\}", script).group(1).split()
+    return function, names, defaults
+
+
+def variant_flags(function: str, name: str) -> list[str]:
+    """The flags ``flags NAME`` of a variant table prints (raises when it fails)."""
+    return subprocess.run(["bash", "-c", f"{function}flags {name}"], capture_output=True,
+                          text=True, check=True).stdout.split()  # fmt: skip
+
+
+def refused_variant(function: str) -> subprocess.CompletedProcess:
+    """``flags nope``: an unknown variant."""
+    return subprocess.run(["bash", "-c", f"{function}flags nope"], capture_output=True, text=True)
+
+
 def test_ac_variants_script_names_valid_configs():
     """Every variant of experiments/ac_variants.sh (run on a lent GPU, where a typo costs device
     time) expands to flags that make a valid qmarl_ac config of the wide_view preset; the
     default list names only known variants; an unknown one is refused."""
-    import re
-    import subprocess
-    from pathlib import Path
-
     import tyro
 
-    script = (Path(__file__).parents[1] / "experiments" / "ac_variants.sh").read_text()
-    function = re.search(r"^TWO_TIMESCALE=.*?^}\n", script, re.M | re.S).group(0)
-    names = re.findall(r"^    (\w+)\) echo", function, re.M)
-    defaults = re.search(r"VARIANTS:-([\w ]+)\}", script).group(1).split()
+    function, names, defaults = variant_table("ac_variants.sh", "TWO_TIMESCALE=")
     assert len(names) >= 10 and set(defaults) <= set(names)
     base = make_config("jungle", "wide_view", algo="qmarl_ac", entropy_coef=0.1)
     for name in names:
-        flags = subprocess.run(["bash", "-c", f"{function}flags {name}"], capture_output=True,
-                               text=True, check=True).stdout.split()  # fmt: skip
-        config = tyro.cli(type(base), default=base, args=flags)
+        config = tyro.cli(type(base), default=base, args=variant_flags(function, name))
         assert config.algo == "qmarl_ac" and config.view_radius in (1, 2), name
-    best = tyro.cli(type(base), default=base, args=subprocess.run(
-        ["bash", "-c", f"{function}flags ts_all_steps4_ent07"], capture_output=True, text=True
-    ).stdout.split())  # fmt: skip
+    best = tyro.cli(type(base), default=base, args=variant_flags(function, "ts_all_steps4_ent07"))
     assert best == make_config("jungle", "wide_view_ac")  # the preset is that variant
-    refused = subprocess.run(["bash", "-c", f"{function}flags nope"], capture_output=True,
-                             text=True)  # fmt: skip
+    refused = refused_variant(function)
+    assert refused.returncode == 2 and "unknown variant 'nope'" in refused.stderr
+
+
+def test_battle_variants_script_names_valid_configs():
+    """Every variant of experiments/battle_variants.sh expands to flags that make a valid
+    kickstarted config of the Battle kickstart preset, each changing the preset; ``ks`` is the
+    preset itself; the default list names only known variants; an unknown one is refused."""
+    import tyro
+
+    function, names, defaults = variant_table("battle_variants.sh", "flags")
+    function = f"BATCHES=300\n{function}"  # the script's budget, which some variants scale
+    assert len(names) >= 5 and set(defaults) <= set(names)
+    base = make_config("battle", "kickstart")
+    for name in names:
+        config = tyro.cli(type(base), default=base, args=variant_flags(function, name))
+        assert config.kickstart == "strike" and (config == base) == (name == "ks"), name
+    longer = tyro.cli(type(base), default=base, args=variant_flags(function, "ks_long"))
+    assert longer.num_batches == 600
+    refused = refused_variant(function)
     assert refused.returncode == 2 and "unknown variant 'nope'" in refused.stderr
 
 
