@@ -675,6 +675,31 @@ def test_battle_imitation_refuses_bad_settings_before_playing():
         imitation.main(imitation.Args(departure_weight=0))
 
 
+def test_teacher_agreement_measures_a_battle_run_on_its_own_games(tmp_path):
+    """The agreement of a trained run with ``strike`` on games its policy plays: the same seed
+    gives the same numbers and JSON; a run of another scenario, or of a team other than 0, and
+    zero games are refused, naming the field."""
+    from experiments import teacher_agreement
+
+    config = make_config("battle", num_batches=1, games_per_batch=2, max_steps=4, width=16,
+                         num_blocks=1)  # fmt: skip
+    run = str(loop.train(config, run_dir=tmp_path / "run", progress=False, finish=False))
+    args = teacher_agreement.Args(run=run, games=4, minibatch=3, json=str(tmp_path / "a.json"))
+    out = teacher_agreement.main(args)
+    agreement = out["agreement"]
+    assert 0.0 <= agreement["all"] <= 1.0 and 0.0 <= agreement["departures"] <= 1.0
+    assert 0.0 < agreement["departure_share"] < 1.0 and out["trained_batches"] == 1
+    assert json.loads((tmp_path / "a.json").read_text())["agreement"] == agreement
+    assert teacher_agreement.main(dataclasses.replace(args, json=None))["agreement"] == agreement
+    with pytest.raises(ValueError, match="'games'=0"):
+        teacher_agreement.main(dataclasses.replace(args, games=0))
+    jungle = make_config("jungle", num_batches=1, games_per_batch=2, max_steps=4, width=16,
+                         num_blocks=1)  # fmt: skip
+    other = loop.train(jungle, run_dir=tmp_path / "jungle", progress=False, finish=False)
+    with pytest.raises(ValueError, match=r"'run'=.*jungle run; choose a Battle run"):
+        teacher_agreement.main(dataclasses.replace(args, run=str(other)))
+
+
 def test_jungle_reference_above_the_oracle_cap_reports_the_score_alone(tmp_path, monkeypatch):
     """Too many agents for the oracle's assignment: the same scores, no bound and no ratio."""
     from experiments import jungle_reference
