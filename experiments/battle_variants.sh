@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Battle kickstarting variants (the kickstart preset: strike's cross-entropy from scratch, 7x7
-# view, kill credit 1.0, 300 batches of 32 games), each on SEEDS vmapped seeds by
+# view, graph radius 2, kill credit 1.0, 300 batches of 32 games), each on SEEDS vmapped seeds by
 # experiments.train_seeds and evaluated on 1,000 games at 14 and 28 agents against the scripted
 # team (docs/RESULTS.md, "Kickstarting"). PARALLEL variants run at once on one card; waves,
 # DEADLINE, RUN_LIMIT and PACK=1 as in ac_variants.sh (experiments/waves.sh).
@@ -24,7 +24,8 @@ flags() {
     ks_g128) echo "--games-per-batch 128" ;;         # 4x the games per batch
     ks_wide) echo "--width 128" ;;                   # twice the hidden width
     ks_deep) echo "--num-blocks 3" ;;                # a third message-passing block
-    ks_graph2) echo "--graph-radius 2" ;;            # neighbour edges up to distance 2
+    ks_graph1) echo "--graph-radius 1" ;;            # session 33's recipe: adjacent edges only
+    ks_view4) echo "--view-radius 4" ;;              # a 9x9 view, the scripted team's sight
     ks_long) echo "--num-batches $((2 * BATCHES))" ;; # twice the batches
     ks_hold) echo "--kickstart-batches $((10 * BATCHES))" ;; # the teacher's weight stays >= 0.9
     *) echo "unknown variant '$1'" >&2; return 2 ;;
@@ -42,4 +43,4 @@ run_variant() {
 
 PACK_NAME=battle_variants
 source experiments/waves.sh
-run_waves ${VARIANTS:-ks ks_g128 ks_wide ks_graph2}
+run_waves ${VARIANTS:-ks ks_g128 ks_wide ks_view4}

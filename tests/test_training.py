@@ -701,6 +701,7 @@ def test_kickstart_preset_is_battle_taught_by_strike_from_scratch():
         None,
     )
     assert (config.view_radius, config.kill_credit, config.num_batches) == (3, 1.0, 300)
+    assert config.env_config.graph_radius == 2
     assert config.algo == "qmarl_ppo" and config.init_from is None
     assert Trainer(config).actor.teacher is not None
     with pytest.raises(ValueError, match="'preset'='kickstart': only for battle"):
