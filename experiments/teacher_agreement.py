@@ -14,6 +14,7 @@ first number; the second says whether the foresight was learned.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import jax
 import tyro
@@ -22,6 +23,7 @@ from envs.base import require
 from experiments.battle_imitation import held_out_agreement, labelled_games
 from experiments.battle_reference import reference_policy
 from experiments.common import machine, write_json
+from qmarl_jax.checkpoint import load_config
 from qmarl_jax.loop import load_runner
 
 
@@ -40,12 +42,13 @@ class Args:
 def main(args: Args) -> dict:
     require(args.games >= 1, "games", args.games, "must be >= 1")
     require(args.minibatch >= 1, "minibatch", args.minibatch, "must be >= 1")
-    trainer, runner = load_runner(args.run)
-    scenario = trainer.config.scenario
+    saved = load_config(Path(args.run))  # checked before anything is restored or compiled
+    scenario = saved.scenario
     require(scenario == "battle", "run", args.run, f"is a {scenario} run; choose a Battle run")
-    teams = trainer.config.learning_teams
+    teams = saved.learning_teams
     require(teams == (0,), "run", args.run,
             f"learns teams {teams}; choose a run that learns team 0 alone")  # fmt: skip
+    trainer, runner = load_runner(args.run)
     play = labelled_games(trainer, reference_policy(trainer.env, "strike"), args.games, False)
     data = play(runner.teams[0].params, jax.random.PRNGKey(args.seed))
     agreement = held_out_agreement(trainer, runner.teams[0].params, data, args.minibatch)

@@ -680,6 +680,7 @@ def test_teacher_agreement_measures_a_battle_run_on_its_own_games(tmp_path):
     gives the same numbers and JSON; a run of another scenario, or of a team other than 0, and
     zero games are refused, naming the field."""
     from experiments import teacher_agreement
+    from qmarl_jax.checkpoint import save_config
 
     config = make_config("battle", num_batches=1, games_per_batch=2, max_steps=4, width=16,
                          num_blocks=1)  # fmt: skip
@@ -693,11 +694,14 @@ def test_teacher_agreement_measures_a_battle_run_on_its_own_games(tmp_path):
     assert teacher_agreement.main(dataclasses.replace(args, json=None))["agreement"] == agreement
     with pytest.raises(ValueError, match="'games'=0"):
         teacher_agreement.main(dataclasses.replace(args, games=0))
-    jungle = make_config("jungle", num_batches=1, games_per_batch=2, max_steps=4, width=16,
-                         num_blocks=1)  # fmt: skip
-    other = loop.train(jungle, run_dir=tmp_path / "jungle", progress=False, finish=False)
-    with pytest.raises(ValueError, match=r"'run'=.*jungle run; choose a Battle run"):
-        teacher_agreement.main(dataclasses.replace(args, run=str(other)))
+    selfplay = make_config("battle", controllers=("learn", "learn"))
+    refusals = ((make_config("jungle"), "jungle run; choose a Battle run"),
+                (selfplay, r"learns teams \(0, 1\); choose .* team 0 alone"))  # fmt: skip
+    for other, message in refusals:
+        (tmp_path / other.scenario).mkdir(exist_ok=True)
+        save_config(tmp_path / other.scenario, other)  # refused from the config alone
+        with pytest.raises(ValueError, match=rf"'run'=.*{message}"):
+            teacher_agreement.main(dataclasses.replace(args, run=str(tmp_path / other.scenario)))
 
 
 def test_jungle_reference_above_the_oracle_cap_reports_the_score_alone(tmp_path, monkeypatch):
