@@ -12,6 +12,7 @@ import pytest
 
 from envs.opponents import make_controller
 from experiments import (
+    bench_compile,
     bench_env,
     bench_oracle,
     bench_scaling,
@@ -136,6 +137,25 @@ def test_bench_env_takes_env_overrides():
     assert row["env_overrides"] == ["landmark_sight=2"] and row["agent_steps_per_s"] > 0
     with pytest.raises(ValueError, match="'landmark_sight'=-1: must be >= 0"):
         bench_env.measure("deception", 10, 2, 2, 1, 0, ("landmark_sight=-1",))
+
+
+def test_bench_compile_measures_a_variant_in_its_own_process(tmp_path):
+    """One variant, one repeat: a child process with that variant's flags times each stage; the
+    medians are taken per timing; bad settings are refused before any process starts."""
+    args = bench_compile.Args(scenarios=("jungle",), algos=("qmarl_ac",), variants=("O0",),
+                              repeats=1, calls=1, json=str(tmp_path / "compile.json"))  # fmt: skip
+    rows = bench_compile.main(args)
+    assert [(r["variant"], r["xla_flags"], r["scenario"]) for r in rows] == [
+        ("O0", "--xla_backend_optimization_level=0", "jungle")]  # fmt: skip
+    assert all(rows[0][key] > 0 for key in ("trace_s", "lower_s", "compile_s", "run_s"))
+    assert json.loads((tmp_path / "compile.json").read_text()) == rows
+    samples = [{"compile_s": 3.0, "run_s": 0.1}, {"compile_s": 1.0, "run_s": 0.3},
+               {"compile_s": 2.0, "run_s": 0.2}]  # fmt: skip
+    assert bench_compile.summarise(samples) == {"compile_s": 2.0, "run_s": 0.2}
+    with pytest.raises(ValueError, match=r"'variants' has \['O3'\]; choose from: default, O0, "):
+        bench_compile.main(dataclasses.replace(args, variants=("O3",)))
+    with pytest.raises(ValueError, match="'repeats'=0: must be at least 1"):
+        bench_compile.main(dataclasses.replace(args, repeats=0))
 
 
 def test_bench_oracle_times_the_bound_of_reset_states(tmp_path):
