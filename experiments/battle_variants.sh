@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Battle kickstarting variants (the kickstart preset: strike's cross-entropy from scratch, 7x7
-# view, graph radius 2, kill credit 1.0, 300 batches of 32 games), each on SEEDS vmapped seeds by
+# view, graph radius 2, kill credit 1.0, 600 batches of 32 games), each on SEEDS vmapped seeds by
 # experiments.train_seeds and evaluated on 1,000 games at 14 and 28 agents against the scripted
 # team (docs/RESULTS.md, "Kickstarting"). PARALLEL variants run at once on one card; waves,
 # DEADLINE, RUN_LIMIT and PACK=1 as in ac_variants.sh (experiments/waves.sh).
@@ -11,7 +11,7 @@ OUT=${OUT:-results/battle_variants}
 SEEDS=${SEEDS:-8}
 PARALLEL=${PARALLEL:-4}
 DEADLINE=${DEADLINE:-520}
-BATCHES=${BATCHES:-300}
+BATCHES=${BATCHES:-600}
 EPISODES=${EPISODES:-1000}
 RUN_LIMIT=${RUN_LIMIT:-3600}
 mkdir -p "$OUT"

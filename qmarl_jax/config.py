@@ -471,15 +471,15 @@ WIDE_VIEW_AC = dict(WIDE_VIEW, algo="qmarl_ac", entropy_coef=0.7, lr=0.01, actor
                     ac_estimator="all_actions", ac_steps=4)  # fmt: skip
 
 #: Battle taught by its ``strike`` rule from scratch in one run: kickstarting (the policy's
-#: cross-entropy to ``strike``'s actions on its own states, weight 1 decaying to 0 over the 300
+#: cross-entropy to ``strike``'s actions on its own states, weight 1 decaying to 0 over the 600
 #: batches) with the 7x7 view ``strike`` reads, kill credit 1.0 and neighbour edges up to 2
 #: cells (graph radius 2: an enemy two cells away, whose move ``strike`` predicts, is a direct
-#: neighbour and its view reaches what decides that move). Session 34 (docs/RESULTS.md,
-#: "Kickstarting"): +47.9 / +45.4 / +48.7 on seeds 0-2 (mean +47.3; +52.1 at 28 agents);
-#: session 33 without graph radius 2: +33.3 / +41.1 / +38.7 (mean +37.7, +41.1 at 28 agents);
-#: the default's 3 seeds: -1.3. Trained 600 batches (``num_batches=600``), seed 0: +58.2, +63.5 at
-#: 28 agents (session 35; one seed, so the preset keeps 300 batches).
-KICKSTART = dict(view_radius=3, kill_credit=1.0, kickstart="strike", graph_radius=2)
+#: neighbour and its view reaches what decides that move). docs/RESULTS.md, "Kickstarting":
+#: 600 batches, seeds 0-2 (sessions 35-36): +58.2 / +58.5 / +58.9 (mean +58.5; +65.1 at 28
+#: agents); at 300 batches (session 34) +47.9 / +45.4 / +48.7 (mean +47.3; +52.1 at 28 agents);
+#: session 33 without graph radius 2: mean +37.7; the default's 3 seeds: -1.3.
+KICKSTART = dict(view_radius=3, kill_credit=1.0, kickstart="strike", graph_radius=2,
+                 num_batches=600)  # fmt: skip
 
 PRESETS = ("default", "paper", "coordinated", "wide_view", "wide_view_ac", "kickstart")
 #: Scenarios each non-default preset applies to.

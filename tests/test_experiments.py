@@ -849,14 +849,14 @@ def test_battle_variants_script_names_valid_configs():
     import tyro
 
     function, names, defaults = variant_table("battle_variants.sh", "flags")
-    function = f"BATCHES=300\n{function}"  # the script's budget, which some variants scale
+    function = f"BATCHES=600\n{function}"  # the script's budget, which some variants scale
     assert len(names) >= 5 and set(defaults) <= set(names)
     base = make_config("battle", "kickstart")
     for name in names:
         config = tyro.cli(type(base), default=base, args=variant_flags(function, name))
         assert config.kickstart == "strike" and (config == base) == (name == "ks"), name
     longer = tyro.cli(type(base), default=base, args=variant_flags(function, "ks_long"))
-    assert longer.num_batches == 600
+    assert longer.num_batches == 1200
     refused = refused_variant(function)
     assert refused.returncode == 2 and "unknown variant 'nope'" in refused.stderr
 

@@ -700,7 +700,7 @@ def test_kickstart_preset_is_battle_taught_by_strike_from_scratch():
         1.0,
         None,
     )
-    assert (config.view_radius, config.kill_credit, config.num_batches) == (3, 1.0, 300)
+    assert (config.view_radius, config.kill_credit, config.num_batches) == (3, 1.0, 600)
     assert config.env_config.graph_radius == 2
     assert config.algo == "qmarl_ppo" and config.init_from is None
     assert Trainer(config).actor.teacher is not None
