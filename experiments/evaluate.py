@@ -4,11 +4,15 @@
     python -m experiments.evaluate --run RUN_DIR --num-agents 28 --ensemble none --greedy
     python -m experiments.evaluate --run RUN_DIR --num-agents 400 --density 0.16 --ensemble none
     python -m experiments.evaluate --run RUN_DIR --depth 0   # without the neighbours' messages
+    python -m experiments.evaluate --run RUN_DIR --num-agents 28 --paired-ensemble none
 
 ``--opponent`` is ``scripted``, ``random``, Battle's ``pack`` or ``strike`` rule
 (``envs.opponents``) or another run directory (its frozen policy plays every team this run did
 not learn). For a self-play run, ``--team T`` evaluates learned team ``T`` alone
-(the opponent plays every other team). Prints a table and writes the JSON summary (``--json``).
+(the opponent plays every other team). ``--paired-ensemble MODE`` also plays the same episodes
+(the same start states) with that ensemble mode and reports each value's mean difference (the
+run's mode minus MODE) with a 95% interval on the per-episode differences. Prints a table and
+writes the JSON summary (``--json``).
 """
 
 from __future__ import annotations
@@ -49,6 +53,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     add_world_size_arguments(parser)
     parser.add_argument("--ensemble", default=None, help="mean_prob, mean_logit or none")
     parser.add_argument(
+        "--paired-ensemble",
+        default=None,
+        help="also play the same episodes with this ensemble mode and report the paired "
+        "differences",
+    )
+    parser.add_argument(
         "--depth",
         type=int,
         default=None,
@@ -80,6 +90,14 @@ def report(summary: dict) -> str:
         parts = [f"{name} {row['score_vs_oracle']:.3f} ({row['share']:.0%})"
                  for name, row in summary["oracle_breakdown"].items()]  # fmt: skip
         lines.append(f"  {'  by episode':16s} {', '.join(parts)}")
+    if "paired" in summary:
+        paired = summary["paired"]
+        lines.append(f"  paired on the same episodes: ensemble {summary['ensemble']} minus "
+                     f"{paired['ensemble']}")  # fmt: skip
+        for name in (n for n in SHOWN[summary["scenario"]] if n in paired["difference"]):
+            d = paired["difference"][name]
+            interval = f"95% [{d['low']:+.3f}, {d['high']:+.3f}]"
+            lines.append(f"  {name:16s} {d['mean']:+9.3f}   {interval}")
     t = summary["timing"]
     lines.append(f"  compile {t['compile_s']:.1f} s, play {t['play_s']:.1f} s")
     return "\n".join(lines)
@@ -87,14 +105,21 @@ def report(summary: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
-    from qmarl_jax.evaluate import evaluate_run
+    from qmarl_jax.ensemble import MODES
+    from qmarl_jax.evaluate import evaluate_run, paired_difference
 
+    settings = dict(episodes=args.episodes, opponent=args.opponent, num_agents=args.num_agents,
+                    greedy=args.greedy, seed=args.seed, batch_size=args.batch_size,
+                    density=args.density, team=args.team, depth=args.depth)  # fmt: skip
     try:
-        summary = evaluate_run(
-            args.run, episodes=args.episodes, opponent=args.opponent, num_agents=args.num_agents,
-            ensemble=args.ensemble, greedy=args.greedy, seed=args.seed,
-            batch_size=args.batch_size, density=args.density, team=args.team, depth=args.depth,
-        )  # fmt: skip
+        if args.paired_ensemble is not None and args.paired_ensemble not in MODES:
+            raise ValueError(f"invalid paired_ensemble={args.paired_ensemble!r}; choose one of: "
+                             f"{', '.join(MODES)}")  # fmt: skip
+        summary = evaluate_run(args.run, ensemble=args.ensemble, **settings)
+        if args.paired_ensemble is not None:
+            other = evaluate_run(args.run, ensemble=args.paired_ensemble, **settings)
+            difference = paired_difference(summary["per_episode"], other["per_episode"])
+            summary["paired"] = {"ensemble": args.paired_ensemble, "difference": difference}
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

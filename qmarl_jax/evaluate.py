@@ -74,6 +74,29 @@ def mean_interval(values: np.ndarray, z: float = Z95) -> tuple[float, float, flo
     return mean, mean - half, mean + half
 
 
+def paired_difference(
+    values: dict[str, np.ndarray], other: dict[str, np.ndarray]
+) -> dict[str, dict[str, float]]:
+    """``{name: {mean, low, high}}`` of the per-episode differences ``values - other``.
+
+    Both are ``per_episode`` values ([episodes] each) of the same episodes played two ways
+    (one evaluation seed, episode count and batch size: the same start states). Pairing takes
+    the start states' share out of the variance, so a difference between two ways of playing
+    shows before the two separate intervals part.
+
+    Raises:
+      ValueError: the two have different episode counts.
+    """
+    out = {}
+    for name in sorted(values.keys() & other.keys()):
+        a, b = np.asarray(values[name], np.float64), np.asarray(other[name], np.float64)
+        if a.shape != b.shape:
+            raise ValueError(f"{name}: {a.size} episodes against {b.size}; pair the same episodes")
+        mean, low, high = mean_interval(a - b)
+        out[name] = {"mean": mean, "low": low, "high": high}
+    return out
+
+
 def summarise(values: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
     """``{name: {mean, low, high}}`` of per-episode values (see ``BINARY``)."""
     out = {}

@@ -194,6 +194,25 @@ def test_mean_interval():
         wilson_interval(0, 0)
 
 
+def test_paired_difference_is_the_interval_of_per_episode_differences():
+    from qmarl_jax.evaluate import paired_difference
+
+    rng = np.random.default_rng(0)
+    start = rng.normal(0.0, 10.0, 200)  # the start states' share, common to both
+    values = {"reward": start + 1.0 + rng.normal(0, 0.1, 200), "win": np.ones(200)}
+    other = {"reward": start, "win": np.zeros(200), "only_here": np.ones(200)}
+    paired = paired_difference(values, other)
+    assert set(paired) == {"reward", "win"}  # values only one side has are left out
+    mean, low, high = mean_interval(values["reward"] - other["reward"])
+    assert paired["reward"] == {"mean": mean, "low": low, "high": high}
+    assert low > 0.9 and high < 1.1  # the separate intervals overlap: each is +-1.4 wide
+    separate = [mean_interval(v["reward"]) for v in (values, other)]
+    assert separate[0][1] < separate[1][2]
+    assert paired["win"] == {"mean": 1.0, "low": 1.0, "high": 1.0}
+    with pytest.raises(ValueError, match="reward: 200 episodes against 199"):
+        paired_difference(values, {"reward": start[:199]})
+
+
 def _trajectory(reward, live, alive, info):
     steps, num_envs, num_agents = reward.shape
     zeros = jnp.zeros((steps + 1, num_envs, num_agents), jnp.int32)
@@ -338,6 +357,46 @@ def test_evaluate_cli_writes_json_and_rejects_bad_input(jungle_run, tmp_path, ca
     assert f"invalid opponent='nobody'; {allowed}" in capsys.readouterr().err
     assert evaluate_cli.main(["--run", str(jungle_run), "--ensemble", "max"]) == 2
     assert evaluate_cli.main(["--run", str(tmp_path), "--episodes", "5"]) == 2
+
+
+def test_evaluate_cli_pairs_the_ensemble_modes_on_the_same_episodes(
+    jungle_run, tmp_path, capsys, monkeypatch
+):
+    """``--paired-ensemble``: the run's evaluation as without it, plus the paired differences
+    against a second evaluation that differs only in the ensemble mode (same episodes, seed and
+    batches: the same start states)."""
+    from qmarl_jax import evaluate as evaluate_lib
+
+    out = tmp_path / "paired.json"
+    args = ["--run", str(jungle_run), "--episodes", "12", "--batch-size", "6", "--seed", "4"]
+    assert evaluate_cli.main([*args, "--paired-ensemble", "none", "--json", str(out)]) == 0
+    summary = json.loads(out.read_text())
+    own = evaluate_run(jungle_run, episodes=12, batch_size=6, seed=4)
+    none = evaluate_run(jungle_run, episodes=12, batch_size=6, seed=4, ensemble="none")
+    assert summary["ensemble"] == "mean_prob" and summary["paired"]["ensemble"] == "none"
+    assert summary["metrics"] == own["metrics"]
+    paired = evaluate_lib.paired_difference(own["per_episode"], none["per_episode"])
+    assert summary["paired"]["difference"] == paired  # (zeros: this tiny policy plays alike)
+    assert "paired on the same episodes: ensemble mean_prob minus none" in capsys.readouterr().out
+    # The two calls differ only in the mode, and the difference is the run's mode minus it.
+    calls = []
+
+    def fake_run(run, ensemble=None, **settings):
+        calls.append((ensemble, settings))
+        score = np.array([3.0, 5.0]) if ensemble is None else np.array([1.0, 4.0])
+        return {**own, "ensemble": ensemble or "mean_prob", "per_episode": {"score": score}}
+
+    monkeypatch.setattr(evaluate_lib, "evaluate_run", fake_run)
+    assert evaluate_cli.main([*args, "--paired-ensemble", "mean_logit", "--json", str(out)]) == 0
+    (first, settings), (second, settings_again) = calls
+    assert (first, second) == (None, "mean_logit") and settings == settings_again
+    assert (settings["episodes"], settings["batch_size"], settings["seed"]) == (12, 6, 4)
+    difference = json.loads(out.read_text())["paired"]["difference"]["score"]
+    assert difference["mean"] == 1.5 and difference["low"] < 1.5 < difference["high"]
+    assert evaluate_cli.main([*args, "--paired-ensemble", "max"]) == 2
+    allowed = "choose one of: mean_prob, mean_logit, none"
+    assert f"invalid paired_ensemble='max'; {allowed}" in capsys.readouterr().err
+    assert len(calls) == 2  # refused before playing
 
 
 def test_evaluate_cli_above_the_oracle_cap_reports_without_the_bound(
