@@ -22,7 +22,7 @@ import time
 import tyro
 
 from experiments.bench_env import parse_overrides
-from experiments.common import machine, write_json
+from experiments.common import machine, time_compiled, write_json
 
 VARIANTS = {
     "default": "",
@@ -77,11 +77,7 @@ def measure_here(scenario: str, algo: str, overrides: dict, calls: int) -> dict:
     lowered_at = time.perf_counter()
     compiled = lowered.compile()
     compiled_at = time.perf_counter()
-    runs = []
-    for _ in range(calls):
-        start_call = time.perf_counter()
-        jax.block_until_ready(compiled(runner))
-        runs.append(time.perf_counter() - start_call)
+    _, runs = time_compiled(lambda: compiled(runner), calls)  # after one warm-up call
     return {"trace_s": traced_at - start, "lower_s": lowered_at - traced_at,
             "compile_s": compiled_at - lowered_at, "run_s": statistics.median(runs)}  # fmt: skip
 

@@ -105,16 +105,13 @@ def report(summary: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
-    from qmarl_jax.ensemble import MODES
-    from qmarl_jax.evaluate import evaluate_run, paired_difference
+    from qmarl_jax.evaluate import check_choices, evaluate_run, paired_difference
 
     settings = dict(episodes=args.episodes, opponent=args.opponent, num_agents=args.num_agents,
                     greedy=args.greedy, seed=args.seed, batch_size=args.batch_size,
                     density=args.density, team=args.team, depth=args.depth)  # fmt: skip
     try:
-        if args.paired_ensemble is not None and args.paired_ensemble not in MODES:
-            raise ValueError(f"invalid paired_ensemble={args.paired_ensemble!r}; choose one of: "
-                             f"{', '.join(MODES)}")  # fmt: skip
+        check_choices(args.opponent, args.ensemble, args.paired_ensemble)
         summary = evaluate_run(args.run, ensemble=args.ensemble, **settings)
         if args.paired_ensemble is not None:
             other = evaluate_run(args.run, ensemble=args.paired_ensemble, **settings)

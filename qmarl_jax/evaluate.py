@@ -290,10 +290,13 @@ def oracle_breakdown(score, oracle, survival, food_kind=None) -> dict[str, dict[
 
 
 # ---- playing episodes -----------------------------------------------------------------------
-def check_choices(opponent: str | None, ensemble: str | None) -> None:
-    """Raise a ValueError naming the field unless ``opponent`` and ``ensemble`` are valid."""
-    if ensemble is not None and ensemble not in MODES:
-        raise ValueError(f"invalid ensemble={ensemble!r}; choose one of: {', '.join(MODES)}")
+def check_choices(
+    opponent: str | None, ensemble: str | None, paired_ensemble: str | None = None
+) -> None:
+    """Raise a ValueError naming the field unless ``opponent`` and the ensemble modes are valid."""
+    for field, mode in (("ensemble", ensemble), ("paired_ensemble", paired_ensemble)):
+        if mode is not None and mode not in MODES:
+            raise ValueError(f"invalid {field}={mode!r}; choose one of: {', '.join(MODES)}")
     if opponent is not None and opponent not in CONTROLLERS and not Path(opponent).is_dir():
         raise ValueError(
             f"invalid opponent={opponent!r}; choose one of: {', '.join(OPPONENTS)} (an existing "

@@ -35,7 +35,7 @@ def with_fast_compile(flags: str) -> str:
     this XLA accepts it)."""
     named = {flag.split("=")[0] for flag in flags.split()}
     missing = lambda flag: flag.split("=")[0] not in named
-    extra = [flag for flag in (OPTIMIZATION_FLAG,) if missing(flag)]
+    extra = [OPTIMIZATION_FLAG] if missing(OPTIMIZATION_FLAG) else []
     if missing(EMITTER_FLAG) and xla_accepts(EMITTER_FLAG):
         extra.append(EMITTER_FLAG)
     return " ".join([flags, *extra]).strip()
