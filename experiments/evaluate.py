@@ -5,14 +5,16 @@
     python -m experiments.evaluate --run RUN_DIR --num-agents 400 --density 0.16 --ensemble none
     python -m experiments.evaluate --run RUN_DIR --depth 0   # without the neighbours' messages
     python -m experiments.evaluate --run RUN_DIR --num-agents 28 --paired-ensemble none
+    python -m experiments.evaluate --run RUN_DIR --ensemble-hops 1 --paired-ensemble none
 
 ``--opponent`` is ``scripted``, ``random``, Battle's ``pack`` or ``strike`` rule
 (``envs.opponents``) or another run directory (its frozen policy plays every team this run did
 not learn). For a self-play run, ``--team T`` evaluates learned team ``T`` alone
 (the opponent plays every other team). ``--paired-ensemble MODE`` also plays the same episodes
 (the same start states) with that ensemble mode and reports each value's mean difference (the
-run's mode minus MODE) with a 95% interval on the per-episode differences. Prints a table and
-writes the JSON summary (``--json``).
+run's mode minus MODE) with a 95% interval on the per-episode differences; every other setting,
+``--ensemble-hops H`` too (only the ego-graphs centred within H hops of an agent vote for it),
+is the same in both. Prints a table and writes the JSON summary (``--json``).
 """
 
 from __future__ import annotations
@@ -59,6 +61,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "differences",
     )
     parser.add_argument(
+        "--ensemble-hops",
+        type=int,
+        default=None,
+        help="only ego-graphs centred within this many hops of an agent vote for its action",
+    )
+    parser.add_argument(
         "--depth",
         type=int,
         default=None,
@@ -75,10 +83,12 @@ def report(summary: dict) -> str:
     """A short text table of the headline values."""
     density = f" ({summary['density']:g} per cell)" if summary.get("density") else ""
     match = f", team {summary['team']} against {summary['opponent']}" if summary["opponent"] else ""
+    hops = summary.get("ensemble_hops")
+    within = "" if hops is None else f" (ego-graphs within {hops} hops)"
     lines = [
         f"{summary['scenario']} / {summary['algo']}: {summary['episodes']} episodes, "
         f"{summary['num_agents']} agents{density}{match}, ensemble "
-        f"{summary['ensemble']}, depth {summary['depth']}, "
+        f"{summary['ensemble']}{within}, depth {summary['depth']}, "
         f"{'greedy' if summary['greedy'] else 'sampled'}"
     ]
     # (Jungle above ``ORACLE_MAX_AGENTS`` agents has no oracle bound.)
@@ -109,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = dict(episodes=args.episodes, opponent=args.opponent, num_agents=args.num_agents,
                     greedy=args.greedy, seed=args.seed, batch_size=args.batch_size,
-                    density=args.density, team=args.team, depth=args.depth)  # fmt: skip
+                    density=args.density, team=args.team, depth=args.depth,
+                    ensemble_hops=args.ensemble_hops)  # fmt: skip
     try:
         check_choices(args.opponent, args.ensemble, args.paired_ensemble)
         summary = evaluate_run(args.run, ensemble=args.ensemble, **settings)

@@ -226,6 +226,10 @@ class TrainConfig:
     10-47 (docs/RESULTS.md); plain stays the default."""
     ensemble: str = "mean_prob"
     """Action ensembling: mean_prob, mean_logit or none (own ego-graph only)."""
+    ensemble_hops: int | None = None
+    """Ours, an ablation: only the ego-graphs whose centre is within this many hops of an agent
+    vote for its action (0 = none; None = every ego-graph holding it, the paper's rule). Needs
+    ``share_ego_graphs=False`` (a shared graph counts hops from one of its centres)."""
 
     # --- run ---
     seed: int = 0
@@ -298,6 +302,12 @@ class TrainConfig:
         require(self.entropy_final is None or self.entropy_final >= 0, "entropy_final",
                 self.entropy_final, "must be >= 0 (or None: constant entropy_coef)")  # fmt: skip
         require(self.depth >= 0, "depth", self.depth, "must be >= 0")
+        hops = self.ensemble_hops
+        require(hops is None or hops >= 0, "ensemble_hops", hops, "must be >= 0 (or None: all)")
+        require(hops is None or not self.share_ego_graphs, "ensemble_hops", hops,
+                "needs share_ego_graphs=False (or None)")  # fmt: skip
+        require(hops is None or self.trunk == "nmp", "ensemble_hops", hops,
+                f"only for the ego-graph algos (got algo={self.algo!r}); or None")  # fmt: skip
         self._check_kickstart()
         require(self.dual_clip == 0 or self.dual_clip > 1, "dual_clip", self.dual_clip,
                 "must be > 1 (or 0: off)")  # fmt: skip

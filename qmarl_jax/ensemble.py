@@ -4,6 +4,9 @@ For agent j, ``mean_prob`` averages the probability vectors that every ego-graph
 produced for j (a segment sum over global agent ids divided by the count); ``mean_logit`` averages
 the logits instead; ``none`` uses only j's own ego-graph (its centre node). An ego-graph stored
 once for several centres (``graph.ego_graphs(share_components=True)``) votes once per centre.
+``max_hop`` (ours, an ablation) keeps only the votes of the ego-graphs whose centre lies within
+that many hops of the agent: the farther out an agent sits in an ego-graph, the more of its own
+neighbourhood that graph cuts off (docs/RESULTS.md, "Ensemble ablation").
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ def ensemble(
     num_agents: int,
     mode: str = "mean_prob",
     weight: jax.Array | None = None,
+    max_hop: int | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     """Per-agent action distribution from per-node logits.
 
@@ -30,6 +34,9 @@ def ensemble(
       num_agents: N.
       mode: one of ``MODES``.
       weight: optional bool[B_n] nodes allowed to vote (e.g. only a team's own agents).
+      max_hop: None (every ego-graph votes) or h >= 0: only nodes at most h hops from their
+        graph's centre vote (0 is ``none``). Hops count from the stored centre, so use it with
+        one graph per agent (``share_components=False``).
 
     Returns:
       ``(probs float32[N, A], votes int32[N])``: the ensemble distribution (uniform where an agent
@@ -43,6 +50,8 @@ def ensemble(
         voting &= graphs.nodes["own"] == 1
     if weight is not None:
         voting &= weight
+    if max_hop is not None:
+        voting &= graphs.nodes["hop"] <= max_hop
     vote = jnp.where(voting, 1 if mode == "none" else graphs.nodes["copies"], 0)
     votes = jax.ops.segment_sum(vote, agent, num_segments=num_agents)
     values = jax.nn.log_softmax(logits) if mode == "mean_logit" else jax.nn.softmax(logits)

@@ -322,6 +322,7 @@ def evaluation_config(
     density: float | None = None,
     team: int | None = None,
     depth: int | None = None,
+    ensemble_hops: int | None = None,
 ) -> TrainConfig:
     """The run's config changed for evaluation (validated: errors name the field).
 
@@ -331,6 +332,8 @@ def evaluation_config(
     replaces the other learned teams. ``density`` (agents per cell, with ``num_agents``) sets
     the resized world's crowding. ``depth`` plays with ego-graphs of another depth (the network's
     parameters do not depend on it; 0 = every agent alone, without its neighbours' messages).
+    ``ensemble_hops`` lets only the ego-graphs centred within that many hops of an agent vote
+    for it (``TrainConfig.ensemble_hops``; it plays with one ego-graph per agent).
     """
     check_choices(opponent, ensemble)
     check_team(config, team)
@@ -361,6 +364,8 @@ def evaluation_config(
         changes["ensemble"] = ensemble
     if depth is not None:
         changes["depth"] = depth
+    if ensemble_hops is not None:
+        changes.update(ensemble_hops=ensemble_hops, share_ego_graphs=False)
     return dataclasses.replace(config, **changes)
 
 
@@ -506,6 +511,7 @@ def evaluate_run(
     density: float | None = None,
     team: int | None = None,
     depth: int | None = None,
+    ensemble_hops: int | None = None,
 ) -> dict[str, Any]:
     """Evaluate the latest checkpoint of a run; see the module docstring.
 
@@ -523,6 +529,7 @@ def evaluate_run(
       team: of a self-play run (several learned teams), the one to evaluate; ``opponent`` then
         plays every other team. None evaluates the first learned team against the others.
       depth: play with ego-graphs of this depth instead of the run's (0: without neighbours).
+      ensemble_hops: only the ego-graphs centred within this many hops of an agent vote for it.
 
     Returns:
       A JSON-ready dict: settings, ``metrics`` ``{name: {mean, low, high}}``, ``graph``
@@ -545,7 +552,7 @@ def evaluate_run(
     trainer, runner = load_runner(run_dir)
     games = min(batch_size, episodes)
     config = evaluation_config(
-        trainer.config, games, num_agents, ensemble, opponent, density, team, depth
+        trainer.config, games, num_agents, ensemble, opponent, density, team, depth, ensemble_hops
     )
     own = trainer.config.learning_teams if team is None else (team,)
     learned = trainer.config.learning_teams
@@ -564,6 +571,7 @@ def evaluate_run(
         "opponent": opponent if config.num_teams > 1 else None,
         "team": config.learning_teams[0],
         "ensemble": config.ensemble,
+        "ensemble_hops": config.ensemble_hops,
         "depth": config.graph_depth,
         "greedy": greedy,
         "seed": seed,

@@ -164,7 +164,8 @@ class Actor:
         weight = per_node(own, graphs.nodes["agent"]).astype(bool)
 
         def one(logits, graphs, weight):
-            return ensemble(logits, graphs, num_agents, self.config.ensemble, weight)[0]
+            return ensemble(logits, graphs, num_agents, self.config.ensemble, weight,
+                            self.config.ensemble_hops)[0]  # fmt: skip
 
         return logits, jax.vmap(one)(logits, graphs, weight)
 

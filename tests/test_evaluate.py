@@ -399,6 +399,26 @@ def test_evaluate_cli_pairs_the_ensemble_modes_on_the_same_episodes(
     assert len(calls) == 2  # refused before playing
 
 
+def test_evaluate_with_ensemble_hops_plays_one_ego_graph_per_agent(jungle_run, tmp_path, capsys):
+    """``--ensemble-hops 0`` lets only each agent's own ego-graph vote: the same episodes as
+    ``--ensemble none`` from the same seed, in a crowd where ego-graphs hold several agents; the
+    setting is passed to the config (with one graph per agent) and reported."""
+    crowd = dict(episodes=6, num_agents=16, density=0.25, seed=1)
+    own = evaluate_run(jungle_run, ensemble="mean_prob", ensemble_hops=0, **crowd)
+    none = evaluate_run(jungle_run, ensemble="none", **crowd)
+    assert own["ensemble_hops"] == 0 and own["graph"]["graph_max_nodes"] > 1
+    np.testing.assert_array_equal(own["per_episode"]["score"], none["per_episode"]["score"])
+    config = evaluation_config(make_config("jungle", **SMALL), 4, ensemble_hops=1)
+    assert config.ensemble_hops == 1 and not config.share_ego_graphs
+    out = tmp_path / "hops.json"
+    args = ["--run", str(jungle_run), "--episodes", "2", "--ensemble-hops", "1"]
+    assert evaluate_cli.main([*args, "--paired-ensemble", "none", "--json", str(out)]) == 0
+    assert "ensemble mean_prob (ego-graphs within 1 hops)" in capsys.readouterr().out
+    assert json.loads(out.read_text())["ensemble_hops"] == 1
+    assert evaluate_cli.main([*args[:-1], "-1"]) == 2
+    assert "'ensemble_hops'=-1: must be >= 0" in capsys.readouterr().err
+
+
 def test_evaluate_cli_above_the_oracle_cap_reports_without_the_bound(
     jungle_run, tmp_path, capsys, monkeypatch
 ):

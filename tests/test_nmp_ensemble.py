@@ -113,14 +113,14 @@ def test_singleton_fast_path_equals_message_passing_on_every_node(head):
     )
 
 
-def loop_ensemble(logits, graphs, num_agents, mode, weight):
+def loop_ensemble(logits, graphs, num_agents, mode, weight, max_hop=None):
     """Plain Python reference of the three ensembling modes."""
     logits = np.asarray(logits, np.float64)
     agent, hop = np.asarray(graphs.nodes["agent"]), np.asarray(graphs.nodes["hop"])
     out = np.full((num_agents, logits.shape[-1]), 1.0 / logits.shape[-1])
+    reach = 0 if mode == "none" else max_hop if max_hop is not None else np.inf
     for j in range(num_agents):
-        rows = [i for i in range(len(agent)) if agent[i] == j and weight[i]
-                and (mode != "none" or hop[i] == 0)]  # fmt: skip
+        rows = [i for i in range(len(agent)) if agent[i] == j and weight[i] and hop[i] <= reach]
         if not rows:
             continue
         z = logits[rows] - logits[rows].max(-1, keepdims=True)
@@ -147,6 +147,26 @@ def test_ensemble_matches_a_python_loop(mode):
     if mode != "none":
         expected_votes = [np.sum((agent == j) & weight) for j in range(n)]
         np.testing.assert_array_equal(votes, expected_votes)
+
+
+@pytest.mark.parametrize("mode", ["mean_prob", "mean_logit"])
+def test_ensemble_within_max_hop_matches_a_python_loop(mode):
+    """``max_hop``: only the nodes at most that many hops from their ego-graph's centre vote;
+    0 is ``none`` and the ego-graphs' depth (2) is every vote."""
+    env, _, graphs = setup_graphs(POSITIONS)
+    n, budget = env.num_agents, graphs.nodes["agent"].shape[0]
+    hop = np.asarray(graphs.nodes["hop"])
+    assert {1, 2} <= set(hop[np.asarray(graphs.nodes["agent"]) < n])  # both rings vote here
+    logits = jax.random.normal(jax.random.key(4), (budget, 5)) * 2
+    weight = np.ones(budget, bool)
+    by_hop = {h: np.asarray(ensemble(logits, graphs, n, mode, max_hop=h)[0]) for h in (0, 1, 2)}
+    for h, probs in by_hop.items():
+        np.testing.assert_allclose(probs, loop_ensemble(logits, graphs, n, mode, weight, h),
+                                   atol=1e-5)  # fmt: skip
+    np.testing.assert_allclose(by_hop[0], ensemble(logits, graphs, n, "none")[0], atol=1e-6)
+    np.testing.assert_allclose(by_hop[2], ensemble(logits, graphs, n, mode)[0], atol=1e-6)
+    assert np.abs(by_hop[1] - by_hop[0]).max() > 1e-3
+    assert np.abs(by_hop[1] - by_hop[2]).max() > 1e-3
 
 
 def test_ensemble_rejects_unknown_mode():

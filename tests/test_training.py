@@ -522,6 +522,15 @@ def test_full_run_writes_every_artefact(tmp_path):
         ({"landmark_sight": 4}, "invalid config field 'landmark_sight'=4: only Deception has one"),
         ({"dual_clip": 0.5}, "invalid config field 'dual_clip'=0.5: must be > 1 (or 0: off)"),
         ({"entropy_final": -0.1}, "invalid config field 'entropy_final'=-0.1: must be >= 0"),
+        (
+            {"ensemble_hops": -1, "share_ego_graphs": False},
+            "invalid config field 'ensemble_hops'=-1: must be >= 0 (or None: all)",
+        ),
+        ({"ensemble_hops": 1}, "'ensemble_hops'=1: needs share_ego_graphs=False (or None)"),
+        (
+            {"ensemble_hops": 1, "share_ego_graphs": False, "algo": "mha"},
+            "'ensemble_hops'=1: only for the ego-graph algos (got algo='mha')",
+        ),
         ({"target_kl": 0.0}, "invalid config field 'target_kl'=0.0: must be > 0 (or None: off)"),
         (
             {"desired_kl": 0.01, "algo": "qmarl_ac"},
