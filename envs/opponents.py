@@ -1,5 +1,5 @@
 """Non-learning controllers: ``random``, a ``scripted`` heuristic per scenario (SPEC section 3) and
-Battle's two team conventions, ``pack`` and ``strike``.
+Battle's team conventions, ``pack``, ``strike`` and ``strike2``.
 
 A controller is ``policy(key, state, params) -> int32[N]`` giving an action to *every* agent; the
 caller keeps the actions of the team(s) it controls. Everything is O(N x sight window): no agent
@@ -9,8 +9,10 @@ looks further than ``sight_radius`` except through O(N) team summaries (centroid
 * Battle: move toward the nearest enemy in sight and hold once adjacent; with none in sight, move
   toward the enemy team's centroid. ``pack``: up while the cell above is free, else left while
   the cell to the left is free, else hold (the team packs into a block). ``strike``: ``pack`` plus
-  one step of foresight (``strike_actions``): +71.5 terminal reward x100 against ``scripted``,
-  the strongest local rule here and the teacher of ``TrainConfig.kickstart``.
+  one step of foresight (``strike_actions``): +71.5 terminal reward x100 against ``scripted``.
+  ``strike2``: ``strike`` planned again with every teammate standing where its ``strike`` move
+  takes it (one round of coordination): +79.3, the strongest local rule here. Either is a teacher
+  for ``TrainConfig.kickstart``.
 * Deception: adversaries head for the landmark with the most home agents within distance 2 (the
   best one in sight, nearest on ties, else the best overall, ties broken by cell, never by which
   landmarks are targets) and hold within distance 1 of it; home agents walk to
@@ -30,9 +32,9 @@ from envs.base import GridEnv
 from envs.deception import ADVERSARY, HOME
 
 Policy = Callable[[jax.Array, object, object], jax.Array]
-CONTROLLERS = ("random", "scripted", "pack", "strike")
+CONTROLLERS = ("random", "scripted", "pack", "strike", "strike2")
 #: Controllers only some scenarios have -> those scenarios.
-SCENARIO_CONTROLLERS = {"pack": ("battle",), "strike": ("battle",)}
+SCENARIO_CONTROLLERS = {"pack": ("battle",), "strike": ("battle",), "strike2": ("battle",)}
 #: ``strike``'s preference for ``pack``'s action over another move with as many kills.
 PACK_TIE_BREAK = 0.5
 #: ``strike``'s penalty on a cell where its agent would die (above any number of kills).
@@ -179,46 +181,59 @@ def pack_actions(env: GridEnv, grid: core.Grid) -> jax.Array:
     return jnp.where(up, core.UP, jnp.where(left, core.LEFT, core.STAY)).astype(jnp.int32)
 
 
-def strike_actions(env: GridEnv, grid: core.Grid, predicted: jax.Array) -> jax.Array:
+def strike_actions(
+    env: GridEnv, grid: core.Grid, predicted: jax.Array, planned: jax.Array | None = None
+) -> jax.Array:
     """Battle's ``strike`` rule: ``pack`` plus one step of foresight -> ``int32[N]``, every agent's.
 
     Every agent assumes each enemy takes its ``predicted int32[N]`` action (the caller's
-    prediction, e.g. the scripted rule) and each teammate stays. It scores its moves to free
-    cells (and staying): +1 per predicted enemy beside the cell that would then have
-    ``kill_threshold`` of its team beside it, ``-DEATH_PENALTY`` when ``kill_threshold``
-    predicted enemies are beside the cell, ``+PACK_TIE_BREAK`` for ``pack``'s action; it takes
-    the best. It reads predicted enemies within distance 2 of the agent and teammates within
-    distance 3: a local rule, though the prediction may be the opponent's own rule. O(N x 45)
-    gathers on the padded maps per team.
+    prediction, e.g. the scripted rule) and each teammate takes its ``planned int32[N]`` action
+    (None: every teammate stays). It scores its moves to free cells (and staying): +1 per
+    predicted enemy beside the cell that would then have ``kill_threshold`` of its team beside
+    it, ``-DEATH_PENALTY`` when ``kill_threshold`` predicted enemies are beside the cell,
+    ``+PACK_TIE_BREAK`` for ``pack``'s action; it takes the best. It reads predicted enemies
+    within distance 2 of the agent and teammates within distance 3 (4 with ``planned``, plus
+    what their planned moves read): a local rule, though the prediction may be the opponent's
+    own rule. O(N x 45) gathers on the padded maps per team.
     """
     spec, threshold = env.spec, env.config.kill_threshold
     moves = jnp.asarray(core.MOVES)
+    if planned is None:
+        planned = jnp.full(grid.team.shape, core.STAY, jnp.int32)
     ahead = grid.positions + moves[predicted]
+    standing = grid.positions + moves[planned]
     around = core.window_displacements(1)
-    # The enemies of each agent beside its own next cell (where they stand now).
-    touched_by = core.count_adjacent(
-        spec.gather(grid.occupancy, ahead, around), grid.team, grid.team, enemy=True
-    )
 
-    def next_cells_map(team: int, counted: jax.Array) -> jax.Array:
-        """int32[cells]: ``team``'s alive agents with ``counted`` on their predicted cells."""
+    def cells_map(cells: jax.Array, team: int, counted: jax.Array) -> jax.Array:
+        """int32[cells]: ``team``'s alive agents with ``counted``, each on its ``cells`` entry."""
         mine = grid.alive & (grid.team == team) & counted
-        return jnp.zeros(spec.num_cells, jnp.int32).at[spec.flat(ahead)].add(mine)
+        return jnp.zeros(spec.num_cells, jnp.int32).at[spec.flat(cells)].add(mine)
 
-    # Candidate a's cell plus a 3x3 offset d, for the 5 x 9 pairs (static); an enemy on such a
-    # cell already touched by this agent (|MOVES[a] + d| <= 1) needs ``threshold`` touches in
-    # all, one that is not needs ``threshold - 1`` besides this agent.
-    reach = (core.MOVES[:, None, :] + around[None, :, :]).reshape(-1, 2)
-    touched_now = (np.max(np.abs(reach), axis=-1) <= 1).reshape(core.NUM_ACTIONS, -1)
-
-    def near_enemies(counted: jax.Array) -> jax.Array:
-        """int32[N, 5, 9]: each agent's counted enemies on the 9 cells around each candidate."""
+    def enemies_near(cells, counted, centres, where: np.ndarray) -> jax.Array:
+        """int32[N, K]: each agent's enemies with ``counted bool[N]`` standing (on their
+        ``cells int32[N, 2]``) at its ``centres int32[N, 2]`` plus each of ``where int[K, 2]``."""
         by_team = [
-            spec.gather(next_cells_map(team, counted), grid.positions, reach)
+            spec.gather(cells_map(cells, team, counted), centres, where)
             for team in range(env.num_teams)
         ]
         own = jnp.stack(by_team)[grid.team, jnp.arange(grid.team.shape[0])]
-        return (sum(by_team) - own).reshape(-1, core.NUM_ACTIONS, around.shape[0])
+        return sum(by_team) - own
+
+    everyone = jnp.ones_like(grid.alive)
+    # For every agent, its enemies standing (after their planned moves) beside its predicted
+    # cell: seen from the enemy's side, the agents of this team that would touch it.
+    touched_by = jnp.sum(enemies_near(standing, everyone, ahead, around), axis=-1)
+    # Candidate a's cell plus a 3x3 offset d, for the 5 x 9 pairs (static); an enemy on such a
+    # cell beside this (alive) agent's own planned cell (so in its ``touched_by``) needs
+    # ``threshold`` touches in all, any other ``threshold - 1`` besides this agent.
+    reach = (core.MOVES[:, None, :] + around[None, :, :]).reshape(-1, 2)
+    pairs = (-1, core.NUM_ACTIONS, around.shape[0])
+    beside_planned = jnp.max(jnp.abs(reach[None] - moves[planned][:, None]), axis=-1) <= 1
+    touched_now = (beside_planned & grid.alive[:, None]).reshape(pairs)
+
+    def near_enemies(counted: jax.Array) -> jax.Array:
+        """int32[N, 5, 9]: each agent's counted enemies on the 9 cells around each candidate."""
+        return enemies_near(ahead, counted, grid.positions, reach).reshape(pairs)
 
     kills = jnp.sum(
         jnp.where(touched_now, near_enemies(touched_by >= threshold),
@@ -252,18 +267,33 @@ def battle_strike(env: GridEnv) -> Policy:
     return policy
 
 
+def battle_strike2(env: GridEnv) -> Policy:
+    """Battle's ``strike2`` rule as a controller: ``strike_actions`` with every agent's move
+    predicted by the scripted rule and every teammate taking its own ``strike`` move (one round
+    of coordination: a teammate stepping beside an enemy counts toward its kill)."""
+    scripted = battle_scripted(env)
+
+    def policy(key, state, params):
+        predicted = scripted(key, state, params)
+        planned = strike_actions(env, state.grid, predicted)
+        return strike_actions(env, state.grid, predicted, planned)
+
+    return policy
+
+
 _SCRIPTED = {"jungle": jungle_scripted, "battle": battle_scripted, "deception": deception_scripted}
-_BATTLE_RULES = {"pack": battle_pack, "strike": battle_strike}
+_BATTLE_RULES = {"pack": battle_pack, "strike": battle_strike, "strike2": battle_strike2}
 
 
 def scenario_controllers(scenario: str, kinds=CONTROLLERS) -> tuple[str, ...]:
-    """The controller ``kinds`` that ``scenario`` has (``SCENARIO_CONTROLLERS``: ``pack`` and
-    ``strike`` are Battle's; a kind not listed there, e.g. ``learn``, is every scenario's)."""
+    """The controller ``kinds`` that ``scenario`` has (``SCENARIO_CONTROLLERS``: ``pack``,
+    ``strike`` and ``strike2`` are Battle's; a kind not listed there, e.g. ``learn``, is every
+    scenario's)."""
     return tuple(k for k in kinds if scenario in SCENARIO_CONTROLLERS.get(k, (scenario,)))
 
 
 def make_controller(kind: str, env: GridEnv) -> Policy:
-    """The ``kind`` controller (``CONTROLLERS``; ``pack`` and ``strike``: Battle only) for
+    """The ``kind`` controller (``CONTROLLERS``; ``pack``, ``strike``, ``strike2``: Battle only) for
     ``env``'s scenario."""
     if kind == "random":
         return random_policy(env)

@@ -11,8 +11,10 @@ block in the top-left corner instead of a line along the edge), ``scripted`` (th
 one step of foresight: each agent steps beside an enemy that three of its team would then touch,
 and never onto a cell where three enemies would touch it, predicting the enemies' moves by their
 rule: ``envs.opponents.strike_actions``; ``strike_static`` takes the enemies where they stand
-instead); team 1 is always ``scripted`` (walks at the nearest enemy within ``sight_radius`` 4,
-else at the enemy centroid: it sees the whole map, a learner sees its 3x3 window).
+instead), or ``strike2`` (``strike`` planned again with each teammate on the cell its ``strike``
+move takes it to: one round of coordination); team 1 is always ``scripted`` (walks at the
+nearest enemy within ``sight_radius`` 4, else at the enemy centroid: it sees the whole map, a
+learner sees its 3x3 window).
 ``lookahead`` is a centralised rollout planner over ``pack`` on the env's own dynamics
 (``planner``, ``experiments.lookahead``): not a policy a learner could copy, but proof of how far
 above the scripted team a team can get.
@@ -42,7 +44,8 @@ from experiments.common import ReferenceArgs, play_episodes, save_references
 from experiments.lookahead import JointPolicy, lookahead_policy, require_planner_settings
 from qmarl_jax.evaluate import summarise
 
-REFERENCES = ("stay", "random", "corner", "pack", "scripted", "charge", "strike", "strike_static")
+REFERENCES = ("stay", "random", "corner", "pack", "scripted", "charge", "strike", "strike2",
+              "strike_static")  # fmt: skip
 
 
 @dataclasses.dataclass
@@ -74,7 +77,7 @@ def reference_policy(env, reference: str) -> JointPolicy:
     0's entries)."""
     if reference == "charge":
         own = battle_scripted(env, hold_when_adjacent=False)
-    elif reference in CONTROLLERS:  # random, scripted, pack and strike (predicted by scripted)
+    elif reference in CONTROLLERS:  # random, scripted, pack, strike and strike2
         own = make_controller(reference, env)
 
     def policy(key, state):

@@ -1,14 +1,16 @@
-"""How closely does a trained Battle policy follow the ``strike`` rule on its own games?
+"""How closely does a trained Battle policy follow the ``strike`` rule (or ``strike2``) on its
+own games?
 
-    python -m experiments.teacher_agreement --run RUN --games 256 --json out.json
+    python -m experiments.teacher_agreement --run RUN --games 256 [--teacher strike2] --json F
 
 Plays ``games`` games with the run's latest team-0 policy (its ensembled, sampled actions, as in
-training) against the scripted team, labels every state with ``strike``'s actions and prints
+training) against the scripted team, labels every state with the teacher's actions and prints
 the policy's argmax agreement with them: over all nodes of alive team-0 agents, and on the
-agent-steps where ``strike`` departs from ``pack`` (its foresight: the 2.5-3.7% of labels that
-make its +71.5 against ``pack``'s -3.6), as ``experiments.battle_imitation`` measures its
-DAgger students on held-out states. A kickstarted run's ``teacher_agreement`` metric is the
-first number; the second says whether the foresight was learned.
+agent-steps where the teacher departs from ``pack`` (its foresight: for ``strike`` the
+2.5-3.7% of labels that make its +71.5 against ``pack``'s -3.6), as
+``experiments.battle_imitation`` measures its DAgger students on held-out states. A
+kickstarted run's ``teacher_agreement`` metric is the first number; the second says whether the
+foresight was learned.
 """
 
 from __future__ import annotations
@@ -35,13 +37,21 @@ class Args:
     """Games played and labelled."""
     minibatch: int = 256
     """States per jitted agreement count."""
+    teacher: str = "strike"
+    """The rule the states are labelled with: ``strike`` or ``strike2`` (``envs.opponents``)."""
     seed: int = 0
     json: str | None = None
+
+
+TEACHERS = ("strike", "strike2")
 
 
 def main(args: Args) -> dict:
     require(args.games >= 1, "games", args.games, "must be >= 1")
     require(args.minibatch >= 1, "minibatch", args.minibatch, "must be >= 1")
+    require(
+        args.teacher in TEACHERS, "teacher", args.teacher, f"choose one of: {', '.join(TEACHERS)}"
+    )
     saved = load_config(Path(args.run))  # checked before anything is restored or compiled
     scenario = saved.scenario
     require(scenario == "battle", "run", args.run, f"is a {scenario} run; choose a Battle run")
@@ -49,12 +59,12 @@ def main(args: Args) -> dict:
     require(teams == (0,), "run", args.run,
             f"learns teams {teams}; choose a run that learns team 0 alone")  # fmt: skip
     trainer, runner = load_runner(args.run)
-    play = labelled_games(trainer, reference_policy(trainer.env, "strike"), args.games, False)
+    play = labelled_games(trainer, reference_policy(trainer.env, args.teacher), args.games, False)
     data = play(runner.teams[0].params, jax.random.PRNGKey(args.seed))
     agreement = held_out_agreement(trainer, runner.teams[0].params, data, args.minibatch)
-    print(f"{args.run} (batch {int(runner.batch)}, {args.games} games): agreement with strike "
-          f"{agreement['all']:.3f}; on its {agreement['departure_share']:.3f} departures from "
-          f"pack {agreement['departures']:.3f}")  # fmt: skip
+    print(f"{args.run} (batch {int(runner.batch)}, {args.games} games): agreement with "
+          f"{args.teacher} {agreement['all']:.3f}; on its {agreement['departure_share']:.3f} "
+          f"departures from pack {agreement['departures']:.3f}")  # fmt: skip
     out = {**{k: v for k, v in dataclasses.asdict(args).items() if k != "json"},
            "trained_batches": int(runner.batch), "agreement": agreement, **machine()}  # fmt: skip
     write_json(args.json, out)

@@ -714,6 +714,8 @@ def test_teacher_agreement_measures_a_battle_run_on_its_own_games(tmp_path):
     assert teacher_agreement.main(dataclasses.replace(args, json=None))["agreement"] == agreement
     with pytest.raises(ValueError, match="'games'=0"):
         teacher_agreement.main(dataclasses.replace(args, games=0))
+    with pytest.raises(ValueError, match="'teacher'='pack': choose one of: strike, strike2"):
+        teacher_agreement.main(dataclasses.replace(args, teacher="pack"))
     selfplay = make_config("battle", controllers=("learn", "learn"))
     refusals = ((make_config("jungle"), "jungle run; choose a Battle run"),
                 (selfplay, r"learns teams \(0, 1\); choose .* team 0 alone"))  # fmt: skip

@@ -47,12 +47,14 @@ def test_battle_pack_convention_on_a_hand_made_grid():
     assert make_controller("pack", env)(None, state, None).tolist() == actions
 
 
-def _strike_by_loops(env, grid, predicted) -> list[int]:
-    """``strike_actions`` of every agent, one agent, move and enemy at a time (plain Python)."""
+def _strike_by_loops(env, grid, predicted, planned=None) -> list[int]:
+    """``strike_actions`` of every agent, one agent, move and enemy at a time (plain Python);
+    teammates stand on their cells after their ``planned`` moves (None: where they are)."""
     from envs.core import MOVES, STAY
 
     pos, alive, team = np.asarray(grid.positions), np.asarray(grid.alive), np.asarray(grid.team)
     ahead = pos + MOVES[np.asarray(predicted)]
+    standing = pos if planned is None else pos + MOVES[np.asarray(planned)]
     pack = np.asarray(opponents.pack_actions(env, grid))
     threshold, height, width = env.config.kill_threshold, env.config.height, env.config.width
     occupied = {tuple(pos[j]) for j in range(env.num_agents) if alive[j]}
@@ -72,7 +74,7 @@ def _strike_by_loops(env, grid, predicted) -> list[int]:
                     1
                     for j in range(env.num_agents)
                     if j != i and alive[j] and team[j] == team[i]
-                    and np.max(np.abs(pos[j] - ahead[e])) <= 1
+                    and np.max(np.abs(standing[j] - ahead[e])) <= 1
                 )  # fmt: skip
                 kills += others + 1 >= threshold
             score = kills - opponents.DEATH_PENALTY * (len(beside) >= threshold)
@@ -104,6 +106,49 @@ def test_battle_strike_rule_matches_a_loop_over_agents_moves_and_enemies():
         departed += [np.any(departs[team0]), np.any(departs[~team0])]
         _, state, *_ = env.step(key, state, scripted(key, state, None), params)
     assert np.all(departed >= 5)  # each team's rule departed from pack on several states
+
+
+def test_battle_strike2_rule_matches_a_loop_with_teammates_on_their_planned_cells():
+    """``strike_actions`` with ``planned`` moves against the loop, on arbitrary plans (moves off
+    the grid and onto taken cells included) and on ``strike2``'s own (the ``strike`` moves)."""
+    env, params = envs.make("battle")
+    scripted = make_controller("scripted", env)
+    strike, strike2 = make_controller("strike", env), make_controller("strike2", env)
+    _, state = env.reset(jax.random.PRNGKey(1), params)
+    coordinated = 0
+    for step in range(40):
+        key = jax.random.PRNGKey(100 + step)
+        predicted = scripted(key, state, None)
+        planned = strike(key, state, None)
+        got = np.asarray(opponents.strike_actions(env, state.grid, predicted, planned))
+        np.testing.assert_array_equal(got, np.asarray(strike2(key, state, None)))
+        assert got.tolist() == _strike_by_loops(env, state.grid, predicted, planned)
+        coordinated += int(np.any(got != np.asarray(planned)))
+        arbitrary = jax.random.randint(jax.random.fold_in(key, 1), planned.shape, 0, 5)
+        got = np.asarray(opponents.strike_actions(env, state.grid, predicted, arbitrary))
+        assert got.tolist() == _strike_by_loops(env, state.grid, predicted, arbitrary)
+        _, state, *_ = env.step(key, state, scripted(key, state, None), params)
+    assert coordinated >= 3  # the second round changed some agent's move on several states
+
+
+def test_battle_strike2_counts_a_teammate_stepping_in_toward_the_kill():
+    from envs.core import LEFT, STAY, UP
+
+    env, _ = envs.make("battle")
+    # Team 0: A (0, 4) above the enemy X at (1, 4), which holds; B (0, 6); C (2, 6); D in the
+    # corner. ``strike`` (teammates where they stand): only A touches X, so no move makes a
+    # third touch and all follow pack: A and B left (both then beside X), C up. Planning again
+    # with A and B on those cells, C's left to (2, 5) is X's third touch.
+    own = [[0, 4], [0, 6], [2, 6], [0, 0], [9, 7], [9, 8], [9, 9]]
+    enemies = [[1, 4], [6, 0], [7, 0], [8, 0], [6, 1], [7, 1], [8, 1]]
+    state = env.state_from(jnp.asarray(own + enemies, jnp.int32))
+    predicted = make_controller("scripted", env)(None, state, None)
+    assert int(predicted[7]) == STAY
+    first = opponents.strike_actions(env, state.grid, predicted)
+    assert first.tolist()[:4] == [LEFT, LEFT, UP, STAY]
+    second = opponents.strike_actions(env, state.grid, predicted, first).tolist()
+    assert second[:4] == [LEFT, LEFT, LEFT, STAY]
+    assert make_controller("strike2", env)(None, state, None).tolist() == second
 
 
 def test_battle_strike_rule_on_a_hand_made_grid():
@@ -195,7 +240,7 @@ def test_controllers_give_valid_actions_under_jit(scenario, kind):
 
 def test_unknown_controller_is_refused():
     env, _ = envs.make("battle")
-    allowed = "random, scripted, pack, strike"
+    allowed = "random, scripted, pack, strike, strike2"
     with pytest.raises(
         ValueError, match=f"unknown controller 'smart' for battle; choose one of: {allowed}"
     ):

@@ -573,7 +573,8 @@ def test_full_run_writes_every_artefact(tmp_path):
         ),
         (
             {"kickstart": "random"},
-            "invalid config field 'kickstart'='random'; choose one of: scripted, pack, strike",
+            "invalid config field 'kickstart'='random'; "
+            "choose one of: scripted, pack, strike, strike2",
         ),
         (
             {"kickstart": "strike", "algo": "qmarl_ac"},
