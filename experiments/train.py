@@ -32,15 +32,17 @@ def main(argv: list[str] | None = None) -> int:
     import tyro
 
     from qmarl_jax.checkpoint import load_config
-    from qmarl_jax.config import make_config
+    from qmarl_jax.config import preset_config, require_preset_fields
 
     try:
         if known.resume:
             base = load_config(known.resume)
         else:
-            base = make_config(known.scenario, known.preset)
+            base = preset_config(known.scenario, known.preset)
         config = tyro.cli(type(base), default=base, args=rest,
                           prog="python -m experiments.train")  # fmt: skip
+        if not known.resume:
+            require_preset_fields(known.preset, config)
         run_dir = loop.train(config, run_dir=known.run_dir, resume=known.resume,
                              progress=not known.no_progress)  # fmt: skip
     except (ValueError, FileNotFoundError) as error:

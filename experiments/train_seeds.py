@@ -86,12 +86,16 @@ def main(argv: list[str] | None = None) -> int:
 
     import tyro
 
+    from envs.base import require
     from experiments.reproduce import train_seeds
-    from qmarl_jax.config import make_config
+    from qmarl_jax.config import FINETUNE_PRESETS, preset_config
     from qmarl_jax.metrics import HEADLINE
 
-    base = make_config(known.scenario, known.preset)
+    fresh = "starts every seed from a fresh network; fine-tune a run with experiments.train"
+    require(known.preset not in FINETUNE_PRESETS, "preset", known.preset, fresh)
+    base = preset_config(known.scenario, known.preset)
     config = tyro.cli(type(base), default=base, args=rest, prog="python -m experiments.train_seeds")
+    require(config.init_from is None, "init_from", config.init_from, fresh)
     eval_configs = evaluation_configs(config, known.eval_episodes, known.eval_num_agents)
     params, curves, seconds = train_seeds(config, known.seeds)
     headline = HEADLINE[config.scenario]

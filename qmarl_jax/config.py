@@ -491,17 +491,32 @@ WIDE_VIEW_AC = dict(WIDE_VIEW, algo="qmarl_ac", entropy_coef=0.7, lr=0.01, actor
 KICKSTART = dict(view_radius=3, kill_credit=1.0, kickstart="strike", graph_radius=2,
                  num_batches=600)  # fmt: skip
 
-PRESETS = ("default", "paper", "coordinated", "wide_view", "wide_view_ac", "kickstart")
+#: The second stage of Battle's best recipe: RL alone, without the teacher, for 300 batches at a
+#: tenth of the learning rate (annealed), from a ``kickstart`` run (``init_from``, required).
+#: docs/RESULTS.md, "Kickstarting": the kickstarted policy leaves ``strike`` where RL finds
+#: better and ends above its teacher (+71.5): seeds 1 / 2 from +58.5 / +58.9 to +74.9 / +75.3,
+#: and +78.2 / +76.3 at 28 agents (session 38).
+KICKSTART_FINETUNE = dict(KICKSTART, kickstart=None, lr=3e-4, num_batches=300)
+
+PRESETS = ("default", "paper", "coordinated", "wide_view", "wide_view_ac", "kickstart",
+           "kickstart_finetune")  # fmt: skip
 #: Scenarios each non-default preset applies to.
 PRESET_SCENARIOS = {"coordinated": ("deception",), "wide_view": ("jungle",),
-                    "wide_view_ac": ("jungle",), "kickstart": ("battle",)}  # fmt: skip
+                    "wide_view_ac": ("jungle",), "kickstart": ("battle",),
+                    "kickstart_finetune": ("battle",)}  # fmt: skip
 #: Fields each non-default preset sets on top of the scenario's default.
 PRESET_FIELDS = {"paper": PAPER, "coordinated": COORDINATED, "wide_view": WIDE_VIEW,
-                 "wide_view_ac": WIDE_VIEW_AC, "kickstart": KICKSTART}  # fmt: skip
+                 "wide_view_ac": WIDE_VIEW_AC, "kickstart": KICKSTART,
+                 "kickstart_finetune": KICKSTART_FINETUNE}  # fmt: skip
+#: Presets that continue a trained run, so need ``init_from``.
+FINETUNE_PRESETS = ("kickstart_finetune",)
 
 
-def make_config(scenario: str = "battle", preset: str = "default", **overrides: Any) -> TrainConfig:
-    """The ``preset`` training config of ``scenario`` with ``overrides`` applied (validated)."""
+def preset_config(
+    scenario: str = "battle", preset: str = "default", **overrides: Any
+) -> TrainConfig:
+    """The ``preset`` training config of ``scenario`` with ``overrides`` applied (validated),
+    before ``require_preset_fields`` (the CLI applies its flags in between)."""
     _one_of("scenario", scenario, envs.SCENARIOS)
     _one_of("preset", preset, PRESETS)
     if scenario not in PRESET_SCENARIOS.get(preset, envs.SCENARIOS):
@@ -518,3 +533,19 @@ def make_config(scenario: str = "battle", preset: str = "default", **overrides: 
             f"unknown config field(s) {unknown}; choose from: {', '.join(sorted(known))}"
         )
     return TrainConfig(**{**fields, **overrides})
+
+
+def require_preset_fields(preset: str, config: TrainConfig) -> TrainConfig:
+    """``config``, refused if ``preset`` needs a field it lacks: a fine-tuning preset
+    (``FINETUNE_PRESETS``) needs ``init_from``."""
+    if preset in FINETUNE_PRESETS and config.init_from is None:
+        raise ValueError(
+            f"invalid config field 'init_from'=None: preset {preset!r} fine-tunes a trained run; "
+            "give its directory (e.g. a --preset kickstart run) as --init-from RUN"
+        )
+    return config
+
+
+def make_config(scenario: str = "battle", preset: str = "default", **overrides: Any) -> TrainConfig:
+    """The ``preset`` training config of ``scenario`` with ``overrides`` applied (validated)."""
+    return require_preset_fields(preset, preset_config(scenario, preset, **overrides))

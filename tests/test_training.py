@@ -657,8 +657,9 @@ def test_unknown_scenario_preset_and_field():
         make_config("battle", "fast")
     with pytest.raises(ValueError, match="'preset'='coordinated': only for deception"):
         make_config("battle", "coordinated")
-    with pytest.raises(ValueError, match=r"'preset'='wide_view': only for jungle; choose one of: "
-                                         r"default, paper, kickstart$"):  # fmt: skip
+    usable = "default, paper, kickstart, kickstart_finetune"
+    with pytest.raises(ValueError, match=f"'preset'='wide_view': only for jungle; choose one of: "
+                                         f"{usable}$"):  # fmt: skip
         make_config("battle", "wide_view")
     with pytest.raises(ValueError, match=r"unknown config field\(s\) \['lrate'\]"):
         make_config("battle", lrate=0.1)
@@ -716,6 +717,35 @@ def test_kickstart_preset_is_battle_taught_by_strike_from_scratch():
     assert Trainer(config).actor.teacher is not None
     with pytest.raises(ValueError, match="'preset'='kickstart': only for battle"):
         make_config("jungle", "kickstart")
+
+
+def test_kickstart_finetune_preset_is_rl_alone_on_a_kickstart_runs_network(capsys):
+    from experiments import train as train_cli
+    from experiments import train_seeds as train_seeds_cli
+
+    config = make_config("battle", "kickstart_finetune", init_from="runs/kickstarted")
+    assert config.kickstart is None and config.init_from == "runs/kickstarted"
+    assert (config.lr, config.num_batches, config.lr_anneal) == (3e-4, 300, True)
+    assert (config.view_radius, config.kill_credit, config.env_config.graph_radius) == (3, 1.0, 2)
+    # The same network as the kickstart preset's, so init_from accepts a kickstart run.
+    kickstart = make_config("battle", "kickstart")
+    shapes = lambda c: jax.tree.map(
+        lambda x: x.shape, jax.eval_shape(Trainer(c).init, jax.random.PRNGKey(0)).teams[0].params
+    )
+    assert shapes(config) == shapes(kickstart)
+    # Without a run to start from it is refused, from Python and from the CLI (after its flags).
+    with pytest.raises(ValueError, match="'init_from'=None: preset 'kickstart_finetune' fine"):
+        make_config("battle", "kickstart_finetune")
+    assert train_cli.main(["--preset", "kickstart_finetune", "--num-batches", "1"]) == 2
+    assert "'init_from'=None: preset 'kickstart_finetune'" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="'preset'='kickstart_finetune': only for battle"):
+        make_config("jungle", "kickstart_finetune", init_from="runs/kickstarted")
+    # Vmapped fresh seeds cannot start from one run: refused, not silently trained from scratch.
+    fresh = "starts every seed from a fresh network"
+    with pytest.raises(ValueError, match=f"'preset'='kickstart_finetune': {fresh}"):
+        train_seeds_cli.main(["--scenario", "battle", "--preset", "kickstart_finetune"])
+    with pytest.raises(ValueError, match=f"'init_from'='runs/kickstarted': {fresh}"):
+        train_seeds_cli.main(["--scenario", "battle", "--init-from", "runs/kickstarted"])
 
 
 def test_graph_radius_override_reaches_the_env_the_network_and_the_border_check():
