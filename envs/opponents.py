@@ -239,7 +239,7 @@ def strike_actions(
         jnp.where(touched_now, near_enemies(touched_by >= threshold),
                   near_enemies(touched_by >= threshold - 1)), axis=-1
     )  # fmt: skip
-    dies = jnp.sum(near_enemies(jnp.ones_like(grid.alive)), axis=-1) >= threshold
+    dies = jnp.sum(near_enemies(everyone), axis=-1) >= threshold
     free = spec.gather(grid.occupancy, grid.positions, core.MOVES) == core.EMPTY
     allowed = free | (jnp.arange(core.NUM_ACTIONS) == core.STAY)
     pack = jnp.arange(core.NUM_ACTIONS) == pack_actions(env, grid)[:, None]

@@ -131,6 +131,17 @@ def test_battle_strike2_rule_matches_a_loop_with_teammates_on_their_planned_cell
     assert coordinated >= 3  # the second round changed some agent's move on several states
 
 
+def _facing_a_holding_enemy(env, own):
+    """Team 0 on ``own`` (7 cells); team 1: the enemy X at (1, 4), which holds (the scripted
+    rule predicts STAY: an enemy of its is beside it), and six enemies at the bottom left, too
+    far to matter after one step -> ``(state, predicted int32[14])``."""
+    enemies = [[1, 4], [6, 0], [7, 0], [8, 0], [6, 1], [7, 1], [8, 1]]
+    state = env.state_from(jnp.asarray(own + enemies, jnp.int32))
+    predicted = make_controller("scripted", env)(None, state, None)
+    assert int(predicted[7]) == core.STAY
+    return state, predicted
+
+
 def test_battle_strike2_counts_a_teammate_stepping_in_toward_the_kill():
     from envs.core import LEFT, STAY, UP
 
@@ -140,10 +151,7 @@ def test_battle_strike2_counts_a_teammate_stepping_in_toward_the_kill():
     # third touch and all follow pack: A and B left (both then beside X), C up. Planning again
     # with A and B on those cells, C's left to (2, 5) is X's third touch.
     own = [[0, 4], [0, 6], [2, 6], [0, 0], [9, 7], [9, 8], [9, 9]]
-    enemies = [[1, 4], [6, 0], [7, 0], [8, 0], [6, 1], [7, 1], [8, 1]]
-    state = env.state_from(jnp.asarray(own + enemies, jnp.int32))
-    predicted = make_controller("scripted", env)(None, state, None)
-    assert int(predicted[7]) == STAY
+    state, predicted = _facing_a_holding_enemy(env, own)
     first = opponents.strike_actions(env, state.grid, predicted)
     assert first.tolist()[:4] == [LEFT, LEFT, UP, STAY]
     second = opponents.strike_actions(env, state.grid, predicted, first).tolist()
@@ -159,10 +167,7 @@ def test_battle_strike_rule_on_a_hand_made_grid():
     # beside it); C (1, 6) two cells right of X; D in the corner; three far off at the bottom
     # right. Team 1: X, and six enemies at the bottom left, too far to matter after one step.
     own = [[0, 3], [0, 5], [1, 6], [0, 0], [9, 7], [9, 8], [9, 9]]
-    enemies = [[1, 4], [6, 0], [7, 0], [8, 0], [6, 1], [7, 1], [8, 1]]
-    state = env.state_from(jnp.asarray(own + enemies, jnp.int32))
-    predicted = make_controller("scripted", env)(None, state, None)
-    assert int(predicted[7]) == STAY
+    state, predicted = _facing_a_holding_enemy(env, own)
     pack = opponents.pack_actions(env, state.grid).tolist()
     actions = opponents.strike_actions(env, state.grid, predicted).tolist()
     # C: pack goes up (no kill); left to (1, 5) is X's third touch. A and B: no move of theirs
