@@ -1,11 +1,15 @@
 """Non-learning controllers: ``random``, a ``scripted`` heuristic per scenario (SPEC section 3) and
-Battle's team conventions, ``pack``, ``strike`` and ``strike2``.
+Battle's team conventions, ``pack``, ``strike`` and ``strike2``, and Jungle's ``claim`` rule.
 
 A controller is ``policy(key, state, params) -> int32[N]`` giving an action to *every* agent; the
 caller keeps the actions of the team(s) it controls. Everything is O(N x sight window): no agent
 looks further than ``sight_radius`` except through O(N) team summaries (centroids, landmark counts).
 
 * Jungle: walk to the nearest food in sight and stay beside it; random walk when none is in sight.
+  ``claim`` (``claim_actions``): each agent matches the agents and food sides it sees (the best
+  assignment of the nearest few) and walks its own side's shortest way, steering clear of cells
+  beside where the others plan to step (two rounds of planning): 0.92 of the oracle bound on
+  ``tiny``, above every learner here, and a teacher for ``TrainConfig.kickstart``.
 * Battle: move toward the nearest enemy in sight and hold once adjacent; with none in sight, move
   toward the enemy team's centroid. ``pack``: up while the cell above is free, else left while
   the cell to the left is free, else hold (the team packs into a block). ``strike``: ``pack`` plus
@@ -21,6 +25,7 @@ looks further than ``sight_radius`` except through O(N) team summaries (centroid
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 
 import jax
@@ -32,13 +37,28 @@ from envs.base import GridEnv
 from envs.deception import ADVERSARY, HOME
 
 Policy = Callable[[jax.Array, object, object], jax.Array]
-CONTROLLERS = ("random", "scripted", "pack", "strike", "strike2")
+CONTROLLERS = ("random", "scripted", "pack", "strike", "strike2", "claim")
 #: Controllers only some scenarios have -> those scenarios.
-SCENARIO_CONTROLLERS = {"pack": ("battle",), "strike": ("battle",), "strike2": ("battle",)}
+SCENARIO_CONTROLLERS = {"pack": ("battle",), "strike": ("battle",), "strike2": ("battle",),
+                        "claim": ("jungle",)}  # fmt: skip
 #: ``strike``'s preference for ``pack``'s action over another move with as many kills.
 PACK_TIE_BREAK = 0.5
 #: ``strike``'s penalty on a cell where its agent would die (above any number of kills).
 DEATH_PENALTY = 100.0
+#: ``claim``: agents and food sides matched per agent (its nearest; every assignment is tried).
+CLAIM_NEAREST = 4
+#: ``claim``'s move score per other agent planned beside the cell (one hp of harm; below the 1 a
+#: step nearer the side is worth, so two agents never wait on each other), and with one hp left.
+CLAIM_HARM, CLAIM_LAST_HP_HARM = 0.75, 30.0
+#: ``claim``'s penalty on entering a cell another agent plans to enter, its bonus for staying,
+#: and the scale of its random tie-break.
+CLAIM_CLASH, CLAIM_HOLD, CLAIM_NOISE = 1.0, 0.05, 0.01
+#: ``claim``'s rounds of replanning with every other agent on its planned cell.
+CLAIM_ROUNDS = 2
+#: A pair's matching cost: its distance x ``_PAIR_SCALE`` plus a fixed pseudo-random tie-break
+#: below it, from the pair's absolute cells, so agents that see the same agents and sides pick
+#: the same matching; every matched pair first earns ``_PAIR_SCALE**2``.
+_PAIR_SCALE = 1000
 
 
 def random_policy(env: GridEnv) -> Policy:
@@ -115,6 +135,136 @@ def jungle_scripted(env: GridEnv) -> Policy:
         toward = step_toward(env.spec, grid, offset)
         action = jnp.where(found, toward, _random_moves(key, env.num_agents))
         return jnp.where(beside, core.STAY, action)
+
+    return policy
+
+
+def _window_neighbours(window: np.ndarray) -> np.ndarray:
+    """Slot of each window slot's 4 neighbours, -1 off the window -> ``int[W, 4]`` (static)."""
+    slot = {tuple(d): k for k, d in enumerate(window.tolist())}
+    return np.array([[slot.get((r + dr, c + dc), -1) for dr, dc in core.ADJACENT4.tolist()]
+                     for r, c in window.tolist()])  # fmt: skip
+
+
+def pair_tie_break(agent_cell: jax.Array, side_cell: jax.Array) -> jax.Array:
+    """``claim``'s fixed tie-break of an agent-side pair from their flat cells -> in
+    ``[0, _PAIR_SCALE)``: not additive over cells (an additive one sums to the same total for
+    every matching of the same agents and sides), and within int32 for any grid."""
+    prime = _PAIR_SCALE - 3
+    return (agent_cell * 31 + side_cell) % prime * ((side_cell * 17 + agent_cell) % prime) % prime
+
+
+def claim_targets(env: GridEnv, grid: core.Grid) -> tuple[jax.Array, jax.Array]:
+    """The food side each agent claims: the best matching of the ``CLAIM_NEAREST`` nearest agents
+    (itself first) to the ``CLAIM_NEAREST`` nearest food sides in its sight window.
+
+    A food side is a free-of-food on-grid cell 4-adjacent to a food cell, both in the window. The
+    matching takes as many pairs as it can, then the least total Manhattan distance, ties broken
+    by ``pair_tie_break`` (every ``CLAIM_NEAREST!`` assignment is scored). O(N x window).
+
+    Returns:
+      ``(claims bool[N], slot int32[N])``: whether the agent got a side, and the side's slot in
+      the ``sight_radius`` window (``core.window_displacements``).
+    """
+    spec, k = env.spec, CLAIM_NEAREST
+    window = core.window_displacements(env.config.sight_radius)
+    beside = _window_neighbours(window)
+    rank = np.empty(len(window), np.int32)
+    rank[core.nearest_first(window)] = np.arange(len(window))
+    terrain = spec.gather(grid.terrain, grid.positions, window)
+    food = terrain >= core.ITEM
+    food_beside = jnp.any(food[:, np.maximum(beside, 0)] & (beside >= 0), axis=-1)
+    side = (terrain == core.PLAIN) & food_beside
+    agents = spec.gather(grid.occupancy, grid.positions, window) >= 0
+
+    def nearest(mask):
+        _, slots = jax.lax.top_k(jnp.where(mask, -rank, -len(window)), k)
+        return slots, jnp.take_along_axis(mask, slots, axis=1)
+
+    agent_slot, agent_seen = nearest(agents)
+    side_slot, side_seen = nearest(side)
+    disp = jnp.asarray(window)
+    distance = jnp.abs(disp[agent_slot][:, :, None] - disp[side_slot][:, None]).sum(-1)
+    here, offsets = spec.flat(grid.positions)[:, None], jnp.asarray(spec.offsets(window))
+    tie = pair_tie_break((here + offsets[agent_slot])[:, :, None],
+                         (here + offsets[side_slot])[:, None, :])  # fmt: skip
+    pair = agent_seen[:, :, None] & side_seen[:, None, :]
+    cost = jnp.where(pair, (distance - _PAIR_SCALE) * _PAIR_SCALE + tie, 0)  # [N, k, k]
+    assignments = np.array(list(itertools.permutations(range(k))))  # [k!, k]
+    best = jnp.argmin(cost[:, np.arange(k), assignments].sum(-1), axis=-1)
+    own = jnp.asarray(assignments[:, 0])[best]  # the agent itself is its nearest agent
+    claims = pair[jnp.arange(own.shape[0]), 0, own]
+    return claims, jnp.take_along_axis(side_slot, own[:, None], axis=1)[:, 0]
+
+
+def window_distances(passable: jax.Array, target: jax.Array, beside: np.ndarray, steps: int):
+    """Steps from every window slot to ``target int32[N]`` through ``passable bool[N, W]`` slots
+    of the window, ``steps`` at most (farther or unreachable: ``steps + 1``) -> ``int32[N, W]``.
+    ``beside int[W, 4]``: each slot's neighbours (-1 off the window)."""
+    far = steps + 1
+    start = jnp.where(jnp.arange(passable.shape[1]) == target[:, None], 0, far)
+
+    def relax(_, distance):
+        through = jnp.where(beside >= 0, distance[:, np.maximum(beside, 0)], far).min(-1) + 1
+        return jnp.where(passable, jnp.minimum(distance, through), far)
+
+    return jax.lax.fori_loop(0, steps, relax, start)
+
+
+def claim_actions(env: GridEnv, state, noise: jax.Array) -> jax.Array:
+    """Jungle's ``claim`` rule -> ``int32[N]``, every agent's action.
+
+    Each agent walks to the food side it claims (``claim_targets``) by the shortest way through
+    its sight window (``window_distances``, food and the grid's edge block it; up to 4r + 2
+    steps). It scores each move to a free cell (and staying) as minus the steps left from there,
+    minus ``CLAIM_HARM`` (``CLAIM_LAST_HP_HARM`` on its last hp) per other agent planned 4-adjacent
+    to the cell, minus ``CLAIM_CLASH`` when another plans to enter it, plus ``CLAIM_HOLD`` for
+    staying and ``noise float32[N, 5]``; an agent with no side scores only the last four. The
+    others are first planned on their cells, then ``CLAIM_ROUNDS`` times on the cells of their
+    last plan. O(N x sight window).
+    """
+    spec, grid = env.spec, state.grid
+    radius = env.config.sight_radius
+    window = core.window_displacements(radius)
+    beside = _window_neighbours(window)
+    moves = jnp.asarray(core.MOVES)
+    move_slot = np.array([np.flatnonzero((window == m).all(-1))[0] for m in core.MOVES])
+    claims, target = claim_targets(env, grid)
+    passable = spec.gather(grid.terrain, grid.positions, window) == core.PLAIN
+    steps_left = window_distances(passable, target, beside, 4 * radius + 2)[:, move_slot]
+    goal = jnp.where(claims[:, None], -steps_left, 0)
+    harm = jnp.where(state.hp <= 1, CLAIM_LAST_HP_HARM, CLAIM_HARM)[:, None]
+    free = spec.gather(grid.occupancy, grid.positions, core.MOVES) == core.EMPTY
+    allowed = free | (jnp.arange(core.NUM_ACTIONS) == core.STAY)
+    hold = CLAIM_HOLD * (jnp.arange(core.NUM_ACTIONS) == core.STAY)
+    around = (core.MOVES[:, None, :] + core.ADJACENT4[None]).reshape(-1, 2)  # [5 x 4, 2]
+
+    def plan(actions: jax.Array) -> jax.Array:
+        """Every agent's best move with the others on the cells ``actions`` take them to."""
+        planned = grid.positions + moves[actions]
+        count = jnp.zeros(spec.num_cells, jnp.int32).at[spec.flat(planned)].add(grid.alive)
+        own = planned - grid.positions  # this agent's own planned cell, to leave out
+        beside_cell = spec.gather(count, grid.positions, around).reshape(-1, 5, 4)
+        own_beside = jnp.all(jnp.asarray(around)[None] == own[:, None], -1).reshape(-1, 5, 4)
+        nearby = jnp.sum(beside_cell - own_beside, axis=-1)
+        own_entry = jnp.all(moves[None] == own[:, None], -1)
+        clash = (spec.gather(count, grid.positions, core.MOVES) - own_entry) > 0
+        clash = clash & (jnp.arange(core.NUM_ACTIONS) != core.STAY)
+        score = goal - harm * nearby - CLAIM_CLASH * clash + hold + noise
+        return jnp.argmax(jnp.where(allowed, score, -jnp.inf), axis=-1).astype(jnp.int32)
+
+    actions = plan(jnp.full(grid.alive.shape, core.STAY, jnp.int32))
+    for _ in range(CLAIM_ROUNDS):
+        actions = plan(actions)
+    return actions
+
+
+def jungle_claim(env: GridEnv) -> Policy:
+    """Jungle's ``claim`` rule as a controller (``claim_actions``, ties broken with ``key``)."""
+
+    def policy(key, state, params):
+        shape = (env.num_agents, core.NUM_ACTIONS)
+        return claim_actions(env, state, CLAIM_NOISE * jax.random.uniform(key, shape))
 
     return policy
 
@@ -282,24 +432,25 @@ def battle_strike2(env: GridEnv) -> Policy:
 
 
 _SCRIPTED = {"jungle": jungle_scripted, "battle": battle_scripted, "deception": deception_scripted}
-_BATTLE_RULES = {"pack": battle_pack, "strike": battle_strike, "strike2": battle_strike2}
+_RULES = {"battle": {"pack": battle_pack, "strike": battle_strike, "strike2": battle_strike2},
+          "jungle": {"claim": jungle_claim}}  # fmt: skip
 
 
 def scenario_controllers(scenario: str, kinds=CONTROLLERS) -> tuple[str, ...]:
     """The controller ``kinds`` that ``scenario`` has (``SCENARIO_CONTROLLERS``: ``pack``,
-    ``strike`` and ``strike2`` are Battle's; a kind not listed there, e.g. ``learn``, is every
-    scenario's)."""
+    ``strike`` and ``strike2`` are Battle's, ``claim`` Jungle's; a kind not listed there, e.g.
+    ``learn``, is every scenario's)."""
     return tuple(k for k in kinds if scenario in SCENARIO_CONTROLLERS.get(k, (scenario,)))
 
 
 def make_controller(kind: str, env: GridEnv) -> Policy:
-    """The ``kind`` controller (``CONTROLLERS``; ``pack``, ``strike``, ``strike2``: Battle only) for
-    ``env``'s scenario."""
+    """The ``kind`` controller (``CONTROLLERS``; ``pack``, ``strike``, ``strike2``: Battle only;
+    ``claim``: Jungle only) for ``env``'s scenario."""
     if kind == "random":
         return random_policy(env)
     if kind == "scripted":
         return _SCRIPTED[env.name](env)
-    if kind in _BATTLE_RULES and env.name == "battle":
-        return _BATTLE_RULES[kind](env)
+    if kind in _RULES.get(env.name, {}):
+        return _RULES[env.name][kind](env)
     usable = ", ".join(scenario_controllers(env.name))
     raise ValueError(f"unknown controller {kind!r} for {env.name}; choose one of: {usable}")

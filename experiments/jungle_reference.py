@@ -14,6 +14,9 @@ collisions and harm ignored). These yardsticks say how much of that bound a poli
 * ``informed`` - the same rule with more than a learner has: it knows where every food is (it
   walks the shortest Manhattan way to the nearest food side) and sees other agents in a 5x5
   window when avoiding harm.
+* ``claim`` - the decentralised rule of ``envs.opponents`` (a controller and kickstart teacher):
+  each agent matches the agents and food sides in its 9x9 sight to each other, walks its own
+  side's shortest way and steers clear of cells beside where the others plan to step.
 * ``lookahead`` - a centralised rollout planner over ``informed`` (``experiments.lookahead``):
   each step it scores ``informed``'s joint action and variants of it by the team's reward over a
   few steps played on the env's own dynamics (collisions and harm included). A ceiling of what a
@@ -36,11 +39,14 @@ import tyro
 
 import envs
 from envs import core
+from envs.opponents import make_controller
 from experiments.common import ReferenceArgs, play_episodes, save_references
 from experiments.lookahead import lookahead_policy, require_planner_settings
 from qmarl_jax.evaluate import jungle_oracles, summarise
 
 REFERENCES = ("stay", "random", "local", "informed")
+#: Jungle controllers of ``envs.opponents`` scored beside them.
+CONTROLLER_REFERENCES = ("claim",)
 
 #: Move scores: reaching a food side, standing next to another agent (harm), holding.
 FOOD, HARM, HOLD = 10.0, 8.0, 0.5
@@ -157,6 +163,8 @@ def score_references(args: Args) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     keys = jax.random.split(jax.random.PRNGKey(args.seed), args.episodes)
     policies = {reference: functools.partial(reference_actions, reference, env)
                 for reference in REFERENCES}  # fmt: skip
+    for kind in CONTROLLER_REFERENCES:
+        policies[kind] = functools.partial(make_controller(kind, env), params=params)
     scores, bounds = {}, None
     for reference, act in policies.items():
         score, start = jax.device_get(play(env, params, act, keys))

@@ -210,7 +210,8 @@ def oracle_rewards(positions, alive, food, height: int, width: int, steps: int):
     An agent ``d`` moves away from a free cell 4-adjacent to food arrives during step ``d`` and,
     as the reward is paid after moving, earns +1 on steps ``max(d, 1) .. steps``: ``steps + 1 - d``
     (``steps`` when already there), 0 if it cannot arrive in time. Food blocks movement; other
-    agents are ignored (an upper bound). Only pairs within ``steps`` moves are stored, and the BFS
+    agents are ignored (a bound on agents paid at one side each; a hand-off can beat it by a
+    step, README "The Jungle oracle"). Only pairs within ``steps`` moves are stored, and the BFS
     runs in windows of radius ``R = min(steps, max(H, W) - 1)``: the cost is
     ``O(C * R^2 * steps + N * R^2)``, linear in the agents and food whatever the size of the world.
     """

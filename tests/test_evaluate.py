@@ -105,6 +105,24 @@ def test_oracle_is_reached_by_the_optimal_plan():
     assert 100 * total / (4 * T) == pytest.approx(bound) == pytest.approx(50.0)
 
 
+def test_a_hand_off_beats_the_oracle_by_a_step():
+    """The bound pays each agent from its arrival at one side. An agent that passes another
+    food side on its way is paid there too: A steps onto the north side of the edge food, on
+    to its east side, and B takes the north side after A: 29 + 28 against the bound's 56."""
+    env, params = envs.make("jungle", num_agents=2, max_steps=T)
+    positions, food = [[2, 3], [0, 3]], [[4, 3]]
+    state = env.state_from(jnp.asarray(positions), jnp.asarray(food))
+    down, right, stay = 1, 3, 4
+    plan = [(down, down), (right, down), (down, down)]  # then both stay
+    total = 0.0
+    for step in range(T):
+        actions = jnp.array(plan[step] if step < len(plan) else (stay, stay))
+        _, state, reward, *_ = env.step_no_reset(jax.random.key(step), state, actions, params)
+        total += float(reward.sum())
+    bound = jungle_oracle(np.array(positions), np.ones(2, bool), np.array(food), 5, 5, T)
+    assert bound == pytest.approx(100 * 56 / (2 * T)) and total == 57
+
+
 def _oracle_rewards_by_python_bfs(positions, alive, food, height, width, steps):
     # One plain queue BFS over the whole grid per food-adjacent cell (no window, no reach cap).
     free = np.ones((height, width), bool)

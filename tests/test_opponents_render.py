@@ -1,5 +1,7 @@
 """Scripted controllers on hand-built states, and rendering of frames and GIFs."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -179,10 +181,156 @@ def test_battle_strike_rule_on_a_hand_made_grid():
     assert actions[7] == core.DOWN
 
 
-def test_battle_rules_are_battle_only():
+def test_battle_rules_are_battle_only_and_claim_jungle_only():
     env, _ = envs.make("jungle")
-    with pytest.raises(ValueError, match=r"'strike' for jungle; choose one of: random, scripted$"):
+    allowed = "choose one of: random, scripted, claim$"
+    with pytest.raises(ValueError, match=f"'strike' for jungle; {allowed}"):
         make_controller("strike", env)
+    env, _ = envs.make("battle")
+    with pytest.raises(ValueError, match="'claim' for battle; choose one of: random, scripted, pa"):
+        make_controller("claim", env)
+
+
+def _claim_by_loops(env, state, noise) -> list[int]:
+    """``claim_actions`` of every alive agent (-1 for dead ones), one agent, assignment, cell and
+    move at a time (plain Python: a breadth-first search for the steps)."""
+    import itertools
+    from collections import deque
+
+    from envs.core import MOVES, STAY
+
+    grid = state.grid
+    pos, alive, hp = (np.asarray(a) for a in (grid.positions, grid.alive, state.hp))
+    height, width, radius = env.config.height, env.config.width, env.config.sight_radius
+    food = {tuple(f) for f in np.asarray(state.food).tolist()}
+    live = [j for j in range(env.num_agents) if alive[j]]
+    occupied = {tuple(pos[j]) for j in live}
+    k, scale, steps = opponents.CLAIM_NEAREST, 1000, 4 * radius + 2
+
+    def on_grid(c):
+        return 0 <= c[0] < height and 0 <= c[1] < width
+
+    def nearest(d):  # Chebyshev, then Euclidean distance, then row-major order
+        return max(abs(d[0]), abs(d[1])) * 1000 + d[0] ** 2 + d[1] ** 2, d[0], d[1]
+
+    def flat(c):
+        return (c[0] + env.spec.pad) * env.spec.padded_width + c[1] + env.spec.pad
+
+    def seen(i, c):
+        return max(abs(c[0] - pos[i][0]), abs(c[1] - pos[i][1])) <= radius
+
+    def claimed(i):
+        """The side agent i claims, or None."""
+        me = tuple(pos[i])
+        agents = sorted((tuple(pos[j]) for j in live if seen(i, pos[j])),
+                        key=lambda c: nearest((c[0] - me[0], c[1] - me[1])))[:k]  # fmt: skip
+        sides = [(r, c) for r in range(me[0] - radius, me[0] + radius + 1)
+                 for c in range(me[1] - radius, me[1] + radius + 1)
+                 if on_grid((r, c)) and (r, c) not in food
+                 and any((r + dr, c + dc) in food and seen(i, (r + dr, c + dc))
+                         for dr, dc in core.ADJACENT4.tolist())]  # fmt: skip
+        sides = sorted(sides, key=lambda c: nearest((c[0] - me[0], c[1] - me[1])))[:k]
+        best, best_cost = None, None
+        for order in itertools.permutations(range(k)):
+            cost = sum(
+                (abs(a[0] - sides[s][0]) + abs(a[1] - sides[s][1]) - scale) * scale
+                + int(opponents.pair_tie_break(flat(a), flat(sides[s])))
+                for a, s in zip(agents, order, strict=False) if s < len(sides)
+            )  # fmt: skip
+            if best_cost is None or cost < best_cost:
+                best_cost, best = cost, order[0]
+        return sides[best] if best < len(sides) else None
+
+    def steps_from(i, target):
+        """Steps to ``target`` from every cell of agent i's window through food-free cells."""
+        distance, queue = {target: 0}, deque([target])
+        while queue:
+            cell = queue.popleft()
+            for dr, dc in core.ADJACENT4.tolist():
+                nxt = (cell[0] + dr, cell[1] + dc)
+                if (seen(i, nxt) and on_grid(nxt) and nxt not in food and nxt not in distance
+                        and distance[cell] < steps):  # fmt: skip
+                    distance[nxt] = distance[cell] + 1
+                    queue.append(nxt)
+        return distance
+
+    targets = {i: claimed(i) for i in live}
+    walks = {i: steps_from(i, targets[i]) for i in live if targets[i] is not None}
+    actions = {i: STAY for i in live}
+    for _ in range(1 + opponents.CLAIM_ROUNDS):
+        planned = {j: tuple(pos[j] + MOVES[actions[j]]) for j in live}
+        chosen = {}
+        for i in live:
+            harm = opponents.CLAIM_LAST_HP_HARM if hp[i] <= 1 else opponents.CLAIM_HARM
+            best, best_action = -np.inf, STAY
+            for action, move in enumerate(MOVES.tolist()):
+                cell = (pos[i][0] + move[0], pos[i][1] + move[1])
+                if action != STAY and (not on_grid(cell) or cell in food or cell in occupied):
+                    continue
+                others = [planned[j] for j in live if j != i]
+                score = -walks[i].get(cell, steps + 1) if i in walks else 0.0
+                score -= harm * sum(abs(o[0] - cell[0]) + abs(o[1] - cell[1]) == 1 for o in others)
+                score -= opponents.CLAIM_CLASH * (action != STAY and cell in others)
+                score += opponents.CLAIM_HOLD * (action == STAY) + float(noise[i, action])
+                if score > best:
+                    best, best_action = score, action
+            chosen[i] = best_action
+        actions = chosen
+    return [actions.get(i, -1) for i in range(env.num_agents)]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "steps"),
+    [(dict(), 12), (dict(height=7, width=7, num_agents=8, num_food=2), 12),
+     (dict(height=12, width=12, num_agents=24, num_food=6, sight_radius=3), 6)],
+)  # fmt: skip
+def test_jungle_claim_rule_matches_a_loop_over_agents_assignments_and_moves(overrides, steps):
+    """On games the rule plays itself (tiny; Table 1's 8 agents; a crowd where agents see more
+    than ``CLAIM_NEAREST`` agents and sides): the same actions as the loop, agents dying on the
+    way included."""
+    env, params = envs.make("jungle", **overrides)
+    claim = jax.jit(make_controller("claim", env))
+    claim_actions = jax.jit(functools.partial(opponents.claim_actions, env))
+    step_env = jax.jit(env.step_no_reset)
+    deaths = 0
+    for game in range(3):
+        _, state = env.reset(jax.random.PRNGKey(game), params)
+        for step in range(steps):
+            key = jax.random.PRNGKey(100 * game + step)
+            noise = opponents.CLAIM_NOISE * jax.random.uniform(key, (env.num_agents, 5))
+            got = np.asarray(claim_actions(state, noise))
+            np.testing.assert_array_equal(got, np.asarray(claim(key, state, None)))
+            expected = _claim_by_loops(env, state, np.asarray(noise, np.float64))
+            alive = np.asarray(state.grid.alive)
+            assert got[alive].tolist() == [a for a in expected if a >= 0]
+            _, state, _, _, _, _ = step_env(key, state, got, params)
+        deaths += int(np.sum(~np.asarray(state.grid.alive)))
+    if env.num_agents > 8:
+        assert deaths > 0  # the crowd exercised dead agents
+
+
+def test_jungle_claim_rule_on_hand_made_states():
+    """Food at (2, 2) on the 5x5 world. A holds on the north side, B at (0, 3), C at (4, 0), D
+    at (4, 4): the best matching gives B the east side (2 steps, by (1, 3), beside A), C the
+    west, D the south. With 3 hp B takes the step beside A (0.75 of harm against a step); on
+    its last hp it waits. E on the east side, F at (1, 4): F gets the north side (2 steps; the
+    east one would cost E 2 steps for F's 1) and steps left, beside E."""
+    env, _ = envs.make("jungle")
+    food = jnp.array([[2, 2]])
+    state = env.state_from(jnp.array([[1, 2], [0, 3], [4, 0], [4, 4]]), food)
+    quiet = jnp.zeros((4, 5))
+    claim_actions = jax.jit(functools.partial(opponents.claim_actions, env))
+    claims, slot = opponents.claim_targets(env, state.grid)
+    window = core.window_displacements(env.config.sight_radius)
+    sides = np.asarray(state.grid.positions) + window[np.asarray(slot)]
+    assert np.all(np.asarray(claims)) and sides.tolist() == [[1, 2], [2, 3], [2, 1], [3, 2]]
+    actions = claim_actions(state, quiet).tolist()
+    assert actions[0] == core.STAY and actions[1] == core.DOWN
+    last_hp = state.replace(hp=jnp.array([3, 1, 3, 3]))
+    assert claim_actions(last_hp, quiet).tolist()[1] == core.STAY
+    state = env.state_from(jnp.array([[2, 3], [1, 4], [0, 0], [4, 0]]), food)
+    actions = claim_actions(state, quiet).tolist()
+    assert actions[0] == core.STAY and actions[1] == core.LEFT
 
 
 def test_battle_scripted_moves_toward_the_nearest_enemy_and_holds_when_adjacent():
@@ -245,7 +393,7 @@ def test_controllers_give_valid_actions_under_jit(scenario, kind):
 
 def test_unknown_controller_is_refused():
     env, _ = envs.make("battle")
-    allowed = "random, scripted, pack, strike, strike2"
+    allowed = "random, scripted, pack, strike, strike2$"
     with pytest.raises(
         ValueError, match=f"unknown controller 'smart' for battle; choose one of: {allowed}"
     ):

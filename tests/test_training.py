@@ -599,14 +599,17 @@ def test_scenario_only_fields_are_refused_elsewhere():
         make_config("deception", kill_credit=0.5)
 
 
-def test_battle_rules_are_controllers_and_teachers_of_battle_only():
+def test_scenario_rules_are_controllers_and_teachers_of_their_scenario_only():
     assert make_config("battle", controllers=("learn", "strike")).controllers[1] == "strike"
     assert make_config("battle", kickstart="pack").kickstart == "pack"
+    assert make_config("jungle", kickstart="claim").kickstart == "claim"
     with pytest.raises(ValueError, match=r"'controllers\[1\]'='pack'; choose one of: learn, "
                                          r"random, scripted$"):  # fmt: skip
         make_config("deception", controllers=("learn", "pack"))
-    with pytest.raises(ValueError, match=r"'kickstart'='strike'; choose one of: scripted$"):
+    with pytest.raises(ValueError, match=r"'kickstart'='strike'; choose one of: scripted, claim$"):
         make_config("jungle", kickstart="strike")
+    with pytest.raises(ValueError, match=r"'kickstart'='claim'; choose one of: scripted, pack, "):
+        make_config("battle", kickstart="claim")
 
 
 def test_kickstart_weight_decays_linearly_to_zero():
