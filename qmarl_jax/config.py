@@ -505,8 +505,8 @@ KICKSTART = dict(view_radius=3, kill_credit=1.0, kickstart="strike", graph_radiu
 #: tenth of the learning rate (annealed), from a ``kickstart`` run (``init_from``, required).
 #: docs/RESULTS.md, "RL alone after the teacher": the policy leaves ``strike`` where RL finds
 #: better and ends above its teacher (+71.5): seeds 0-2 from +56.3 / +58.5 / +58.9 to +73.2 /
-#: +74.9 / +75.3 (mean +74.5; +78.7 at 28 agents); after ``--kickstart strike2`` (seed 1) +81.3,
-#: and +85.1 at 28 agents (session 38).
+#: +74.9 / +75.3 (mean +74.5; +78.7 at 28 agents); after ``--kickstart strike2`` +76.8 / +81.3 /
+#: +83.6 (mean +80.6; +84.7 at 28 agents; sessions 38-39).
 KICKSTART_FINETUNE = dict(KICKSTART, kickstart=None, lr=3e-4, num_batches=300)
 
 PRESETS = ("default", "paper", "coordinated", "wide_view", "wide_view_ac", "wide_view_kickstart",
