@@ -41,8 +41,8 @@ BINARY = ("win", "draw", "loss")
 #: Largest Jungle for which the oracle bound is computed (its cost grows linearly with N: 3.6 s
 #: per episode at 10,000 agents on a 2-core CPU, ``experiments.bench_oracle``).
 ORACLE_MAX_AGENTS = 16384
-#: ``pack`` and ``strike``: Battle's rules (``envs.opponents``; the run's config refuses them
-#: elsewhere).
+#: ``pack``, ``strike`` and ``strike2``: Battle's rules, ``claim``: Jungle's (``envs.opponents``;
+#: the run's config refuses each elsewhere).
 OPPONENTS = (*CONTROLLERS, "<run directory>")
 Z95 = 1.959963984540054
 #: Least budget margin of evaluation and inference (``TrainConfig.budget_margin``): they cannot
