@@ -490,23 +490,24 @@ WIDE_VIEW_KICKSTART = dict(WIDE_VIEW, view_radius=4, graph_radius=2, entropy_coe
                            kickstart="claim", kickstart_batches=100_000,
                            num_batches=600)  # fmt: skip
 
-#: Battle taught by its ``strike`` rule from scratch in one run: kickstarting (the policy's
-#: cross-entropy to ``strike``'s actions on its own states, weight 1 decaying to 0 over the 600
-#: batches) with the 7x7 view ``strike`` reads, kill credit 1.0 and neighbour edges up to 2
-#: cells (graph radius 2: an enemy two cells away, whose move ``strike`` predicts, is a direct
+#: Battle taught by its ``strike2`` rule (+79.3) from scratch in one run: kickstarting (the
+#: policy's cross-entropy to the rule's actions on its own states, weight 1 decaying to 0 over the
+#: 600 batches) with the 7x7 view the rule reads, kill credit 1.0 and neighbour edges up to 2
+#: cells (graph radius 2: an enemy two cells away, whose move the rule predicts, is a direct
 #: neighbour and its view reaches what decides that move). docs/RESULTS.md, "Kickstarting":
-#: 600 batches, seeds 0-2 (sessions 35-36): +58.2 / +58.5 / +58.9 (mean +58.5; +65.1 at 28
-#: agents); at 300 batches (session 34) +47.9 / +45.4 / +48.7 (mean +47.3; +52.1 at 28 agents);
+#: seeds 0-2 (sessions 38-39) +62.4 / +62.2 / +60.2 (mean +61.6; +69.9 at 28 agents). Taught by
+#: ``strike`` (+71.5; ``--kickstart strike``, the preset's teacher until session 40): 600 batches
+#: +58.2 / +58.5 / +58.9 (mean +58.5; +65.1 at 28 agents); 300 batches (session 34) mean +47.3;
 #: session 33 without graph radius 2: mean +37.7; the default's 3 seeds: -1.3.
-KICKSTART = dict(view_radius=3, kill_credit=1.0, kickstart="strike", graph_radius=2,
+KICKSTART = dict(view_radius=3, kill_credit=1.0, kickstart="strike2", graph_radius=2,
                  num_batches=600)  # fmt: skip
 
 #: The second stage of Battle's best recipe: RL alone, without the teacher, for 300 batches at a
 #: tenth of the learning rate (annealed), from a ``kickstart`` run (``init_from``, required).
-#: docs/RESULTS.md, "RL alone after the teacher": the policy leaves ``strike`` where RL finds
-#: better and ends above its teacher (+71.5): seeds 0-2 from +56.3 / +58.5 / +58.9 to +73.2 /
-#: +74.9 / +75.3 (mean +74.5; +78.7 at 28 agents); after ``--kickstart strike2`` +76.8 / +81.3 /
-#: +83.6 (mean +80.6; +84.7 at 28 agents; sessions 38-39).
+#: docs/RESULTS.md, "RL alone after the teacher": the policy leaves its teacher where RL finds
+#: better and ends above it: seeds 0-2 +76.8 / +81.3 / +83.6 (mean +80.6; +84.7 at 28 agents;
+#: sessions 38-39); after a ``--kickstart strike`` first stage +73.2 / +74.9 / +75.3 (mean
+#: +74.5; +78.7 at 28 agents).
 KICKSTART_FINETUNE = dict(KICKSTART, kickstart=None, lr=3e-4, num_batches=300)
 
 PRESETS = ("default", "paper", "coordinated", "wide_view", "wide_view_ac", "wide_view_kickstart",

@@ -861,7 +861,7 @@ def test_battle_variants_script_names_valid_configs():
     base = make_config("battle", "kickstart")
     for name in names:
         config = tyro.cli(type(base), default=base, args=variant_flags(function, name))
-        assert config.kickstart == "strike" and (config == base) == (name == "ks"), name
+        assert config.kickstart == "strike2" and (config == base) == (name == "ks"), name
     longer = tyro.cli(type(base), default=base, args=variant_flags(function, "ks_long"))
     assert longer.num_batches == 1200
     refused = refused_variant(function)
