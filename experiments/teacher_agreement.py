@@ -1,7 +1,7 @@
 """How closely does a trained Battle policy follow the ``strike`` rule (or ``strike2``) on its
 own games?
 
-    python -m experiments.teacher_agreement --run RUN --games 256 [--teacher strike2] --json F
+    python -m experiments.teacher_agreement --run RUN --games 256 [--teacher strike] --json F
 
 Plays ``games`` games with the run's latest team-0 policy (its ensembled, sampled actions, as in
 training) against the scripted team, labels every state with the teacher's actions and prints
@@ -37,8 +37,10 @@ class Args:
     """Games played and labelled."""
     minibatch: int = 256
     """States per jitted agreement count."""
-    teacher: str = "strike"
-    """The rule the states are labelled with: ``strike`` or ``strike2`` (``envs.opponents``)."""
+    teacher: str | None = None
+    """The rule the states are labelled with: ``strike`` or ``strike2`` (``envs.opponents``);
+    default: the run's own kickstart teacher if it is one of them (a ``--preset kickstart``
+    run's is ``strike2``), else ``strike``."""
     seed: int = 0
     json: str | None = None
 
@@ -46,26 +48,32 @@ class Args:
 TEACHERS = ("strike", "strike2")
 
 
+def run_teacher(config) -> str:
+    """The rule a run's states are labelled with by default: its kickstart teacher when that is
+    one of ``TEACHERS``, else ``strike``."""
+    return config.kickstart if config.kickstart in TEACHERS else "strike"
+
+
 def main(args: Args) -> dict:
     require(args.games >= 1, "games", args.games, "must be >= 1")
     require(args.minibatch >= 1, "minibatch", args.minibatch, "must be >= 1")
-    require(
-        args.teacher in TEACHERS, "teacher", args.teacher, f"choose one of: {', '.join(TEACHERS)}"
-    )
+    allowed = f"choose one of: {', '.join(TEACHERS)}"
+    require(args.teacher in (None, *TEACHERS), "teacher", args.teacher, allowed)
     saved = load_config(Path(args.run))  # checked before anything is restored or compiled
     scenario = saved.scenario
     require(scenario == "battle", "run", args.run, f"is a {scenario} run; choose a Battle run")
     teams = saved.learning_teams
     require(teams == (0,), "run", args.run,
             f"learns teams {teams}; choose a run that learns team 0 alone")  # fmt: skip
+    teacher = args.teacher or run_teacher(saved)
     trainer, runner = load_runner(args.run)
-    play = labelled_games(trainer, reference_policy(trainer.env, args.teacher), args.games, False)
+    play = labelled_games(trainer, reference_policy(trainer.env, teacher), args.games, False)
     data = play(runner.teams[0].params, jax.random.PRNGKey(args.seed))
     agreement = held_out_agreement(trainer, runner.teams[0].params, data, args.minibatch)
     print(f"{args.run} (batch {int(runner.batch)}, {args.games} games): agreement with "
-          f"{args.teacher} {agreement['all']:.3f}; on its {agreement['departure_share']:.3f} "
+          f"{teacher} {agreement['all']:.3f}; on its {agreement['departure_share']:.3f} "
           f"departures from pack {agreement['departures']:.3f}")  # fmt: skip
-    out = {**{k: v for k, v in dataclasses.asdict(args).items() if k != "json"},
+    out = {**{k: v for k, v in dataclasses.asdict(args).items() if k != "json"}, "teacher": teacher,
            "trained_batches": int(runner.batch), "agreement": agreement, **machine()}  # fmt: skip
     write_json(args.json, out)
     return out

@@ -715,6 +715,13 @@ def test_teacher_agreement_measures_a_battle_run_on_its_own_games(tmp_path):
     agreement = out["agreement"]
     assert 0.0 <= agreement["all"] <= 1.0 and 0.0 <= agreement["departures"] <= 1.0
     assert 0.0 < agreement["departure_share"] < 1.0 and out["trained_batches"] == 1
+    assert out["teacher"] == "strike"  # the run has no kickstart teacher
+    # By default a run is measured against its own kickstart teacher when that is a rule here.
+    teacher_of = lambda **fields: teacher_agreement.run_teacher(make_config("battle", **fields))
+    assert (teacher_of(), teacher_of(kickstart="pack")) == ("strike", "strike")
+    assert teacher_of(kickstart="strike") == "strike"
+    assert teacher_of(kickstart="strike2") == "strike2"
+    assert teacher_agreement.run_teacher(make_config("battle", "kickstart")) == "strike2"
     assert json.loads((tmp_path / "a.json").read_text())["agreement"] == agreement
     assert teacher_agreement.main(dataclasses.replace(args, json=None))["agreement"] == agreement
     with pytest.raises(ValueError, match="'games'=0"):
