@@ -166,12 +166,13 @@ class TrainConfig:
     critic learns its values. For fine-tuning a trained policy (``init_from``): an untrained
     critic's advantages are noise, and the first updates on them undo the policy."""
     kickstart: str | None = None
-    """A teacher controller (``envs.opponents``: scripted, or Battle's pack or strike) whose
+    """A teacher controller (``envs.opponents``: scripted, Battle's pack, strike or strike2,
+    or Jungle's claim) whose
     actions the learning teams' policies are pulled toward while they learn (kickstarting,
     Schmitt et al. 2018): the loss adds ``kickstart_coef`` x the cross-entropy of every acting
     node's policy against the teacher's action for its agent in the same state, on the states
     the learners' own policies visit (so the teacher labels the learner's mistakes, as in
-    DAgger). None = off. qmarl_ppo only."""
+    DAgger). None = off. Every learner (``algos.common.kickstart_term``)."""
     kickstart_coef: float = 1.0
     """Weight of the kickstarting cross-entropy at the first batch; it decays linearly to 0 at
     batch ``kickstart_batches``."""
@@ -341,8 +342,6 @@ class TrainConfig:
     def _check_kickstart(self) -> None:
         if self.kickstart is not None:
             _one_of("kickstart", self.kickstart, scenario_controllers(self.scenario, TEACHERS))
-            require(self.loss_kind == "ppo", "kickstart", self.kickstart,
-                    f"only for algo='qmarl_ppo' (got algo={self.algo!r}); or None")  # fmt: skip
         require(self.kickstart_coef >= 0, "kickstart_coef", self.kickstart_coef, "must be >= 0")
         value = self.kickstart_batches
         require(value is None or value >= 1, "kickstart_batches", value,

@@ -208,13 +208,13 @@ class Trainer:
 
     def _gradient_step(self, team: TeamState, batch: common.TeamBatch, schedule: BatchSchedule):
         cfg = self.config
-        entropy_coef = schedule.entropy_coef
+        coefs = (schedule.entropy_coef, schedule.kickstart_coef)
         if self.update_chunks == 1:
             gradient = jax.value_and_grad(LOSSES[cfg.loss_kind], has_aux=True)
-            on_batch = lambda small: gradient(team.params, self.heads, small, cfg, entropy_coef)
+            on_batch = lambda small: gradient(team.params, self.heads, small, cfg, *coefs)
             (loss, aux), grads = common.on_trimmed_batch(self.actor.ladder, batch, on_batch)
         else:
-            (loss, aux), grads = self._chunked_gradient(team.params, batch, entropy_coef)
+            (loss, aux), grads = self._chunked_gradient(team.params, batch, *coefs)
         return self._apply(team, grads, schedule), {"total_loss": loss, **aux}
 
     def _gradient_steps(self, team: TeamState, batch: common.TeamBatch, schedule: BatchSchedule):
@@ -228,27 +228,45 @@ class Trainer:
         team, logs = jax.lax.scan(step, team, None, length=steps)
         return team, jax.tree.map(jnp.mean, logs)
 
-    def chunk_gradient(self, params, chunk: common.TeamBatch, counts, following, entropy_coef=None):
+    def chunk_gradient(
+        self,
+        params,
+        chunk: common.TeamBatch,
+        counts,
+        following,
+        entropy_coef=None,
+        kickstart_coef=None,
+    ):
         """``((loss, (metrics, (first_value, first_return))), grads)`` of
         ``qmarl_ac.chunk_loss`` on one time chunk (``counts``: the whole batch's ``LossCounts``;
-        ``following``: ``(next_value, next_return)``, float32[E, N] each; ``entropy_coef``: the
-        batch's entropy bonus, None: the config's), computed on the smallest budget size that
-        holds the chunk (``config.budget_buckets``)."""
+        ``following``: ``(next_value, next_return)``, float32[E, N] each; ``entropy_coef``,
+        ``kickstart_coef``: the batch's entropy bonus and kickstarting weight, None: the
+        config's), computed on the smallest budget size that holds the chunk
+        (``config.budget_buckets``)."""
+        coefs = (entropy_coef, kickstart_coef)
 
         def on_size(small):
-            return self.sized_chunk_gradient(params, small, counts, following, entropy_coef)
+            return self.sized_chunk_gradient(params, small, counts, following, *coefs)
 
         return common.on_trimmed_batch(self.actor.ladder, chunk, on_size)
 
     def sized_chunk_gradient(
-        self, params, chunk: common.TeamBatch, counts, following, entropy_coef=None
+        self,
+        params,
+        chunk: common.TeamBatch,
+        counts,
+        following,
+        entropy_coef=None,
+        kickstart_coef=None,
     ):
         """``chunk_gradient`` on the chunk's budget size as given (no size switch)."""
         return jax.value_and_grad(qmarl_ac.chunk_loss, has_aux=True)(
-            params, self.heads, chunk, self.config, counts, *following, entropy_coef
+            params, self.heads, chunk, self.config, counts, *following, entropy_coef, kickstart_coef
         )
 
-    def _chunked_gradient(self, params, batch: common.TeamBatch, entropy_coef=None):
+    def _chunked_gradient(
+        self, params, batch: common.TeamBatch, entropy_coef=None, kickstart_coef=None
+    ):
         """The qmarl_ac loss and gradient as a sum over ``update_chunks`` time chunks: the same
         numbers as in one piece, with the activations of one chunk alive at a time. The chunks
         run last first, each handing the value and return of its first step to the one before
@@ -257,7 +275,9 @@ class Trainer:
         chunks = common.time_chunks(batch, self.update_chunks)
 
         def gradient(chunk, following):
-            return self.chunk_gradient(params, chunk, counts, following, entropy_coef)
+            return self.chunk_gradient(
+                params, chunk, counts, following, entropy_coef, kickstart_coef
+            )
 
         def add_chunk(carry, chunk):
             total, following = carry

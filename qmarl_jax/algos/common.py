@@ -318,6 +318,38 @@ def entropy_weight(config, entropy_coef: jax.Array | float | None) -> jax.Array 
     return config.entropy_coef if entropy_coef is None else entropy_coef
 
 
+def kickstart_term(
+    logits: jax.Array,
+    teacher: jax.Array,
+    weight: jax.Array,
+    config,
+    kickstart_coef: jax.Array | float | None,
+    graphs: jax.Array,
+    nodes: jax.Array,
+) -> tuple[jax.Array, dict]:
+    """The kickstarting term of a loss (Schmitt et al. 2018), the same for every learner.
+
+    Args:
+      logits: float32[..., B, A] node policies.
+      teacher: int32[..., B] the teacher's action of each node's agent.
+      weight: float32[..., B] each node's weight in the loss's sums (0 masks it; the copies of
+        an ego-graph stored for several centres).
+      kickstart_coef: the batch's weight (None: ``config.kickstart_coef``).
+      graphs, nodes: float32[] the loss's normalisers (its ego-graphs; its weighted nodes).
+
+    Returns:
+      ``(term, metrics)``: ``kickstart_coef`` x the weighted cross-entropy of the policies
+      against the teacher's actions / ``graphs``, to add to the loss; ``kickstart_loss`` (the
+      cross-entropy per node) and ``teacher_agreement`` (the share of nodes whose argmax is the
+      teacher's action).
+    """
+    cross_entropy = -jnp.sum(weight * label_log_probs(logits, teacher))
+    agreement = jnp.sum(weight * (jnp.argmax(logits, -1) == teacher))
+    coef = config.kickstart_coef if kickstart_coef is None else kickstart_coef
+    metrics = {"kickstart_loss": cross_entropy / nodes, "teacher_agreement": agreement / nodes}
+    return coef * cross_entropy / graphs, metrics
+
+
 def expected_value(logits: jax.Array, values: jax.Array) -> jax.Array:
     """``sum_a pi(a) values(a)`` per node: ``[..., A], [..., A] -> [...]``."""
     columns = log_softmax_columns(logits)

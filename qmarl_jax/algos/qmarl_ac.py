@@ -77,6 +77,7 @@ def chunk_loss(
     next_value: jax.Array,
     next_return: jax.Array,
     entropy_coef: jax.Array | float | None = None,
+    kickstart_coef: jax.Array | float | None = None,
 ):
     """The loss terms of T steps given the value and return of the state after them.
 
@@ -88,6 +89,8 @@ def chunk_loss(
       next_return: float32[E, N] the TD(lambda) return of every agent at step T (``next_value``
         at the end of a batch, or the first return of the next chunk).
       entropy_coef: the entropy bonus weight (None: ``config.entropy_coef``).
+      kickstart_coef: the weight of the teacher's cross-entropy when the batch has
+        ``teacher_actions`` (None: ``config.kickstart_coef``; ``common.kickstart_term``).
 
     Returns:
       ``(loss, (metrics, (first_value, first_return) float32[E, N] each))``: ``V`` and the
@@ -125,15 +128,28 @@ def chunk_loss(
         "critic_loss": critic_loss / graphs,
         "entropy": entropy / counts.nodes,
     }
+    if batch.teacher_actions is not None:
+        teacher = common.per_node(batch.teacher_actions, agents)
+        term, kick_metrics = common.kickstart_term(
+            logits, teacher, weight, config, kickstart_coef, graphs, counts.nodes
+        )
+        total, metrics = total + term, {**metrics, **kick_metrics}
     return total, (metrics, (agent_value[0], target[0]))
 
 
-def loss(params, heads: common.Heads, batch: common.TeamBatch, config, entropy_coef=None):
-    """Scalar loss and metrics for one team's whole batch (``entropy_coef``: as in
-    ``chunk_loss``)."""
+def loss(
+    params,
+    heads: common.Heads,
+    batch: common.TeamBatch,
+    config,
+    entropy_coef=None,
+    kickstart_coef=None,
+):
+    """Scalar loss and metrics for one team's whole batch (``entropy_coef``,
+    ``kickstart_coef``: as in ``chunk_loss``)."""
     next_value = final_value(params, heads, batch)
     counts = common.loss_counts(batch)
     total, (metrics, _) = chunk_loss(
-        params, heads, batch, config, counts, next_value, next_value, entropy_coef
+        params, heads, batch, config, counts, next_value, next_value, entropy_coef, kickstart_coef
     )
     return total, metrics

@@ -141,12 +141,10 @@ def loss(
         "clip_fraction": jnp.sum(copies * (jnp.abs(ratio - 1) > config.clip_eps)) / nodes,
     }
     if samples.teacher_labels is not None:
-        teacher = samples.teacher_labels
-        cross_entropy = -jnp.sum(copies * common.label_log_probs(logits, teacher))
-        coef = config.kickstart_coef if kickstart_coef is None else kickstart_coef
-        total = total + coef * cross_entropy / graphs
-        metrics["kickstart_loss"] = cross_entropy / nodes
-        metrics["teacher_agreement"] = jnp.sum(copies * (jnp.argmax(logits, -1) == teacher)) / nodes
+        term, kick_metrics = common.kickstart_term(
+            logits, samples.teacher_labels, copies, config, kickstart_coef, graphs, nodes
+        )
+        total, metrics = total + term, {**metrics, **kick_metrics}
     if samples.old_logits is not None:
         # Exact, not estimated from the labels: they are the ensemble's actions, which a node's
         # own policy may have given almost no probability (a ratio-based estimate explodes).
