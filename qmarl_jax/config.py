@@ -482,12 +482,13 @@ WIDE_VIEW_AC = dict(WIDE_VIEW, algo="qmarl_ac", entropy_coef=0.7, lr=0.01, actor
 #: Jungle taught by its ``claim`` rule (0.958 of the oracle bound): PPO with the 9x9 view the
 #: rule reads, graph radius 2, entropy bonus 0.01 and the kickstarting weight held near 1 for the
 #: whole run (it would reach 0 at batch 100,000; decayed to 0 over the run it ends at 0.847).
-#: 600 batches, 3 vmapped seeds (session 39): 0.920 / 0.924 / 0.911 (mean 0.918), above every
-#: seed of ``wide_view``; RL alone after it trades survival for food and ends lower
-#: (docs/RESULTS.md, "Kickstarting Jungle"). At 8 agents it does not carry over (mean 0.555).
+#: 1,200 batches, 3 vmapped seeds (session 40): 0.934 / 0.942 / 0.932 (mean 0.936; 0.565 at 8
+#: agents); at 600 batches (session 39) 0.920 / 0.924 / 0.911 (mean 0.918; 0.555 at 8 agents),
+#: above every seed of ``wide_view``. RL alone after it trades survival for food and ends lower
+#: (docs/RESULTS.md, "Kickstarting Jungle"). At 8 agents it does not carry over.
 WIDE_VIEW_KICKSTART = dict(WIDE_VIEW, view_radius=4, graph_radius=2, entropy_coef=0.01,
                            kickstart="claim", kickstart_batches=100_000,
-                           num_batches=600)  # fmt: skip
+                           num_batches=1200)  # fmt: skip
 
 #: Battle taught by its ``strike2`` rule (+79.3) from scratch in one run: kickstarting (the
 #: policy's cross-entropy to the rule's actions on its own states, weight 1 decaying to 0 over the
@@ -506,7 +507,8 @@ KICKSTART = dict(view_radius=3, kill_credit=1.0, kickstart="strike2", graph_radi
 #: docs/RESULTS.md, "RL alone after the teacher": the policy leaves its teacher where RL finds
 #: better and ends above it: seeds 0-2 +76.8 / +81.3 / +83.6 (mean +80.6; +84.7 at 28 agents;
 #: sessions 38-39); after a ``--kickstart strike`` first stage +73.2 / +74.9 / +75.3 (mean
-#: +74.5; +78.7 at 28 agents).
+#: +74.5; +78.7 at 28 agents). Run a second time from its own result (session 40): +82.4 /
+#: +79.0 / +80.4 (mean +80.6 again) and +87.8 / +90.7 / +87.4 at 28 agents (mean +88.6).
 KICKSTART_FINETUNE = dict(KICKSTART, kickstart=None, lr=3e-4, num_batches=300)
 
 PRESETS = ("default", "paper", "coordinated", "wide_view", "wide_view_ac", "wide_view_kickstart",
