@@ -1,5 +1,6 @@
 """The learner end to end: learning, checkpoints, resume, NaN guard, config validation."""
 
+import dataclasses
 import itertools
 import json
 import math
@@ -70,8 +71,6 @@ def test_extra_features_and_time_reach_the_network(scenario, fields, obs_dim):
 
 
 def test_actor_lr_scale_scales_only_the_policys_steps():
-    import dataclasses
-
     config = make_config("jungle", algo="qmarl_ac", num_batches=1, **SMALL)
     changes = {}
     for scale in (1.0, 0.1):
@@ -100,8 +99,6 @@ def test_actor_lr_scale_scales_only_the_policys_steps():
     ],
 )
 def test_chunked_update_equals_the_update_in_one_piece(algo, td_lambda, kickstart):
-    import dataclasses
-
     from qmarl_jax.algos import qmarl_ac
     from qmarl_jax.rollout import collect, team_batch
 
@@ -144,8 +141,6 @@ def test_budget_ladder_gives_the_same_rollout_and_gradient():
     """Acting and the chunked qmarl_ac gradient on the smallest budget size that holds each
     step (``budget_buckets=3``) equal the same on the full budgets; the steps really do run on
     the smaller sizes (Jungle's harm rule thins a 30% crowd)."""
-    import dataclasses
-
     from qmarl_jax import graph
     from qmarl_jax.rollout import collect, team_batch
 
@@ -184,8 +179,6 @@ def test_ppo_minibatches_on_the_budget_ladder_give_the_same_loss_and_gradient():
     """The PPO loss of a minibatch on the smallest budget size that holds its ego-graphs
     (``budget_buckets=3``) equals the same on the full budgets: for a late step (a small size),
     an early one (the full size) and every step at once."""
-    import dataclasses
-
     from qmarl_jax import graph
     from qmarl_jax.algos import qmarl_ppo
     from qmarl_jax.rollout import collect, team_batch
@@ -242,8 +235,6 @@ def test_auto_budget_ladder_skips_small_sizes_and_runs_on_accelerators_with_chun
 def test_shared_ego_graphs_train_like_one_graph_per_agent(scenario, algo):
     """Storing identical ego-graphs once (weighted by their copies) gives the same actions,
     losses, metrics and updated parameters as one graph per agent, and really shares some."""
-    import dataclasses
-
     controllers = ("learn", "scripted")[: 2 if scenario == "battle" else 1]
     config = make_config(
         scenario, algo=algo, controllers=controllers, num_agents=40, density=0.15,
@@ -272,8 +263,6 @@ def test_ac_loss_matches_a_python_loop_over_steps_and_nodes(scenario, td_lambda)
     """The TD(0) / TD(lambda) targets, counterfactual advantage and entropy of qmarl_ac against a
     plain loop over the network's outputs on all T + 1 steps (Battle: deaths and terminal steps;
     Jungle: a truncated last step that bootstraps from the state after it)."""
-    import dataclasses
-
     from qmarl_jax.algos import qmarl_ac
     from qmarl_jax.rollout import collect, team_batch
 
@@ -363,8 +352,6 @@ def test_auto_update_chunks_are_one_per_step_on_cpu_and_one_piece_elsewhere():
 
 
 def test_overflowing_budgets_grow_and_the_chunk_reruns(tmp_path):
-    import dataclasses
-
     from qmarl_jax.checkpoint import load_config
 
     # Budgets that hold the first chunk's ego-graphs but not the second's: one regrowth (each is
@@ -764,6 +751,25 @@ def test_wide_view_ac_preset_is_the_best_measured_qmarl_ac_recipe():
     assert config.td_lambda == 0.0
     with pytest.raises(ValueError, match="'preset'='wide_view_ac': only for jungle"):
         make_config("deception", "wide_view_ac")
+
+
+def test_wide_view_ac_kickstart_preset_is_qmarl_ac_held_to_the_claim_rule():
+    config = make_config("jungle", "wide_view_ac_kickstart")
+    ac = make_config("jungle", "wide_view_ac")
+    assert (config.algo, config.ac_estimator, config.ac_steps) == ("qmarl_ac", "all_actions", 4)
+    assert (config.lr, config.actor_lr_scale, config.num_batches) == (0.01, 0.1, 1200)
+    assert (config.kickstart, config.kickstart_coef, config.kickstart_batches) == (
+        "claim",
+        1.0,
+        100_000,
+    )
+    assert (config.view_radius, config.entropy_coef, config.env_config.graph_radius) == (4, 0.01, 2)
+    # Otherwise the wide_view_ac recipe.
+    changed = ("view_radius", "graph_radius", "entropy_coef", "kickstart", "kickstart_batches")
+    assert dataclasses.replace(config, **{name: getattr(ac, name) for name in changed}) == ac
+    assert Trainer(config).actor.teacher is not None
+    with pytest.raises(ValueError, match="'preset'='wide_view_ac_kickstart': only for jungle"):
+        make_config("battle", "wide_view_ac_kickstart")
 
 
 def test_wide_view_kickstart_preset_is_jungle_held_to_the_claim_rule():
