@@ -625,7 +625,8 @@ def test_kickstart_term_of_every_learner_is_the_teachers_cross_entropy(algo):
     loss = qmarl_pg.loss if algo == "qmarl_pg" else qmarl_ac.loss
     config = make_config("battle", algo=algo, kickstart="strike", num_batches=1, **SMALL)
     trainer = Trainer(config)
-    params = trainer.init(jax.random.PRNGKey(0)).teams[0].params
+    team = trainer.init(jax.random.PRNGKey(0)).teams[0]
+    params = team.params
     traj = jax.jit(lambda key: collect(trainer.actor, (params,), key, trainer.env_params))(
         jax.random.PRNGKey(1)
     )
@@ -635,8 +636,7 @@ def test_kickstart_term_of_every_learner_is_the_teachers_cross_entropy(algo):
     kicked, metrics = jax.jit(lambda b: loss(params, trainer.heads, b, config, None, 2.5))(taught)
     assert "teacher_agreement" not in base_metrics
 
-    graphs = common.drop_last(taught.graphs)
-    logits = trainer.heads.logits(params, taught.features[:-1], graphs)
+    logits = trainer.heads.logits(params, taught.features[:-1], common.drop_last(taught.graphs))
     logits = np.asarray(logits, np.float64)
     copies = np.asarray(taught.graphs.nodes["copies"])[:-1]
     agents = np.asarray(taught.node_agent)[:-1]
@@ -659,7 +659,6 @@ def test_kickstart_term_of_every_learner_is_the_teachers_cross_entropy(algo):
     np.testing.assert_allclose(float(metrics["teacher_agreement"]), agree / nodes, rtol=1e-6)
     entropy_coef, train_policy = jnp.float32(config.entropy_coef), jnp.bool_(True)
     schedule = BatchSchedule(jnp.float32(1.0), entropy_coef, train_policy, jnp.float32(2.5))
-    team = trainer.init(jax.random.PRNGKey(0)).teams[0]
     _, logs = jax.jit(trainer._gradient_step)(team, taught, schedule)
     np.testing.assert_allclose(float(logs["total_loss"]), float(kicked), rtol=1e-6)
 
