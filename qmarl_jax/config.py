@@ -480,24 +480,25 @@ WIDE_VIEW = dict(view_radius=2, num_batches=1200, entropy_coef=0.05)
 WIDE_VIEW_AC = dict(WIDE_VIEW, algo="qmarl_ac", entropy_coef=0.7, lr=0.01, actor_lr_scale=0.1,
                     ac_estimator="all_actions", ac_steps=4)  # fmt: skip
 
-#: Jungle taught by its ``claim`` rule (0.958 of the oracle bound): PPO with the 9x9 view the
+#: Held to Jungle's ``claim`` rule (0.958 of the oracle bound) as a teacher: the 9x9 view the
 #: rule reads, graph radius 2, entropy bonus 0.01 and the kickstarting weight held near 1 for the
-#: whole run (it would reach 0 at batch 100,000; decayed to 0 over the run it ends at 0.847).
-#: 1,200 batches, 3 vmapped seeds (session 40): 0.934 / 0.942 / 0.932 (mean 0.936; 0.565 at 8
-#: agents); at 600 batches (session 39) 0.920 / 0.924 / 0.911 (mean 0.918; 0.555 at 8 agents),
-#: above every seed of ``wide_view``. RL alone after it trades survival for food and ends lower
-#: (docs/RESULTS.md, "Kickstarting Jungle"). At 8 agents it does not carry over.
-WIDE_VIEW_KICKSTART = dict(WIDE_VIEW, view_radius=4, graph_radius=2, entropy_coef=0.01,
-                           kickstart="claim", kickstart_batches=100_000,
-                           num_batches=1200)  # fmt: skip
+#: whole run (it would reach 0 at batch 100,000; decayed to 0 over the run PPO ends at 0.847).
+HELD_TO_CLAIM = dict(view_radius=4, graph_radius=2, entropy_coef=0.01, kickstart="claim",
+                     kickstart_batches=100_000)  # fmt: skip
 
-#: The paper's learner, ``qmarl_ac`` (``wide_view_ac``), taught by ``claim`` as
-#: ``wide_view_kickstart`` teaches PPO: the 9x9 view, graph radius 2, entropy bonus 0.01 (not
-#: 0.7) and the kickstarting weight held near 1. 1,200 batches, seeds 0-2 (session 40): 0.939 /
-#: 0.924 / 0.942 (mean 0.935; 0.563 at 8 agents), from ``wide_view_ac``'s 0.880 on 3 seeds
-#: (docs/RESULTS.md, "Kickstarting Jungle"); at entropy 0.1 and 600 batches seed 0 reached 0.871.
-WIDE_VIEW_AC_KICKSTART = dict(WIDE_VIEW_AC, view_radius=4, graph_radius=2, entropy_coef=0.01,
-                              kickstart="claim", kickstart_batches=100_000)  # fmt: skip
+#: ``wide_view`` PPO held to ``claim``. 1,200 batches, 3 vmapped seeds (session 40): 0.934 /
+#: 0.942 / 0.932 (mean 0.936; 0.565 at 8 agents); at 600 batches (session 39) 0.920 / 0.924 /
+#: 0.911 (mean 0.918; 0.555 at 8 agents), above every seed of ``wide_view``. RL alone after it
+#: trades survival for food and ends lower (docs/RESULTS.md, "Kickstarting Jungle"). At 8
+#: agents it does not carry over.
+WIDE_VIEW_KICKSTART = dict(WIDE_VIEW, **HELD_TO_CLAIM)
+
+#: The paper's learner, ``qmarl_ac`` (``wide_view_ac``), held to ``claim`` as
+#: ``wide_view_kickstart`` holds PPO (entropy bonus 0.01, not 0.7). 1,200 batches, seeds 0-2
+#: (session 40): 0.939 / 0.924 / 0.942 (mean 0.935; 0.563 at 8 agents), from
+#: ``wide_view_ac``'s 0.880 on 3 seeds (docs/RESULTS.md, "Kickstarting Jungle"); at entropy 0.1
+#: and 600 batches seed 0 reached 0.871.
+WIDE_VIEW_AC_KICKSTART = dict(WIDE_VIEW_AC, **HELD_TO_CLAIM)
 
 #: Battle taught by its ``strike2`` rule (+79.3) from scratch in one run: kickstarting (the
 #: policy's cross-entropy to the rule's actions on its own states, weight 1 decaying to 0 over the
