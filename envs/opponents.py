@@ -1,15 +1,22 @@
 """Non-learning controllers: ``random``, a ``scripted`` heuristic per scenario (SPEC section 3) and
-Battle's team conventions, ``pack``, ``strike`` and ``strike2``, and Jungle's ``claim`` rule.
+Battle's team conventions, ``pack``, ``strike`` and ``strike2``, and Jungle's ``claim``,
+``informed`` and ``lookahead`` rules.
 
 A controller is ``policy(key, state, params) -> int32[N]`` giving an action to *every* agent; the
 caller keeps the actions of the team(s) it controls. Everything is O(N x sight window): no agent
-looks further than ``sight_radius`` except through O(N) team summaries (centroids, landmark counts).
+looks further than ``sight_radius`` except through O(N) team summaries (centroids, landmark counts);
+Jungle's ``informed`` and ``lookahead`` see every food (O(N x F)), so they refuse worlds of more
+than ``FOOD_SEARCH_MAX_AGENTS`` agents.
 
 * Jungle: walk to the nearest food in sight and stay beside it; random walk when none is in sight.
   ``claim`` (``claim_actions``): each agent matches the agents and food sides it sees (the best
   assignment of the nearest few) and walks its own side's shortest way, steering clear of cells
   beside where the others plan to step (two rounds of planning): 0.958 of the oracle bound on
   ``tiny``, above every learner here, and a teacher for ``TrainConfig.kickstart``.
+  ``informed``: the best greedy move toward the nearest food side, wherever the food is, avoiding
+  cells beside others in a 5x5 window (0.772). ``lookahead``: the centralised rollout planner of
+  ``envs.planner`` over ``informed`` (0.984): it sees the whole map and plays the env forward, so
+  it is no decentralised controller but a privileged teacher for kickstarting.
 * Battle: move toward the nearest enemy in sight and hold once adjacent; with none in sight, move
   toward the enemy team's centroid. ``pack``: up while the cell above is free, else left while
   the cell to the left is free, else hold (the team packs into a block). ``strike``: ``pack`` plus
@@ -25,6 +32,7 @@ looks further than ``sight_radius`` except through O(N) team summaries (centroid
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Callable
 
@@ -33,8 +41,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from envs import core
-from envs.base import GridEnv
+from envs.base import GridEnv, require
 from envs.deception import ADVERSARY, HOME
+from envs.planner import JointPolicy, lookahead_policy
 
 Policy = Callable[[jax.Array, object, object], jax.Array]
 #: ``strike``'s preference for ``pack``'s action over another move with as many kills.
@@ -55,6 +64,15 @@ CLAIM_ROUNDS = 2
 #: below it, from the pair's absolute cells, so agents that see the same agents and sides pick
 #: the same matching; every matched pair first earns ``_PAIR_SCALE**2``.
 _PAIR_SCALE = 1000
+#: ``informed``'s move scores: reaching a food side, standing next to another agent (harm),
+#: holding.
+FOOD, HARM, HOLD = 10.0, 8.0, 0.5
+#: ``informed``'s score of a move into a cell that is not free, and its random tie-break's scale.
+BLOCKED_MOVE, GREEDY_NOISE = -100.0, 0.1
+#: Most agents Jungle's ``informed`` and ``lookahead`` rules play (each agent looks at every food).
+FOOD_SEARCH_MAX_AGENTS = 128
+#: Jungle's ``lookahead`` teacher: joint actions scored per step, and the steps each is played.
+LOOKAHEAD_CANDIDATES, LOOKAHEAD_HORIZON = 64, 12
 
 
 def random_policy(env: GridEnv) -> Policy:
@@ -265,6 +283,86 @@ def jungle_claim(env: GridEnv) -> Policy:
     return policy
 
 
+def move_scores(env, state, radius: int) -> jax.Array:
+    """Greedy scores of the 5 actions from a ``(2 radius + 1)^2`` window -> ``float32[N, 5]``.
+
+    A move scores ``FOOD`` when its cell is 4-adjacent to food in the window, ``-HARM`` when it is
+    4-adjacent to another agent in the window, ``-HOLD`` for staying and ``BLOCKED_MOVE`` when its
+    cell is not free. ``radius`` 1 is the learner's view; 2 sees every cell next to a move's cell.
+    """
+    grid = state.grid
+    window = core.window_displacements(radius)
+    slot = {tuple(d): k for k, d in enumerate(window.tolist())}
+    occupancy = env.spec.gather(grid.occupancy, grid.positions, window)
+    food = env.spec.gather(grid.terrain, grid.positions, window) >= core.ITEM
+    others = (occupancy >= 0).at[:, slot[(0, 0)]].set(False)
+    scores = []
+    for move in map(tuple, core.MOVES.tolist()):
+        held = move == (0, 0)
+        free = (
+            jnp.ones(grid.positions.shape[0], bool)
+            if held
+            else occupancy[:, slot[move]] == core.EMPTY
+        )
+        beside = [
+            slot[c]
+            for c in ((move[0] + dr, move[1] + dc) for dr, dc in core.ADJACENT4.tolist())
+            if c in slot
+        ]
+        touches_food = jnp.any(food[:, beside], axis=-1)
+        harmed = jnp.any(others[:, [k for k in beside if k != slot[(0, 0)]]], axis=-1)
+        score = FOOD * touches_food - HARM * harmed - (HOLD if held else 0.0)
+        scores.append(jnp.where(free, score, BLOCKED_MOVE))
+    return jnp.stack(scores, axis=-1)
+
+
+def food_distance(positions: jax.Array, food: jax.Array) -> jax.Array:
+    """Manhattan steps from each action's cell to the nearest cell beside food -> ``int32[N, 5]``
+    (0 = touching food; O(N x F), for the small presets)."""
+    cells = positions[:, None, :] + jnp.asarray(core.MOVES)[None]
+    return jnp.min(jnp.abs(cells[:, :, None, :] - food[None, None]).sum(-1), axis=-1) - 1
+
+
+def informed_actions(env: GridEnv, state, noise: jax.Array) -> jax.Array:
+    """Jungle's ``informed`` rule with tie-break ``noise float32[N, 5]`` -> ``int32[N]``: the
+    best of ``move_scores`` in a 5x5 window less 2 per step from the nearest food side, which it
+    knows wherever the food is (more than a learner sees)."""
+    distance = food_distance(state.grid.positions, state.food)
+    scores = move_scores(env, state, radius=2) - 2.0 * distance + noise
+    return jnp.argmax(scores, axis=-1).astype(jnp.int32)
+
+
+def jungle_informed(env: GridEnv) -> Policy:
+    """Jungle's ``informed`` rule as a controller (``informed_actions``, ties broken with
+    ``key``); refuses worlds of more than ``FOOD_SEARCH_MAX_AGENTS`` agents."""
+    require(env.num_agents <= FOOD_SEARCH_MAX_AGENTS, "num_agents", env.num_agents,
+            f"Jungle's informed and lookahead rules look at every food (O(N x F)); "
+            f"use at most {FOOD_SEARCH_MAX_AGENTS} agents")  # fmt: skip
+
+    def policy(key, state, params):
+        shape = (env.num_agents, core.NUM_ACTIONS)
+        return informed_actions(env, state, GREEDY_NOISE * jax.random.uniform(key, shape))
+
+    return policy
+
+
+def informed_lookahead(env: GridEnv, params, candidates: int, horizon: int) -> JointPolicy:
+    """The centralised planner (``envs.planner.lookahead_policy``) over ``informed``, each rollout
+    scored by the team's summed reward -> ``policy(key, state) -> int32[N]``."""
+    base = functools.partial(jungle_informed(env), params=params)
+    team_reward = lambda final, rewards: jnp.sum(rewards)
+    return lookahead_policy(env, params, base, team_reward, candidates, horizon)
+
+
+def jungle_lookahead(env: GridEnv) -> Policy:
+    """Jungle's ``lookahead`` teacher: ``informed_lookahead`` with ``LOOKAHEAD_CANDIDATES`` and
+    ``LOOKAHEAD_HORIZON`` (0.984 of the oracle bound on ``tiny``; about 1.5 s per 32 games on 2
+    CPU cores). Privileged - it sees the whole map and plays the env forward - so a teacher only:
+    the student it kickstarts acts on its own ego-graphs."""
+    plan = informed_lookahead(env, env.default_params(), LOOKAHEAD_CANDIDATES, LOOKAHEAD_HORIZON)
+    return lambda key, state, params: plan(key, state)
+
+
 def battle_scripted(env: GridEnv, hold_when_adjacent: bool = True) -> Policy:
     """Battle's scripted rule; ``hold_when_adjacent=False`` keeps stepping at the nearest enemy
     once beside it (a reference, ``experiments.battle_reference``'s ``charge``)."""
@@ -430,7 +528,8 @@ def battle_strike2(env: GridEnv) -> Policy:
 _SCRIPTED = {"jungle": jungle_scripted, "battle": battle_scripted, "deception": deception_scripted}
 #: Each scenario's own rules, beside ``random`` and ``scripted``.
 _RULES = {"battle": {"pack": battle_pack, "strike": battle_strike, "strike2": battle_strike2},
-          "jungle": {"claim": jungle_claim}}  # fmt: skip
+          "jungle": {"claim": jungle_claim, "informed": jungle_informed,
+                     "lookahead": jungle_lookahead}}  # fmt: skip
 CONTROLLERS = ("random", "scripted", *(kind for rules in _RULES.values() for kind in rules))
 #: Controllers only some scenarios have -> those scenarios.
 SCENARIO_CONTROLLERS = {kind: (scenario,) for scenario, rules in _RULES.items() for kind in rules}
@@ -445,7 +544,7 @@ def scenario_controllers(scenario: str, kinds=CONTROLLERS) -> tuple[str, ...]:
 
 def make_controller(kind: str, env: GridEnv) -> Policy:
     """The ``kind`` controller (``CONTROLLERS``; ``pack``, ``strike``, ``strike2``: Battle only;
-    ``claim``: Jungle only) for ``env``'s scenario."""
+    ``claim``, ``informed``, ``lookahead``: Jungle only) for ``env``'s scenario."""
     if kind == "random":
         return random_policy(env)
     if kind == "scripted":

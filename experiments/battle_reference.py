@@ -40,8 +40,13 @@ from envs.opponents import (
     pack_actions,
     strike_actions,
 )
-from experiments.common import ReferenceArgs, play_episodes, save_references
-from experiments.lookahead import JointPolicy, lookahead_policy, require_planner_settings
+from envs.planner import JointPolicy, lookahead_policy
+from experiments.common import (
+    ReferenceArgs,
+    play_episodes,
+    require_planner_settings,
+    save_references,
+)
 from qmarl_jax.evaluate import summarise
 
 REFERENCES = ("stay", "random", "corner", "pack", "scripted", "charge", "strike", "strike2",
@@ -93,7 +98,7 @@ def reference_policy(env, reference: str) -> JointPolicy:
 
 
 def planner(env, params, candidates: int, horizon: int) -> JointPolicy:
-    """The ``lookahead`` yardstick: ``lookahead.lookahead_policy`` for team 0 over ``pack``, the
+    """The ``lookahead`` yardstick: ``envs.planner.lookahead_policy`` for team 0 over ``pack``, the
     scripted team playing its rule, each rollout scored by the survivors' margin at its end ->
     ``policy(key, state) -> int32[N]`` (the caller keeps team 0's entries). It sees the whole map
     and knows the opponent's rule: a yardstick of what a team can reach against ``scripted``, not

@@ -19,6 +19,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from envs.base import require
+
 
 def add_world_size_arguments(parser) -> None:
     """``--num-agents`` and ``--density`` of the scripts that play a run in a resized world."""
@@ -45,6 +47,16 @@ class ReferenceArgs:
     episodes: int = 2000
     seed: int = 0
     json: str | None = None
+
+
+def require_planner_settings(args) -> None:
+    """Refuse bad planner settings of a reference script's ``args`` (``lookahead_candidates``,
+    ``lookahead_horizon``, ``lookahead_episodes`` out of ``episodes``) before anything is played.
+    """
+    for name in ("lookahead_candidates", "lookahead_horizon"):
+        require(getattr(args, name) >= 1, name, getattr(args, name), "must be >= 1")
+    require(0 <= args.lookahead_episodes <= args.episodes, "lookahead_episodes",
+            args.lookahead_episodes, f"must be in 0..episodes ({args.episodes})")  # fmt: skip
 
 
 def save_references(args: ReferenceArgs, rows: dict) -> dict:

@@ -11,16 +11,17 @@ collisions and harm ignored). These yardsticks say how much of that bound a poli
 * ``local`` - a greedy rule on the agent's own 3x3 view (what the learner sees): hold when
   4-adjacent to food; otherwise take the free move whose cell touches food in view, avoiding
   cells 4-adjacent to an agent in view, else a random free move.
-* ``informed`` - the same rule with more than a learner has: it knows where every food is (it
-  walks the shortest Manhattan way to the nearest food side) and sees other agents in a 5x5
-  window when avoiding harm.
+* ``informed`` - the same rule with more than a learner has (``envs.opponents``, a controller):
+  it knows where every food is (it walks the shortest Manhattan way to the nearest food side)
+  and sees other agents in a 5x5 window when avoiding harm.
 * ``claim`` - the decentralised rule of ``envs.opponents`` (a controller and kickstart teacher):
   each agent matches the agents and food sides in its 9x9 sight to each other, walks its own
   side's shortest way and steers clear of cells beside where the others plan to step.
-* ``lookahead`` - a centralised rollout planner over ``informed`` (``experiments.lookahead``):
+* ``lookahead`` - a centralised rollout planner over ``informed`` (``envs.planner``):
   each step it scores ``informed``'s joint action and variants of it by the team's reward over a
   few steps played on the env's own dynamics (collisions and harm included). A ceiling of what a
-  team that sees everything can reach, not a policy a learner could copy.
+  team that sees everything can reach; at its default settings also the ``lookahead``
+  controller, a privileged kickstarting teacher (``envs.opponents.jungle_lookahead``).
 
 Each scores moves and takes the best, ties broken at random. Prints and saves the Jungle score
 x100, the oracle bound and ``score_vs_oracle`` with 95% intervals (README "Results"); above
@@ -39,19 +40,18 @@ import tyro
 
 import envs
 from envs import core
-from envs.opponents import make_controller
-from experiments.common import ReferenceArgs, play_episodes, save_references
-from experiments.lookahead import lookahead_policy, require_planner_settings
+from envs.opponents import GREEDY_NOISE, informed_lookahead, make_controller, move_scores
+from experiments.common import (
+    ReferenceArgs,
+    play_episodes,
+    require_planner_settings,
+    save_references,
+)
 from qmarl_jax.evaluate import jungle_oracles, summarise
 
-REFERENCES = ("stay", "random", "local", "informed")
+REFERENCES = ("stay", "random", "local")
 #: Jungle controllers of ``envs.opponents`` scored beside them.
-CONTROLLER_REFERENCES = ("claim",)
-
-#: Move scores: reaching a food side, standing next to another agent (harm), holding.
-FOOD, HARM, HOLD = 10.0, 8.0, 0.5
-#: Score of a move into a cell that is not free.
-BLOCKED_MOVE = -100.0
+CONTROLLER_REFERENCES = ("informed", "claim")
 
 
 @dataclasses.dataclass
@@ -72,69 +72,17 @@ class Args(ReferenceArgs):
     """Steps each candidate is played out (the first with the candidate, then ``informed``)."""
 
 
-def move_scores(env, state, radius: int) -> jax.Array:
-    """Greedy scores of the 5 actions from a ``(2 radius + 1)^2`` window -> ``float32[N, 5]``.
-
-    A move scores ``FOOD`` when its cell is 4-adjacent to food in the window, ``-HARM`` when it is
-    4-adjacent to another agent in the window, ``-HOLD`` for staying and ``BLOCKED_MOVE`` when its
-    cell is not free. ``radius`` 1 is the learner's view; 2 sees every cell next to a move's cell.
-    """
-    grid = state.grid
-    window = core.window_displacements(radius)
-    slot = {tuple(d): k for k, d in enumerate(window.tolist())}
-    occupancy = env.spec.gather(grid.occupancy, grid.positions, window)
-    food = env.spec.gather(grid.terrain, grid.positions, window) >= core.ITEM
-    others = (occupancy >= 0).at[:, slot[(0, 0)]].set(False)
-    scores = []
-    for move in map(tuple, core.MOVES.tolist()):
-        held = move == (0, 0)
-        free = (
-            jnp.ones(grid.positions.shape[0], bool)
-            if held
-            else occupancy[:, slot[move]] == core.EMPTY
-        )
-        beside = [
-            slot[c]
-            for c in ((move[0] + dr, move[1] + dc) for dr, dc in core.ADJACENT4.tolist())
-            if c in slot
-        ]
-        touches_food = jnp.any(food[:, beside], axis=-1)
-        harmed = jnp.any(others[:, [k for k in beside if k != slot[(0, 0)]]], axis=-1)
-        score = FOOD * touches_food - HARM * harmed - (HOLD if held else 0.0)
-        scores.append(jnp.where(free, score, BLOCKED_MOVE))
-    return jnp.stack(scores, axis=-1)
-
-
-def food_distance(positions: jax.Array, food: jax.Array) -> jax.Array:
-    """Manhattan steps from each action's cell to the nearest cell beside food -> ``int32[N, 5]``
-    (0 = touching food; O(N x F), for the small presets)."""
-    cells = positions[:, None, :] + jnp.asarray(core.MOVES)[None]
-    return jnp.min(jnp.abs(cells[:, :, None, :] - food[None, None]).sum(-1), axis=-1) - 1
-
-
 def reference_actions(reference: str, env, key: jax.Array, state) -> jax.Array:
-    """Team actions of ``reference`` -> ``int32[N]`` (ties broken with ``key``)."""
+    """Team actions of ``reference`` (``REFERENCES``) -> ``int32[N]`` (ties broken with
+    ``key``)."""
     num_agents = state.grid.positions.shape[0]
     if reference == "stay":
         return jnp.full(num_agents, core.STAY, jnp.int32)
     noise = jax.random.uniform(key, (num_agents, core.NUM_ACTIONS))
     if reference == "random":
         return jnp.argmax(noise, axis=-1).astype(jnp.int32)
-    if reference == "local":
-        scores = move_scores(env, state, radius=1)
-    else:
-        scores = move_scores(env, state, radius=2) - 2.0 * food_distance(
-            state.grid.positions, state.food
-        )
-    return jnp.argmax(scores + 0.1 * noise, axis=-1).astype(jnp.int32)
-
-
-def planner(env, params, candidates: int, horizon: int):
-    """The ``lookahead`` yardstick: ``lookahead.lookahead_policy`` over ``informed``, each rollout
-    scored by the team's summed reward -> ``policy(key, state) -> int32[N]``."""
-    base = lambda key, state: reference_actions("informed", env, key, state)
-    team_reward = lambda final, rewards: jnp.sum(rewards)
-    return lookahead_policy(env, params, base, team_reward, candidates, horizon)
+    scores = move_scores(env, state, radius=1) + GREEDY_NOISE * noise
+    return jnp.argmax(scores, axis=-1).astype(jnp.int32)
 
 
 def play(env, params, act, keys: jax.Array):
@@ -174,7 +122,7 @@ def score_references(args: Args) -> dict[str, tuple[np.ndarray, np.ndarray]]:
                 bounds = np.full(args.episodes, np.nan)
         scores[reference] = (np.asarray(score), bounds)
     if args.lookahead_episodes:
-        act = planner(env, params, args.lookahead_candidates, args.lookahead_horizon)
+        act = informed_lookahead(env, params, args.lookahead_candidates, args.lookahead_horizon)
         score, _ = jax.device_get(play(env, params, act, keys[: args.lookahead_episodes]))
         scores["lookahead"] = (np.asarray(score), bounds[: args.lookahead_episodes])
     return scores

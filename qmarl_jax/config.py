@@ -167,13 +167,14 @@ class TrainConfig:
     critic learns its values. For fine-tuning a trained policy (``init_from``): an untrained
     critic's advantages are noise, and the first updates on them undo the policy."""
     kickstart: str | None = None
-    """A teacher controller (``envs.opponents``: scripted, Battle's pack, strike or strike2,
-    or Jungle's claim) whose
-    actions the learning teams' policies are pulled toward while they learn (kickstarting,
-    Schmitt et al. 2018): the loss adds ``kickstart_coef`` x the cross-entropy of every acting
-    node's policy against the teacher's action for its agent in the same state, on the states
-    the learners' own policies visit (so the teacher labels the learner's mistakes, as in
-    DAgger). None = off. Every learner (``algos.common.kickstart_term``)."""
+    """A teacher controller (``envs.opponents``: scripted, Battle's pack, strike or strike2, or
+    Jungle's claim, informed or lookahead - the last a centralised planner, privileged at
+    training time only) whose actions the learning teams' policies are pulled toward while they
+    learn (kickstarting, Schmitt et al. 2018): the loss adds ``kickstart_coef`` x the
+    cross-entropy of every acting node's policy against the teacher's action for its agent in
+    the same state, on the states the learners' own policies visit (so the teacher labels the
+    learner's mistakes, as in DAgger). None = off. Every learner
+    (``algos.common.kickstart_term``)."""
     kickstart_coef: float = 1.0
     """Weight of the kickstarting cross-entropy at the first batch; it decays linearly to 0 at
     batch ``kickstart_batches``."""

@@ -181,14 +181,53 @@ def test_battle_strike_rule_on_a_hand_made_grid():
     assert actions[7] == core.DOWN
 
 
-def test_battle_rules_are_battle_only_and_claim_jungle_only():
+def test_battle_rules_are_battle_only_and_jungle_rules_jungle_only():
     env, _ = envs.make("jungle")
-    allowed = "choose one of: random, scripted, claim$"
+    allowed = "choose one of: random, scripted, claim, informed, lookahead$"
     with pytest.raises(ValueError, match=f"'strike' for jungle; {allowed}"):
         make_controller("strike", env)
     env, _ = envs.make("battle")
-    with pytest.raises(ValueError, match="'claim' for battle; choose one of: random, scripted, pa"):
-        make_controller("claim", env)
+    for kind in ("claim", "informed", "lookahead"):
+        with pytest.raises(ValueError, match=f"'{kind}' for battle; choose one of: random, scr"):
+            make_controller(kind, env)
+
+
+def test_jungle_informed_rule_on_hand_built_states():
+    env, params = envs.make("jungle", "tiny")
+    informed = jax.jit(make_controller("informed", env))
+    # 5x5, food at (2, 2). Agent 0 sees it diagonally; agent 1 touches it; agent 2 sits in the
+    # corner with agent 3 diagonal to it, so both its moves would stand next to agent 3.
+    state = env.state_from(jnp.asarray([[1, 1], [3, 2], [4, 4], [3, 3]]), jnp.asarray([[2, 2]]))
+    seen = set()
+    for seed in range(32):
+        actions = informed(jax.random.PRNGKey(seed), state, params).tolist()
+        assert actions[0] in (core.DOWN, core.RIGHT)  # onto a food side
+        assert actions[1] == actions[2] == core.STAY  # beside food; both moves touch agent 3
+        seen.add(actions[0])
+    assert seen == {core.DOWN, core.RIGHT}  # ties are broken at random
+    distance = opponents.food_distance(jnp.asarray([[0, 0]]), jnp.asarray([[2, 2]]))
+    # Steps to a cell beside (2, 2) after up, down, left, right, stay (off-grid cells too).
+    assert distance.tolist() == [[4, 2, 4, 2, 3]]
+    large, _ = envs.make("jungle", "n1k")
+    for kind in ("informed", "lookahead"):  # every agent looks at every food: O(N x F)
+        with pytest.raises(ValueError, match=rf"'num_agents'={large.num_agents}: .*at most 128"):
+            make_controller(kind, large)
+
+
+def test_jungle_lookahead_teacher_plans_over_informed():
+    env, params = envs.make("jungle", "tiny")
+    teacher = jax.jit(make_controller("lookahead", env))
+    planner = jax.jit(opponents.informed_lookahead(
+        env, params, opponents.LOOKAHEAD_CANDIDATES, opponents.LOOKAHEAD_HORIZON))  # fmt: skip
+    informed = make_controller("informed", env)
+    only_base = jax.jit(opponents.informed_lookahead(env, params, 1, 4))  # one candidate: base's
+    # 5x5, food at (2, 2): agents 0 and 1 would both like the side (1, 2).
+    state = env.state_from(jnp.asarray([[1, 1], [0, 2], [2, 4], [4, 2]]), jnp.asarray([[2, 2]]))
+    for seed in range(8):
+        key = jax.random.PRNGKey(seed)
+        np.testing.assert_array_equal(teacher(key, state, None), planner(key, state))
+        base_key = jax.random.split(key, 4)[0]  # the key the planner hands its base
+        np.testing.assert_array_equal(only_base(key, state), informed(base_key, state, params))
 
 
 def _claim_by_loops(env, state, noise) -> list[int]:

@@ -594,10 +594,15 @@ def test_scenario_rules_are_controllers_and_teachers_of_their_scenario_only():
     assert make_config("battle", controllers=("learn", "strike")).controllers[1] == "strike"
     assert make_config("battle", kickstart="pack").kickstart == "pack"
     assert make_config("jungle", kickstart="claim").kickstart == "claim"
+    assert make_config("jungle", kickstart="lookahead").kickstart == "lookahead"
     with pytest.raises(ValueError, match=r"'controllers\[1\]'='pack'; choose one of: learn, "
                                          r"random, scripted$"):  # fmt: skip
         make_config("deception", controllers=("learn", "pack"))
-    with pytest.raises(ValueError, match=r"'kickstart'='strike'; choose one of: scripted, claim$"):
+    with pytest.raises(
+        ValueError,
+        match=r"'kickstart'='strike'; choose one of: scripted, claim, informed, "
+        r"lookahead$",
+    ):
         make_config("jungle", kickstart="strike")
     with pytest.raises(ValueError, match=r"'kickstart'='claim'; choose one of: scripted, pack, "):
         make_config("battle", kickstart="claim")

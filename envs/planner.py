@@ -1,9 +1,10 @@
 """A centralised rollout planner: one step of policy improvement over a fixed joint policy.
 
-The reference scripts use it as a ceiling - how far a team that sees the whole map and knows
-every rule can get above a fixed convention - not as a policy a decentralised learner could copy:
-``battle_reference`` plans over ``pack`` against the scripted team, ``jungle_reference`` over the
-``informed`` rule.
+It sees the whole map and plays candidate joint actions forward on the env's own dynamics, so no
+agent could run it alone. The reference scripts use it as a ceiling (``battle_reference`` plans
+over ``pack`` against the scripted team, ``jungle_reference`` over the ``informed`` rule), and
+Jungle's ``lookahead`` controller (``envs.opponents``) is it as a privileged kickstarting
+teacher: the student learns from its own ego-graphs and acts without it.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import jax
 import jax.numpy as jnp
 
 from envs import core
-from envs.base import require
 
 #: ``policy(key, state) -> int32[N]``: one action per agent.
 JointPolicy = Callable[[jax.Array, object], jax.Array]
@@ -79,13 +79,3 @@ def lookahead_policy(env, params, base: JointPolicy, value: RolloutValue, candid
         return options[jnp.argmax(jax.vmap(score)(options))]  # the first best: base on ties
 
     return policy
-
-
-def require_planner_settings(args) -> None:
-    """Refuse bad planner settings of a reference script's ``args`` (``lookahead_candidates``,
-    ``lookahead_horizon``, ``lookahead_episodes`` out of ``episodes``) before anything is played.
-    """
-    for name in ("lookahead_candidates", "lookahead_horizon"):
-        require(getattr(args, name) >= 1, name, getattr(args, name), "must be >= 1")
-    require(0 <= args.lookahead_episodes <= args.episodes, "lookahead_episodes",
-            args.lookahead_episodes, f"must be in 0..episodes ({args.episodes})")  # fmt: skip
