@@ -371,7 +371,10 @@ def test_evaluate_cli_writes_json_and_rejects_bad_input(jungle_run, tmp_path, ca
     printed = capsys.readouterr().out
     assert "score_vs_oracle" in printed and "by episode" in printed
     assert evaluate_cli.main(["--run", str(jungle_run), "--opponent", "nobody"]) == 2
-    allowed = "choose one of: random, scripted, pack, strike, strike2, claim, <run directory>"
+    allowed = (
+        "choose one of: random, scripted, pack, strike, strike2, claim, informed, lookahead, "
+        "<run directory>"
+    )
     assert f"invalid opponent='nobody'; {allowed}" in capsys.readouterr().err
     assert evaluate_cli.main(["--run", str(jungle_run), "--ensemble", "max"]) == 2
     assert evaluate_cli.main(["--run", str(tmp_path), "--episodes", "5"]) == 2
