@@ -16,7 +16,7 @@ move takes it to: one round of coordination); team 1 is always ``scripted`` (wal
 nearest enemy within ``sight_radius`` 4, else at the enemy centroid: it sees the whole map, a
 learner sees its 3x3 window).
 ``lookahead`` is a centralised rollout planner over ``pack`` on the env's own dynamics
-(``planner``, ``experiments.lookahead``): not a policy a learner could copy, but proof of how far
+(``planner``, ``envs.planner``): not a policy a learner could copy, but proof of how far
 above the scripted team a team can get.
 Prints and saves win / draw / loss rates with 95% Wilson intervals and the mean terminal reward
 x100 of team 0 — the yardsticks for a learned Battle policy (docs/RESULTS.md).
