@@ -40,7 +40,14 @@ import tyro
 
 import envs
 from envs import core
-from envs.opponents import GREEDY_NOISE, informed_lookahead, make_controller, move_scores
+from envs.opponents import (
+    GREEDY_NOISE,
+    LOOKAHEAD_CANDIDATES,
+    LOOKAHEAD_HORIZON,
+    informed_lookahead,
+    make_controller,
+    move_scores,
+)
 from experiments.common import (
     ReferenceArgs,
     play_episodes,
@@ -66,9 +73,9 @@ class Args(ReferenceArgs):
     lookahead_episodes: int = 1000
     """Games of the ``lookahead`` planner (the first of the ``episodes`` start states; 0 = skip
     it)."""
-    lookahead_candidates: int = 64
+    lookahead_candidates: int = LOOKAHEAD_CANDIDATES
     """Joint actions the planner scores per step."""
-    lookahead_horizon: int = 12
+    lookahead_horizon: int = LOOKAHEAD_HORIZON
     """Steps each candidate is played out (the first with the candidate, then ``informed``)."""
 
 
