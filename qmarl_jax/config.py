@@ -7,8 +7,8 @@ Every **(ours)** choice of SPEC.md is a field here with its default documented. 
 * ``paper`` — the paper's settings: Adam, lr 0.01, lr x0.95 after 10 batches without improvement,
   100 games per batch, 120 batches, gamma 0.99.
 * per scenario, the strongest measured recipes: ``coordinated`` (Deception), ``wide_view``,
-  ``wide_view_ac``, ``wide_view_kickstart`` and ``wide_view_ac_kickstart`` (Jungle),
-  ``kickstart`` and ``kickstart_finetune`` (Battle).
+  ``wide_view_ac``, ``wide_view_kickstart``, ``wide_view_ac_kickstart`` and
+  ``wide_view_ac_finetune`` (Jungle), ``kickstart`` and ``kickstart_finetune`` (Battle).
 """
 
 from __future__ import annotations
@@ -501,6 +501,16 @@ WIDE_VIEW_KICKSTART = dict(WIDE_VIEW, **HELD_TO_CLAIM)
 #: and 600 batches seed 0 reached 0.871.
 WIDE_VIEW_AC_KICKSTART = dict(WIDE_VIEW_AC, **HELD_TO_CLAIM)
 
+#: The second stage of ``wide_view_ac_kickstart`` taught by the centralised ``lookahead``
+#: planner (``--kickstart lookahead``; ``init_from`` required): the same teacher held, with a
+#: fresh learning rate (0.003, annealed to 0, no plateau decay) for 400 batches. Stage 1's
+#: plateau decay has cut the rate below 0.001 by batch 600 and to 0 by its end, while the
+#: agreement with the teacher still rose. From stage-1 students at 0.930 / 0.927 / 0.927 (greedy
+#: 0.944 / 0.944 / 0.940; session 41) to 0.949 / 0.940 / 0.948 (greedy 0.966 / 0.945 / 0.954,
+#: mean 0.955; session 42; docs/RESULTS.md, "Kickstarting Jungle").
+WIDE_VIEW_AC_FINETUNE = dict(WIDE_VIEW_AC_KICKSTART, kickstart="lookahead", lr=0.003,
+                             lr_anneal=True, lr_decay=1.0, num_batches=400)  # fmt: skip
+
 #: Battle taught by its ``strike2`` rule (+79.3) from scratch in one run: kickstarting (the
 #: policy's cross-entropy to the rule's actions on its own states, weight 1 decaying to 0 over the
 #: 600 batches) with the 7x7 view the rule reads, kill credit 1.0 and neighbour edges up to 2
@@ -523,19 +533,24 @@ KICKSTART = dict(view_radius=3, kill_credit=1.0, kickstart="strike2", graph_radi
 KICKSTART_FINETUNE = dict(KICKSTART, kickstart=None, lr=3e-4, num_batches=300)
 
 PRESETS = ("default", "paper", "coordinated", "wide_view", "wide_view_ac", "wide_view_kickstart",
-           "wide_view_ac_kickstart", "kickstart", "kickstart_finetune")  # fmt: skip
+           "wide_view_ac_kickstart", "wide_view_ac_finetune", "kickstart",
+           "kickstart_finetune")  # fmt: skip
 #: Scenarios each non-default preset applies to.
 PRESET_SCENARIOS = {"coordinated": ("deception",), "wide_view": ("jungle",),
                     "wide_view_ac": ("jungle",), "wide_view_kickstart": ("jungle",),
-                    "wide_view_ac_kickstart": ("jungle",), "kickstart": ("battle",),
-                    "kickstart_finetune": ("battle",)}  # fmt: skip
+                    "wide_view_ac_kickstart": ("jungle",), "wide_view_ac_finetune": ("jungle",),
+                    "kickstart": ("battle",), "kickstart_finetune": ("battle",)}  # fmt: skip
 #: Fields each non-default preset sets on top of the scenario's default.
 PRESET_FIELDS = {"paper": PAPER, "coordinated": COORDINATED, "wide_view": WIDE_VIEW,
                  "wide_view_ac": WIDE_VIEW_AC, "wide_view_kickstart": WIDE_VIEW_KICKSTART,
-                 "wide_view_ac_kickstart": WIDE_VIEW_AC_KICKSTART, "kickstart": KICKSTART,
+                 "wide_view_ac_kickstart": WIDE_VIEW_AC_KICKSTART,
+                 "wide_view_ac_finetune": WIDE_VIEW_AC_FINETUNE, "kickstart": KICKSTART,
                  "kickstart_finetune": KICKSTART_FINETUNE}  # fmt: skip
-#: Presets that continue a trained run, so need ``init_from``.
-FINETUNE_PRESETS = ("kickstart_finetune",)
+#: Presets that continue a trained run, so need ``init_from`` -> the run each continues.
+FINETUNE_PRESETS = {
+    "kickstart_finetune": "--preset kickstart",
+    "wide_view_ac_finetune": "--preset wide_view_ac_kickstart --kickstart lookahead",
+}
 
 
 def preset_config(
@@ -567,7 +582,7 @@ def require_preset_fields(preset: str, config: TrainConfig) -> TrainConfig:
     if preset in FINETUNE_PRESETS and config.init_from is None:
         raise ValueError(
             f"invalid config field 'init_from'=None: preset {preset!r} fine-tunes a trained run; "
-            "give its directory (e.g. a --preset kickstart run) as --init-from RUN"
+            f"give the directory of a {FINETUNE_PRESETS[preset]} run as --init-from RUN"
         )
     return config
 

@@ -818,7 +818,8 @@ def test_kickstart_finetune_preset_is_rl_alone_on_a_kickstart_runs_network(capsy
     )
     assert shapes(config) == shapes(kickstart)
     # Without a run to start from it is refused, from Python and from the CLI (after its flags).
-    with pytest.raises(ValueError, match="'init_from'=None: preset 'kickstart_finetune' fine"):
+    with pytest.raises(ValueError, match=r"'init_from'=None: preset 'kickstart_finetune' fine.* "
+                                         r"a --preset kickstart run"):  # fmt: skip
         make_config("battle", "kickstart_finetune")
     assert train_cli.main(["--preset", "kickstart_finetune", "--num-batches", "1"]) == 2
     assert "'init_from'=None: preset 'kickstart_finetune'" in capsys.readouterr().err
@@ -830,6 +831,42 @@ def test_kickstart_finetune_preset_is_rl_alone_on_a_kickstart_runs_network(capsy
         train_seeds_cli.main(["--scenario", "battle", "--preset", "kickstart_finetune"])
     with pytest.raises(ValueError, match=f"'init_from'='runs/kickstarted': {fresh}"):
         train_seeds_cli.main(["--scenario", "battle", "--init-from", "runs/kickstarted"])
+
+
+def test_wide_view_ac_finetune_preset_continues_a_lookahead_student_at_a_fresh_rate(capsys):
+    from experiments import train as train_cli
+    from experiments import train_seeds as train_seeds_cli
+
+    config = make_config("jungle", "wide_view_ac_finetune", init_from="runs/student")
+    assert (config.kickstart, config.init_from) == ("lookahead", "runs/student")
+    # A fresh rate annealed to 0 over 400 batches; the plateau decay is off.
+    assert (config.lr, config.lr_anneal, config.lr_decay, config.num_batches) == (
+        0.003,
+        True,
+        1.0,
+        400,
+    )
+    # Otherwise stage 1's recipe (taught by lookahead), so init_from accepts its runs.
+    stage1 = make_config("jungle", "wide_view_ac_kickstart", kickstart="lookahead")
+    changed = ("lr", "lr_anneal", "lr_decay", "num_batches", "init_from")
+    assert dataclasses.replace(config, **{name: getattr(stage1, name) for name in changed}) == (
+        stage1
+    )
+    shapes = lambda c: jax.tree.map(
+        lambda x: x.shape, jax.eval_shape(Trainer(c).init, jax.random.PRNGKey(0)).teams[0].params
+    )
+    assert shapes(config) == shapes(stage1)
+    # Without a run to start from it is refused, naming the run it continues.
+    stage1_run = "a --preset wide_view_ac_kickstart --kickstart lookahead run as --init-from RUN"
+    with pytest.raises(ValueError, match=f"'init_from'=None: .* {stage1_run}"):
+        make_config("jungle", "wide_view_ac_finetune")
+    assert train_cli.main(["--scenario", "jungle", "--preset", "wide_view_ac_finetune"]) == 2
+    assert stage1_run in capsys.readouterr().err
+    with pytest.raises(ValueError, match="'preset'='wide_view_ac_finetune': only for jungle"):
+        make_config("battle", "wide_view_ac_finetune", init_from="runs/student")
+    fresh = "'preset'='wide_view_ac_finetune': starts every seed from a fresh network"
+    with pytest.raises(ValueError, match=fresh):
+        train_seeds_cli.main(["--scenario", "jungle", "--preset", "wide_view_ac_finetune"])
 
 
 def test_graph_radius_override_reaches_the_env_the_network_and_the_border_check():
