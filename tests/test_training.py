@@ -4,6 +4,7 @@ import dataclasses
 import itertools
 import json
 import math
+import re
 
 import jax
 import jax.numpy as jnp
@@ -818,8 +819,10 @@ def test_kickstart_finetune_preset_is_rl_alone_on_a_kickstart_runs_network(capsy
     )
     assert shapes(config) == shapes(kickstart)
     # Without a run to start from it is refused, from Python and from the CLI (after its flags).
-    with pytest.raises(ValueError, match=r"'init_from'=None: preset 'kickstart_finetune' fine.* "
-                                         r"a --preset kickstart run"):  # fmt: skip
+    stage1_run = re.escape("a --preset kickstart (or kickstart_finetune) run")
+    with pytest.raises(
+        ValueError, match=f"'init_from'=None: preset 'kickstart_finetune' .*{stage1_run}"
+    ):
         make_config("battle", "kickstart_finetune")
     assert train_cli.main(["--preset", "kickstart_finetune", "--num-batches", "1"]) == 2
     assert "'init_from'=None: preset 'kickstart_finetune'" in capsys.readouterr().err
@@ -833,12 +836,12 @@ def test_kickstart_finetune_preset_is_rl_alone_on_a_kickstart_runs_network(capsy
         train_seeds_cli.main(["--scenario", "battle", "--init-from", "runs/kickstarted"])
 
 
-def test_wide_view_ac_finetune_preset_continues_a_lookahead_student_at_a_fresh_rate(capsys):
+def test_wide_view_ac_finetune_preset_continues_a_kickstarted_run_at_a_fresh_rate(capsys):
     from experiments import train as train_cli
     from experiments import train_seeds as train_seeds_cli
 
     config = make_config("jungle", "wide_view_ac_finetune", init_from="runs/student")
-    assert (config.kickstart, config.init_from) == ("lookahead", "runs/student")
+    assert (config.kickstart, config.init_from) == ("claim", "runs/student")
     # A fresh rate annealed to 0 over 400 batches; the plateau decay is off.
     assert (config.lr, config.lr_anneal, config.lr_decay, config.num_batches) == (
         0.003,
@@ -846,8 +849,8 @@ def test_wide_view_ac_finetune_preset_continues_a_lookahead_student_at_a_fresh_r
         1.0,
         400,
     )
-    # Otherwise stage 1's recipe (taught by lookahead), so init_from accepts its runs.
-    stage1 = make_config("jungle", "wide_view_ac_kickstart", kickstart="lookahead")
+    # Otherwise stage 1's recipe and teacher, so init_from accepts its runs.
+    stage1 = make_config("jungle", "wide_view_ac_kickstart")
     changed = ("lr", "lr_anneal", "lr_decay", "num_batches", "init_from")
     assert dataclasses.replace(config, **{name: getattr(stage1, name) for name in changed}) == (
         stage1
@@ -856,9 +859,11 @@ def test_wide_view_ac_finetune_preset_continues_a_lookahead_student_at_a_fresh_r
         lambda x: x.shape, jax.eval_shape(Trainer(c).init, jax.random.PRNGKey(0)).teams[0].params
     )
     assert shapes(config) == shapes(stage1)
+    planner = make_config("jungle", "wide_view_ac_finetune", init_from="r", kickstart="lookahead")
+    assert Trainer(planner).actor.teacher is not None
     # Without a run to start from it is refused, naming the run it continues.
-    stage1_run = "a --preset wide_view_ac_kickstart --kickstart lookahead run as --init-from RUN"
-    with pytest.raises(ValueError, match=f"'init_from'=None: .* {stage1_run}"):
+    stage1_run = "a --preset wide_view_ac_kickstart (or wide_view_ac_finetune) run as --init-from"
+    with pytest.raises(ValueError, match=rf"'init_from'=None: .* {re.escape(stage1_run)}"):
         make_config("jungle", "wide_view_ac_finetune")
     assert train_cli.main(["--scenario", "jungle", "--preset", "wide_view_ac_finetune"]) == 2
     assert stage1_run in capsys.readouterr().err
