@@ -804,6 +804,12 @@ def test_kickstart_preset_is_battle_taught_by_strike2_from_scratch():
         make_config("jungle", "kickstart")
 
 
+def learner_param_shapes(config):
+    """The shapes of the learning team's parameters under ``config`` (no compute)."""
+    init = jax.eval_shape(Trainer(config).init, jax.random.PRNGKey(0))
+    return jax.tree.map(lambda x: x.shape, init.teams[0].params)
+
+
 def test_kickstart_finetune_preset_is_rl_alone_on_a_kickstart_runs_network(capsys):
     from experiments import train as train_cli
     from experiments import train_seeds as train_seeds_cli
@@ -814,10 +820,7 @@ def test_kickstart_finetune_preset_is_rl_alone_on_a_kickstart_runs_network(capsy
     assert (config.view_radius, config.kill_credit, config.env_config.graph_radius) == (3, 1.0, 2)
     # The same network as the kickstart preset's, so init_from accepts a kickstart run.
     kickstart = make_config("battle", "kickstart")
-    shapes = lambda c: jax.tree.map(
-        lambda x: x.shape, jax.eval_shape(Trainer(c).init, jax.random.PRNGKey(0)).teams[0].params
-    )
-    assert shapes(config) == shapes(kickstart)
+    assert learner_param_shapes(config) == learner_param_shapes(kickstart)
     # Without a run to start from it is refused, from Python and from the CLI (after its flags).
     stage1_run = re.escape("a --preset kickstart (or kickstart_finetune) run")
     with pytest.raises(
@@ -855,10 +858,7 @@ def test_wide_view_ac_finetune_preset_continues_a_kickstarted_run_at_a_fresh_rat
     assert dataclasses.replace(config, **{name: getattr(stage1, name) for name in changed}) == (
         stage1
     )
-    shapes = lambda c: jax.tree.map(
-        lambda x: x.shape, jax.eval_shape(Trainer(c).init, jax.random.PRNGKey(0)).teams[0].params
-    )
-    assert shapes(config) == shapes(stage1)
+    assert learner_param_shapes(config) == learner_param_shapes(stage1)
     planner = make_config("jungle", "wide_view_ac_finetune", init_from="r", kickstart="lookahead")
     assert Trainer(planner).actor.teacher is not None
     # Without a run to start from it is refused, naming the run it continues.
