@@ -105,6 +105,11 @@ def team_outcome(survivors: jax.Array) -> jax.Array:
     return jnp.stack([sign, -sign])
 
 
+def survivors_margin(alive: jax.Array, team0: jax.Array) -> jax.Array:
+    """Team 0's survivors minus team 1's from ``alive bool[..., N]`` -> ``int32[...]``."""
+    return jnp.sum(alive & team0, axis=-1) - jnp.sum(alive & ~team0, axis=-1)
+
+
 def enemy_deaths_beside(around: jax.Array, team: jax.Array, deaths: jax.Array) -> jax.Array:
     """Enemies in each agent's ``around int32[N, 8]`` window (agent ids, < 0 for none) that die
     this step -> ``float32[N]``."""

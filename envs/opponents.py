@@ -1,6 +1,6 @@
 """Non-learning controllers: ``random``, a ``scripted`` heuristic per scenario (SPEC section 3) and
 Battle's team conventions, ``pack``, ``strike`` and ``strike2``, and Jungle's ``claim``,
-``informed`` and ``lookahead`` rules.
+``informed`` and ``lookahead`` rules; and Battle's ``rollout``, a kickstarting teacher only.
 
 A controller is ``policy(key, state, params) -> int32[N]`` giving an action to *every* agent; the
 caller keeps the actions of the team(s) it controls. Everything is O(N x sight window): no agent
@@ -23,7 +23,11 @@ than ``FOOD_SEARCH_MAX_AGENTS`` agents.
   one step of foresight (``strike_actions``): +71.5 terminal reward x100 against ``scripted``.
   ``strike2``: ``strike`` planned again with every teammate standing where its ``strike`` move
   takes it (one round of coordination): +79.3, the strongest local rule here. Either is a teacher
-  for ``TrainConfig.kickstart``.
+  for ``TrainConfig.kickstart``. ``rollout`` (``battle_rollout``): each team-0 agent alone plays
+  its 5 actions two steps forward on the env's own dynamics (``envs.planner.agentwise_policy``
+  over ``strike``) and keeps the best: +96.4. It sees the whole map and costs O(N^2) per step,
+  so it is no controller of a team but a privileged teacher of team 0 against ``scripted``
+  (``TEACHERS_ONLY``), for at most ``ROLLOUT_MAX_AGENTS`` agents.
 * Deception: adversaries head for the landmark with the most home agents within distance 2 (the
   best one in sight, nearest on ties, else the best overall, ties broken by cell, never by which
   landmarks are targets) and hold within distance 1 of it; home agents walk to
@@ -42,8 +46,9 @@ import numpy as np
 
 from envs import core
 from envs.base import GridEnv, require
+from envs.battle import survivors_margin
 from envs.deception import ADVERSARY, HOME
-from envs.planner import JointPolicy, lookahead_policy
+from envs.planner import JointPolicy, agentwise_policy, lookahead_policy
 
 Policy = Callable[[jax.Array, object, object], jax.Array]
 #: ``strike``'s preference for ``pack``'s action over another move with as many kills.
@@ -73,6 +78,9 @@ BLOCKED_MOVE, GREEDY_NOISE = -100.0, 0.1
 FOOD_SEARCH_MAX_AGENTS = 128
 #: Jungle's ``lookahead`` teacher: joint actions scored per step, and the steps each is played.
 LOOKAHEAD_CANDIDATES, LOOKAHEAD_HORIZON = 64, 12
+#: Battle's ``rollout`` teacher: the steps each agent's try is played (the try, then ``strike``),
+#: and the most agents it plans for (each try plays the whole world: O(N^2) per step).
+ROLLOUT_HORIZON, ROLLOUT_MAX_AGENTS = 2, 64
 
 
 def random_policy(env: GridEnv) -> Policy:
@@ -525,14 +533,45 @@ def battle_strike2(env: GridEnv) -> Policy:
     return policy
 
 
+def battle_rollout(env: GridEnv) -> Policy:
+    """Battle's ``rollout`` teacher: each team-0 agent alone tries its 5 actions while its team
+    plays ``strike`` and team 1 the scripted rule, plays each ``ROLLOUT_HORIZON`` steps on the
+    env's own dynamics and keeps the one with the best survivors' margin
+    (``envs.planner.agentwise_policy``): +96.4 terminal reward x100 against ``scripted`` on
+    ``tiny``. Privileged - it sees the whole map, knows the scripted rule and plays the env
+    forward - so a teacher only (team 0's, against the scripted team; team 1's entries are the
+    scripted rule's); refuses worlds of more than ``ROLLOUT_MAX_AGENTS`` agents."""
+    require(env.num_agents <= ROLLOUT_MAX_AGENTS, "num_agents", env.num_agents,
+            f"Battle's rollout teacher plays the whole world once per agent and action "
+            f"(O(N^2) per step); use at most {ROLLOUT_MAX_AGENTS} agents")  # fmt: skip
+    scripted = battle_scripted(env)
+    team0 = jnp.asarray(env.teams) == 0
+
+    def base(key, state):
+        predicted = scripted(key, state, None)
+        return jnp.where(team0, strike_actions(env, state.grid, predicted), predicted)
+
+    def margin(final, rewards):
+        return survivors_margin(final.grid.alive, team0).astype(jnp.float32)
+
+    planned = np.flatnonzero(env.teams == 0)
+    plan = agentwise_policy(env, env.default_params(), base, margin, ROLLOUT_HORIZON, planned)
+    return lambda key, state, params: plan(key, state)
+
+
 _SCRIPTED = {"jungle": jungle_scripted, "battle": battle_scripted, "deception": deception_scripted}
 #: Each scenario's own rules, beside ``random`` and ``scripted``.
 _RULES = {"battle": {"pack": battle_pack, "strike": battle_strike, "strike2": battle_strike2},
           "jungle": {"claim": jungle_claim, "informed": jungle_informed,
                      "lookahead": jungle_lookahead}}  # fmt: skip
+#: Teachers that plan for team 0 against the scripted team: no controller of a team.
+_TEACHERS_ONLY = {"battle": {"rollout": battle_rollout}}
 CONTROLLERS = ("random", "scripted", *(kind for rules in _RULES.values() for kind in rules))
-#: Controllers only some scenarios have -> those scenarios.
-SCENARIO_CONTROLLERS = {kind: (scenario,) for scenario, rules in _RULES.items() for kind in rules}
+#: Kickstarting teachers only (``TrainConfig.kickstart`` with team 0 learning, team 1 scripted).
+TEACHERS_ONLY = tuple(kind for rules in _TEACHERS_ONLY.values() for kind in rules)
+#: Controllers and teachers only some scenarios have -> those scenarios.
+SCENARIO_CONTROLLERS = {kind: (scenario,) for table in (_RULES, _TEACHERS_ONLY)
+                        for scenario, rules in table.items() for kind in rules}  # fmt: skip
 
 
 def scenario_controllers(scenario: str, kinds=CONTROLLERS) -> tuple[str, ...]:
@@ -544,12 +583,14 @@ def scenario_controllers(scenario: str, kinds=CONTROLLERS) -> tuple[str, ...]:
 
 def make_controller(kind: str, env: GridEnv) -> Policy:
     """The ``kind`` controller (``CONTROLLERS``; ``pack``, ``strike``, ``strike2``: Battle only;
-    ``claim``, ``informed``, ``lookahead``: Jungle only) for ``env``'s scenario."""
+    ``claim``, ``informed``, ``lookahead``: Jungle only) or teacher (``TEACHERS_ONLY``:
+    Battle's ``rollout``) for ``env``'s scenario."""
     if kind == "random":
         return random_policy(env)
     if kind == "scripted":
         return _SCRIPTED[env.name](env)
-    if kind in _RULES.get(env.name, {}):
-        return _RULES[env.name][kind](env)
-    usable = ", ".join(scenario_controllers(env.name))
+    rules = {**_RULES.get(env.name, {}), **_TEACHERS_ONLY.get(env.name, {})}
+    if kind in rules:
+        return rules[kind](env)
+    usable = ", ".join(scenario_controllers(env.name, CONTROLLERS + TEACHERS_ONLY))
     raise ValueError(f"unknown controller {kind!r} for {env.name}; choose one of: {usable}")

@@ -12,7 +12,10 @@ one step of foresight: each agent steps beside an enemy that three of its team w
 and never onto a cell where three enemies would touch it, predicting the enemies' moves by their
 rule: ``envs.opponents.strike_actions``; ``strike_static`` takes the enemies where they stand
 instead), or ``strike2`` (``strike`` planned again with each teammate on the cell its ``strike``
-move takes it to: one round of coordination); team 1 is always ``scripted`` (walks at the
+move takes it to: one round of coordination), or ``rollout`` (each agent alone tries its 5
+actions and plays each 2 steps forward on the env's own dynamics, its team on ``strike`` and the
+enemies on their rule, keeping the one with the best survivors' margin: privileged, a
+kickstarting teacher, not a policy a learner could run); team 1 is always ``scripted`` (walks at the
 nearest enemy within ``sight_radius`` 4, else at the enemy centroid: it sees the whole map, a
 learner sees its 3x3 window).
 ``lookahead`` is a centralised rollout planner over ``pack`` on the env's own dynamics
@@ -32,9 +35,11 @@ import numpy as np
 import tyro
 
 import envs
+from envs.battle import survivors_margin
 from envs.core import LEFT, STAY, UP
 from envs.opponents import (
     CONTROLLERS,
+    TEACHERS_ONLY,
     battle_scripted,
     make_controller,
     pack_actions,
@@ -50,7 +55,7 @@ from experiments.common import (
 from qmarl_jax.evaluate import summarise
 
 REFERENCES = ("stay", "random", "corner", "pack", "scripted", "charge", "strike", "strike2",
-              "strike_static")  # fmt: skip
+              "strike_static", "rollout")  # fmt: skip
 
 
 @dataclasses.dataclass
@@ -72,17 +77,12 @@ def corner_actions(positions: jax.Array) -> jax.Array:
     return jnp.where(row > 0, UP, jnp.where(col > 0, LEFT, STAY)).astype(jnp.int32)
 
 
-def survivors_margin(alive: jax.Array, team0: jax.Array) -> jax.Array:
-    """Team 0's survivors minus team 1's from ``alive bool[..., N]`` -> ``int32[...]``."""
-    return jnp.sum(alive & team0, axis=-1) - jnp.sum(alive & ~team0, axis=-1)
-
-
 def reference_policy(env, reference: str) -> JointPolicy:
     """The ``reference`` controller: ``policy(key, state) -> int32[N]`` (the caller keeps team
     0's entries)."""
     if reference == "charge":
         own = battle_scripted(env, hold_when_adjacent=False)
-    elif reference in CONTROLLERS:  # random, scripted, pack, strike and strike2
+    elif reference in (*CONTROLLERS, *TEACHERS_ONLY):  # random, scripted, pack, strike(2), rollout
         own = make_controller(reference, env)
 
     def policy(key, state):

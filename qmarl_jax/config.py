@@ -18,7 +18,7 @@ from typing import Any
 
 import envs
 from envs.base import require
-from envs.opponents import CONTROLLERS, scenario_controllers
+from envs.opponents import CONTROLLERS, TEACHERS_ONLY, scenario_controllers
 from qmarl_jax.ensemble import MODES
 from qmarl_jax.nmp import Q_HEADS
 
@@ -36,7 +36,9 @@ SCENARIO_FIELDS = {
 LEARN = "learn"
 TEAM_CONTROLLERS = (LEARN, *CONTROLLERS)
 #: Controllers that can teach a learner (``TrainConfig.kickstart``).
-TEACHERS = tuple(k for k in CONTROLLERS if k != "random")
+TEACHERS = (*(k for k in CONTROLLERS if k != "random"), *TEACHERS_ONLY)
+#: The teams a ``TEACHERS_ONLY`` teacher needs: it plans team 0 against the scripted team.
+TEACHER_ONLY_CONTROLLERS = (LEARN, "scripted")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,14 +169,15 @@ class TrainConfig:
     critic learns its values. For fine-tuning a trained policy (``init_from``): an untrained
     critic's advantages are noise, and the first updates on them undo the policy."""
     kickstart: str | None = None
-    """A teacher controller (``envs.opponents``: scripted, Battle's pack, strike or strike2, or
-    Jungle's claim, informed or lookahead - the last a centralised planner, privileged at
-    training time only) whose actions the learning teams' policies are pulled toward while they
-    learn (kickstarting, Schmitt et al. 2018): the loss adds ``kickstart_coef`` x the
-    cross-entropy of every acting node's policy against the teacher's action for its agent in
-    the same state, on the states the learners' own policies visit (so the teacher labels the
-    learner's mistakes, as in DAgger). None = off. Every learner
-    (``algos.common.kickstart_term``)."""
+    """A teacher controller (``envs.opponents``: scripted, Battle's pack, strike, strike2 or
+    rollout, or Jungle's claim, informed or lookahead - rollout and lookahead are planners that
+    see the whole map and play the env forward, privileged at training time only; rollout plans
+    team 0 against the scripted team, so it needs controllers ``("learn", "scripted")``) whose
+    actions the learning teams' policies are pulled toward while they learn (kickstarting,
+    Schmitt et al. 2018): the loss adds ``kickstart_coef`` x the cross-entropy of every acting
+    node's policy against the teacher's action for its agent in the same state, on the states
+    the learners' own policies visit (so the teacher labels the learner's mistakes, as in
+    DAgger). None = off. Every learner (``algos.common.kickstart_term``)."""
     kickstart_coef: float = 1.0
     """Weight of the kickstarting cross-entropy at the first batch; it decays linearly to 0 at
     batch ``kickstart_batches``."""
@@ -344,6 +347,12 @@ class TrainConfig:
     def _check_kickstart(self) -> None:
         if self.kickstart is not None:
             _one_of("kickstart", self.kickstart, scenario_controllers(self.scenario, TEACHERS))
+        if self.kickstart in TEACHERS_ONLY and self.controllers[:2] != TEACHER_ONLY_CONTROLLERS:
+            raise ValueError(
+                f"invalid config field 'controllers'={self.controllers!r}: the {self.kickstart!r} "
+                f"teacher plans team 0's agents against the scripted team; it needs controllers "
+                f"{TEACHER_ONLY_CONTROLLERS!r}"
+            )
         require(self.kickstart_coef >= 0, "kickstart_coef", self.kickstart_coef, "must be >= 0")
         value = self.kickstart_batches
         require(value is None or value >= 1, "kickstart_batches", value,

@@ -376,6 +376,8 @@ def test_evaluate_cli_writes_json_and_rejects_bad_input(jungle_run, tmp_path, ca
         "<run directory>"
     )
     assert f"invalid opponent='nobody'; {allowed}" in capsys.readouterr().err
+    assert evaluate_cli.main(["--run", str(jungle_run), "--opponent", "rollout"]) == 2  # a teacher
+    assert f"invalid opponent='rollout'; {allowed}" in capsys.readouterr().err
     assert evaluate_cli.main(["--run", str(jungle_run), "--ensemble", "max"]) == 2
     assert evaluate_cli.main(["--run", str(tmp_path), "--episodes", "5"]) == 2
 

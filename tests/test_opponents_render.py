@@ -161,6 +161,71 @@ def test_battle_strike2_counts_a_teammate_stepping_in_toward_the_kill():
     assert make_controller("strike2", env)(None, state, None).tolist() == second
 
 
+def _rollout_by_loops(env, params, key, state) -> np.ndarray:
+    """Battle's ``rollout`` teacher one team-0 agent and action at a time (plain Python): the
+    agent's action replaced in the base joint action (team 0 ``strike``, team 1 scripted), the
+    env stepped ``ROLLOUT_HORIZON`` times (the base after the first), the survivors' margin
+    compared; the base action is kept unless another scores more."""
+    scripted = make_controller("scripted", env)
+    team0 = np.asarray(env.teams) == 0
+    step = jax.jit(env.step_no_reset)
+
+    def base(key, state):
+        predicted = scripted(key, state, None)
+        return np.where(team0, opponents.strike_actions(env, state.grid, predicted), predicted)
+
+    base_key, rollout_key = jax.random.split(key)
+    own = base(base_key, state)
+    (played_key,) = jax.random.split(rollout_key, 1)
+    chosen = own.copy()
+    for agent in np.flatnonzero(team0):
+        margins = []
+        for action in range(core.NUM_ACTIONS):
+            joint, now, over = own.copy(), state, False
+            joint[agent] = action
+            for step_key in jax.random.split(played_key, opponents.ROLLOUT_HORIZON):
+                act_key, env_key = jax.random.split(step_key)
+                if not over:
+                    _, now, _, terminated, truncated, _ = step(env_key, now, joint, params)
+                    over = bool(terminated | truncated)
+                joint = base(act_key, now)
+            alive = np.asarray(now.grid.alive)
+            margins.append(int(alive[team0].sum()) - int(alive[~team0].sum()))
+        if max(margins) > margins[own[agent]]:
+            chosen[agent] = int(np.argmax(margins))
+    return chosen
+
+
+def test_battle_rollout_teacher_matches_a_loop_over_agents_and_actions():
+    """On the states of a strike-against-scripted game, the ``rollout`` teacher gives team 0
+    each agent's best action by its own rollouts and team 1 the scripted rule's; somewhere it
+    departs from ``strike``."""
+    env, params = envs.make("battle", "tiny")
+    teacher = jax.jit(make_controller("rollout", env))
+    strike = jax.jit(make_controller("strike", env))
+    scripted = jax.jit(make_controller("scripted", env))
+    team0 = np.asarray(env.teams) == 0
+    _, state = env.reset(jax.random.key(4), params)
+    departures = 0
+    for t in range(8):
+        key = jax.random.fold_in(jax.random.key(5), t)
+        actions = np.asarray(teacher(key, state, params))
+        np.testing.assert_array_equal(actions, _rollout_by_loops(env, params, key, state))
+        np.testing.assert_array_equal(
+            actions[~team0], np.asarray(scripted(key, state, params))[~team0]
+        )
+        departures += int((actions != np.asarray(strike(key, state, params)))[team0].sum())
+        _, state, *_ = env.step_no_reset(jax.random.fold_in(key, 1), state, actions, params)
+    assert departures > 0
+
+
+def test_battle_rollout_teacher_refuses_large_worlds():
+    env, _ = envs.make("battle", "tiny", num_agents=opponents.ROLLOUT_MAX_AGENTS + 2)
+    with pytest.raises(ValueError, match=r"'num_agents'=66: Battle's rollout teacher plays the "
+                                         r"whole world once per agent and action"):  # fmt: skip
+        make_controller("rollout", env)
+
+
 def test_battle_strike_rule_on_a_hand_made_grid():
     from envs.core import LEFT, STAY, UP
 
@@ -184,8 +249,9 @@ def test_battle_strike_rule_on_a_hand_made_grid():
 def test_battle_rules_are_battle_only_and_jungle_rules_jungle_only():
     env, _ = envs.make("jungle")
     allowed = "choose one of: random, scripted, claim, informed, lookahead$"
-    with pytest.raises(ValueError, match=f"'strike' for jungle; {allowed}"):
-        make_controller("strike", env)
+    for kind in ("strike", "rollout"):
+        with pytest.raises(ValueError, match=f"'{kind}' for jungle; {allowed}"):
+            make_controller(kind, env)
     env, _ = envs.make("battle")
     for kind in ("claim", "informed", "lookahead"):
         with pytest.raises(ValueError, match=f"'{kind}' for battle; choose one of: random, scr"):
@@ -432,7 +498,7 @@ def test_controllers_give_valid_actions_under_jit(scenario, kind):
 
 def test_unknown_controller_is_refused():
     env, _ = envs.make("battle")
-    allowed = "random, scripted, pack, strike, strike2$"
+    allowed = "random, scripted, pack, strike, strike2, rollout$"
     with pytest.raises(
         ValueError, match=f"unknown controller 'smart' for battle; choose one of: {allowed}"
     ):

@@ -609,6 +609,26 @@ def test_scenario_rules_are_controllers_and_teachers_of_their_scenario_only():
         make_config("battle", kickstart="claim")
 
 
+def test_battle_rollout_is_a_teacher_of_team_0_against_the_scripted_team_only():
+    assert make_config("battle", kickstart="rollout").kickstart == "rollout"
+    with pytest.raises(ValueError, match=r"'kickstart'='rollout'; choose one of: scripted, claim"):
+        make_config("jungle", kickstart="rollout")
+    for controllers in (("scripted", "learn"), ("learn", "learn"), ("learn", "strike")):
+        with pytest.raises(
+            ValueError,
+            match=r"'controllers'=.*: the 'rollout' teacher plans team 0's agents against the "
+            r"scripted team; it needs controllers \('learn', 'scripted'\)",
+        ):
+            make_config("battle", kickstart="rollout", controllers=controllers)
+    for team in (0, 1):  # no controller of a team
+        controllers = ["learn", "scripted"]
+        controllers[team] = "rollout"
+        with pytest.raises(ValueError, match=rf"'controllers\[{team}\]'='rollout'; choose one "
+                                             r"of: learn, random, scripted, pack, strike, "
+                                             r"strike2$"):  # fmt: skip
+            make_config("battle", controllers=tuple(controllers))
+
+
 def test_kickstart_weight_decays_linearly_to_zero():
     def weights(**overrides):
         trainer = Trainer(make_config("battle", kickstart="strike", num_batches=8, **overrides))
