@@ -48,7 +48,7 @@ from envs import core
 from envs.base import GridEnv, require
 from envs.battle import survivors_margin
 from envs.deception import ADVERSARY, HOME
-from envs.planner import JointPolicy, agentwise_policy, lookahead_policy
+from envs.planner import JointPolicy, RolloutValue, agentwise_policy, lookahead_policy
 
 Policy = Callable[[jax.Array, object, object], jax.Array]
 #: ``strike``'s preference for ``pack``'s action over another move with as many kills.
@@ -533,6 +533,13 @@ def battle_strike2(env: GridEnv) -> Policy:
     return policy
 
 
+def survivors_margin_value(env: GridEnv) -> RolloutValue:
+    """A Battle rollout's value for team 0: its survivors minus team 1's at the rollout's end,
+    ``float32[]`` (the planners' ``value``)."""
+    team0 = jnp.asarray(env.teams) == 0
+    return lambda final, rewards: survivors_margin(final.grid.alive, team0).astype(jnp.float32)
+
+
 def battle_rollout(env: GridEnv) -> Policy:
     """Battle's ``rollout`` teacher: each team-0 agent alone tries its 5 actions while its team
     plays ``strike`` and team 1 the scripted rule, plays each ``ROLLOUT_HORIZON`` steps on the
@@ -551,10 +558,8 @@ def battle_rollout(env: GridEnv) -> Policy:
         predicted = scripted(key, state, None)
         return jnp.where(team0, strike_actions(env, state.grid, predicted), predicted)
 
-    def margin(final, rewards):
-        return survivors_margin(final.grid.alive, team0).astype(jnp.float32)
-
     planned = np.flatnonzero(env.teams == 0)
+    margin = survivors_margin_value(env)
     plan = agentwise_policy(env, env.default_params(), base, margin, ROLLOUT_HORIZON, planned)
     return lambda key, state, params: plan(key, state)
 

@@ -44,6 +44,7 @@ from envs.opponents import (
     make_controller,
     pack_actions,
     strike_actions,
+    survivors_margin_value,
 )
 from envs.planner import JointPolicy, lookahead_policy
 from experiments.common import (
@@ -109,9 +110,7 @@ def planner(env, params, candidates: int, horizon: int) -> JointPolicy:
     def base(key, state):
         return jnp.where(team0, pack_actions(env, state.grid), scripted(key, state, None))
 
-    def margin(final, rewards):
-        return survivors_margin(final.grid.alive, team0).astype(jnp.float32)
-
+    margin = survivors_margin_value(env)
     return lookahead_policy(env, params, base, margin, candidates, horizon, planned=team0)
 
 
