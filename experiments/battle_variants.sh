@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Battle kickstarting variants (the kickstart preset: strike2's cross-entropy from scratch, 7x7
+# Battle kickstarting variants (the kickstart preset: rollout's cross-entropy from scratch, 7x7
 # view, graph radius 2, kill credit 1.0, 600 batches of 32 games), each on SEEDS vmapped seeds by
 # experiments.train_seeds and evaluated on 1,000 games at 14 and 28 agents against the scripted
 # team (docs/RESULTS.md, "Kickstarting"). PARALLEL variants run at once on one card; waves,

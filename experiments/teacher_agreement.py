@@ -1,5 +1,5 @@
-"""How closely does a trained Battle policy follow the ``strike`` rule (or ``strike2``) on its
-own games?
+"""How closely does a trained Battle policy follow the ``strike`` rule (or ``strike2``, or the
+``rollout`` teacher) on its own games?
 
     python -m experiments.teacher_agreement --run RUN --games 256 [--teacher strike] --json F
 
@@ -38,14 +38,14 @@ class Args:
     minibatch: int = 256
     """States per jitted agreement count."""
     teacher: str | None = None
-    """The rule the states are labelled with: ``strike`` or ``strike2`` (``envs.opponents``);
-    default: the run's own kickstart teacher if it is one of them (a ``--preset kickstart``
-    run's is ``strike2``), else ``strike``."""
+    """The teacher the states are labelled with: ``strike``, ``strike2`` or ``rollout``
+    (``envs.opponents``); default: the run's own kickstart teacher if it is one of them (a
+    ``--preset kickstart`` run's is ``rollout``), else ``strike``."""
     seed: int = 0
     json: str | None = None
 
 
-TEACHERS = ("strike", "strike2")
+TEACHERS = ("strike", "strike2", "rollout")
 
 
 def run_teacher(config) -> str:

@@ -521,25 +521,28 @@ WIDE_VIEW_AC_KICKSTART = dict(WIDE_VIEW_AC, **HELD_TO_CLAIM)
 WIDE_VIEW_AC_FINETUNE = dict(WIDE_VIEW_AC_KICKSTART, lr=0.003, lr_anneal=True, lr_decay=1.0,
                              num_batches=400)  # fmt: skip
 
-#: Battle taught by its ``strike2`` rule (+79.3) from scratch in one run: kickstarting (the
-#: policy's cross-entropy to the rule's actions on its own states, weight 1 decaying to 0 over the
-#: 600 batches) with the 7x7 view the rule reads, kill credit 1.0 and neighbour edges up to 2
-#: cells (graph radius 2: an enemy two cells away, whose move the rule predicts, is a direct
-#: neighbour and its view reaches what decides that move). docs/RESULTS.md, "Kickstarting":
-#: seeds 0-2 (sessions 38-39) +62.4 / +62.2 / +60.2 (mean +61.6; +69.9 at 28 agents). Taught by
-#: ``strike`` (+71.5; ``--kickstart strike``, the preset's teacher until session 40): 600 batches
-#: +58.2 / +58.5 / +58.9 (mean +58.5; +65.1 at 28 agents); 300 batches (session 34) mean +47.3;
-#: session 33 without graph radius 2: mean +37.7; the default's 3 seeds: -1.3.
-KICKSTART = dict(view_radius=3, kill_credit=1.0, kickstart="strike2", graph_radius=2,
+#: Battle taught from scratch in one run by ``rollout`` (+97.4), the per-agent planner over
+#: ``strike`` (each agent alone plays its 5 actions 2 steps forward; privileged, a teacher
+#: only): kickstarting (the policy's cross-entropy to the teacher's actions on its own states,
+#: weight 1 decaying to 0 over the 600 batches) with the 7x7 view the rules read, kill credit
+#: 1.0 and neighbour edges up to 2 cells (graph radius 2: an enemy two cells away, whose move
+#: the rules predict, is a direct neighbour and its view reaches what decides that move).
+#: docs/RESULTS.md, "Each agent's own rollouts as Battle's teacher": seeds 0-2 (sessions 43-44)
+#: +77.5 / +75.1 / +72.2 (mean +74.9). Taught by ``strike2`` (+79.3; ``--kickstart strike2``,
+#: the preset's teacher in sessions 40-43): +62.4 / +62.2 / +60.2 (mean +61.6; +69.9 at 28
+#: agents); by ``strike`` (+71.5; ``--kickstart strike``, until session 40): mean +58.5 (+65.1
+#: at 28 agents); 300 batches (session 34) mean +47.3; session 33 without graph radius 2: mean
+#: +37.7; the default's 3 seeds: -1.3.
+KICKSTART = dict(view_radius=3, kill_credit=1.0, kickstart="rollout", graph_radius=2,
                  num_batches=600)  # fmt: skip
 
 #: The second stage of Battle's best recipe: RL alone, without the teacher, for 300 batches at a
 #: tenth of the learning rate (annealed), from a ``kickstart`` run (``init_from``, required).
-#: docs/RESULTS.md, "RL alone after the teacher": the policy leaves its teacher where RL finds
-#: better and ends above it: seeds 0-2 +76.8 / +81.3 / +83.6 (mean +80.6; +84.7 at 28 agents;
-#: sessions 38-39); after a ``--kickstart strike`` first stage +73.2 / +74.9 / +75.3 (mean
-#: +74.5; +78.7 at 28 agents). Run a second time from its own result (session 40): +82.4 /
-#: +79.0 / +80.4 (mean +80.6 again) and +87.8 / +90.7 / +87.4 at 28 agents (mean +88.6).
+#: docs/RESULTS.md, "Each agent's own rollouts as Battle's teacher" (sessions 43-44): after the
+#: ``rollout`` first stage, seeds 0-2 +81.9 / +84.8 / +78.2 (mean +81.6; +89.5 at 28 agents);
+#: run a second time from its own result +86.1 / +85.9 / +78.6 (mean +83.5; +90.6 at 28
+#: agents). After a ``strike2`` first stage ("RL alone after the teacher", sessions 38-40):
+#: mean +80.6 (+84.7 at 28 agents), a second time +80.6 (+88.6); after ``strike``: mean +74.5.
 KICKSTART_FINETUNE = dict(KICKSTART, kickstart=None, lr=3e-4, num_batches=300)
 
 PRESETS = ("default", "paper", "coordinated", "wide_view", "wide_view_ac", "wide_view_kickstart",

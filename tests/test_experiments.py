@@ -719,12 +719,15 @@ def test_teacher_agreement_measures_a_battle_run_on_its_own_games(tmp_path):
     assert (teacher_of(), teacher_of(kickstart="pack")) == ("strike", "strike")
     assert teacher_of(kickstart="strike") == "strike"
     assert teacher_of(kickstart="strike2") == "strike2"
-    assert teacher_agreement.run_teacher(make_config("battle", "kickstart")) == "strike2"
+    assert teacher_agreement.run_teacher(make_config("battle", "kickstart")) == "rollout"
+    by_rollout = teacher_agreement.main(dataclasses.replace(args, teacher="rollout", json=None))
+    assert by_rollout["teacher"] == "rollout" and 0.0 <= by_rollout["agreement"]["all"] <= 1.0
     assert json.loads((tmp_path / "a.json").read_text())["agreement"] == agreement
     assert teacher_agreement.main(dataclasses.replace(args, json=None))["agreement"] == agreement
     with pytest.raises(ValueError, match="'games'=0"):
         teacher_agreement.main(dataclasses.replace(args, games=0))
-    with pytest.raises(ValueError, match="'teacher'='pack': choose one of: strike, strike2"):
+    allowed = "choose one of: strike, strike2, rollout"
+    with pytest.raises(ValueError, match=f"'teacher'='pack': {allowed}"):
         teacher_agreement.main(dataclasses.replace(args, teacher="pack"))
     selfplay = make_config("battle", controllers=("learn", "learn"))
     refusals = ((make_config("jungle"), "jungle run; choose a Battle run"),
@@ -866,7 +869,7 @@ def test_battle_variants_script_names_valid_configs():
     base = make_config("battle", "kickstart")
     for name in names:
         config = tyro.cli(type(base), default=base, args=variant_flags(function, name))
-        assert config.kickstart == "strike2" and (config == base) == (name == "ks"), name
+        assert config.kickstart == "rollout" and (config == base) == (name == "ks"), name
     longer = tyro.cli(type(base), default=base, args=variant_flags(function, "ks_long"))
     assert longer.num_batches == 1200
     refused = refused_variant(function)

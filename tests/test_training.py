@@ -809,10 +809,10 @@ def test_wide_view_kickstart_preset_is_jungle_held_to_the_claim_rule():
         make_config("battle", "wide_view_kickstart")
 
 
-def test_kickstart_preset_is_battle_taught_by_strike2_from_scratch():
+def test_kickstart_preset_is_battle_taught_by_rollout_from_scratch():
     config = make_config("battle", "kickstart")
     assert (config.kickstart, config.kickstart_coef, config.kickstart_batches) == (
-        "strike2",
+        "rollout",
         1.0,
         None,
     )
