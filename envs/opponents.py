@@ -145,6 +145,8 @@ def _random_moves(key: jax.Array, n: int) -> jax.Array:
 
 
 def jungle_scripted(env: GridEnv) -> Policy:
+    """Jungle's scripted controller: stay beside food, else step toward the nearest food in sight,
+    else a random move -> ``policy(key, state, params) -> int[N]`` actions."""
     sight = core.window_displacements(env.config.sight_radius)
 
     def policy(key, state, params):
@@ -392,6 +394,11 @@ def battle_scripted(env: GridEnv, hold_when_adjacent: bool = True) -> Policy:
 
 
 def deception_scripted(env: GridEnv) -> Policy:
+    """Deception's scripted controllers -> ``policy(key, state, params) -> int[N]`` actions.
+
+    Home agents step toward the nearest target in sight (else a random move); adversaries head for
+    the landmark most crowded by home agents (in sight, else over the map) and hold within 1 of it.
+    """
     sight = core.window_displacements(env.config.sight_radius)
 
     def policy(key, state, params):

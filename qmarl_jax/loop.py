@@ -51,6 +51,7 @@ def enable_determinism() -> None:
 
 
 def new_run_dir(config: TrainConfig, root: str | Path = "runs") -> Path:
+    """A fresh ``root/<scenario>-<YYYYmmdd-HHMMSS>[-k]`` path, unique on disk; not created here."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
     path = Path(root) / f"{config.scenario}-{stamp}"
     suffix = 1
