@@ -100,7 +100,7 @@ def time_left(state, num_agents: int) -> jax.Array:
 
 def require(condition: bool, field: str, value: Any, message: str) -> None:
     """Unless ``condition``, raise ``ValueError`` naming the config ``field``, its ``value`` and
-    ``message`` (the allowed values)."""
+    ``message`` (what is allowed)."""
     if not condition:
         raise ValueError(f"invalid config field '{field}'={value!r}: {message}")
 
