@@ -35,6 +35,7 @@ import numpy as np
 import tyro
 
 import envs
+from envs.base import require
 from envs.battle import survivors_margin
 from envs.core import LEFT, STAY, UP
 from envs.opponents import (
@@ -69,6 +70,9 @@ class Args(ReferenceArgs):
     """Joint actions the planner scores per step."""
     lookahead_horizon: int = 6
     """Steps each candidate is played out (the first with the candidate, then ``pack``)."""
+    rollout_episodes: int | None = None
+    """Games of ``rollout``, by far the costliest reference (each step every team-0 agent plays
+    its 5 actions 2 steps forward): the first of the ``episodes`` keys; None = all of them."""
 
 
 def corner_actions(positions: jax.Array) -> jax.Array:
@@ -144,13 +148,27 @@ def summarise_outcomes(name: str, outcome: np.ndarray) -> dict:
     return {**r, "episodes": int(outcome.size)}
 
 
+def reference_episodes(args: Args, reference: str) -> int:
+    """How many of the ``episodes`` games ``reference`` plays (``rollout_episodes`` for
+    ``rollout``, else all), after refusing a ``rollout_episodes`` outside 1..``episodes``."""
+    if args.rollout_episodes is not None:
+        allowed = f"must be in 1..episodes ({args.episodes}) or None"
+        require(1 <= args.rollout_episodes <= args.episodes, "rollout_episodes",
+                args.rollout_episodes, allowed)  # fmt: skip
+        if reference == "rollout":
+            return args.rollout_episodes
+    return args.episodes
+
+
 def main(args: Args) -> dict:
     require_planner_settings(args)
+    reference_episodes(args, "rollout")
     env, params = envs.make("battle", args.preset)
     keys = jax.random.split(jax.random.PRNGKey(args.seed), args.episodes)
     rows = {}
     for reference in REFERENCES:
-        outcome = outcomes(env, params, reference_policy(env, reference), keys)
+        games = keys[: reference_episodes(args, reference)]
+        outcome = outcomes(env, params, reference_policy(env, reference), games)
         rows[reference] = summarise_outcomes(reference, np.asarray(outcome))
     if args.lookahead_episodes:
         policy = planner(env, params, args.lookahead_candidates, args.lookahead_horizon)

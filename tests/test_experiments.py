@@ -189,12 +189,15 @@ def test_battle_reference_policies(tmp_path):
     from experiments import battle_reference
 
     out = tmp_path / "ref.json"
+    # rollout plays the first 100 games only: it costs about 5x all the others together.
     args = battle_reference.Args(episodes=300, json=str(out), lookahead_episodes=20,
-                                 lookahead_candidates=4, lookahead_horizon=2)  # fmt: skip
+                                 lookahead_candidates=4, lookahead_horizon=2,
+                                 rollout_episodes=100)  # fmt: skip
     result = battle_reference.main(args)
     rows = json.loads(out.read_text())["references"]
     assert set(rows) == {*battle_reference.REFERENCES, "lookahead"} == set(result["references"])
     assert rows["lookahead"]["episodes"] == 20 and rows["pack"]["episodes"] == 300
+    assert rows["rollout"]["episodes"] == 100
     for r in rows.values():
         assert r["win"]["mean"] + r["draw"]["mean"] + r["loss"]["mean"] == pytest.approx(1.0)
     mirror = rows["scripted"]["terminal_reward"]
@@ -241,6 +244,13 @@ def test_battle_reference_refuses_a_bad_planner_setting_before_playing():
         ref.main(ref.Args(episodes=10, lookahead_horizon=0))
     with pytest.raises(ValueError, match="lookahead_episodes"):
         ref.main(ref.Args(episodes=10, lookahead_episodes=20))
+    for games in (0, 11):
+        refused = rf"'rollout_episodes'={games}: must be in 1\.\.episodes"
+        with pytest.raises(ValueError, match=refused):
+            ref.main(ref.Args(episodes=10, lookahead_episodes=0, rollout_episodes=games))
+    assert ref.reference_episodes(ref.Args(episodes=10, rollout_episodes=3), "rollout") == 3
+    assert ref.reference_episodes(ref.Args(episodes=10, rollout_episodes=3), "strike") == 10
+    assert ref.reference_episodes(ref.Args(episodes=10), "rollout") == 10
 
 
 def test_deception_reference_rewards_follow_the_rules_on_the_final_states():
