@@ -162,7 +162,7 @@ def reference_episodes(args: Args, reference: str) -> int:
 
 def main(args: Args) -> dict:
     require_planner_settings(args)
-    reference_episodes(args, "rollout")
+    reference_episodes(args, "rollout")  # refuses a bad rollout_episodes before any game
     env, params = envs.make("battle", args.preset)
     keys = jax.random.split(jax.random.PRNGKey(args.seed), args.episodes)
     rows = {}
