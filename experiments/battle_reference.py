@@ -148,21 +148,25 @@ def summarise_outcomes(name: str, outcome: np.ndarray) -> dict:
     return {**r, "episodes": int(outcome.size)}
 
 
-def reference_episodes(args: Args, reference: str) -> int:
-    """How many of the ``episodes`` games ``reference`` plays (``rollout_episodes`` for
-    ``rollout``, else all), after refusing a ``rollout_episodes`` outside 1..``episodes``."""
+def require_rollout_episodes(args: Args) -> None:
+    """Refuse a ``rollout_episodes`` outside 1..``episodes`` before anything is played."""
     if args.rollout_episodes is not None:
         allowed = f"must be in 1..episodes ({args.episodes}) or None"
         require(1 <= args.rollout_episodes <= args.episodes, "rollout_episodes",
                 args.rollout_episodes, allowed)  # fmt: skip
-        if reference == "rollout":
-            return args.rollout_episodes
+
+
+def reference_episodes(args: Args, reference: str) -> int:
+    """How many of the ``episodes`` games ``reference`` plays: ``rollout_episodes`` for
+    ``rollout`` when set, else all of them."""
+    if reference == "rollout" and args.rollout_episodes is not None:
+        return args.rollout_episodes
     return args.episodes
 
 
 def main(args: Args) -> dict:
     require_planner_settings(args)
-    reference_episodes(args, "rollout")  # refuses a bad rollout_episodes before any game
+    require_rollout_episodes(args)
     env, params = envs.make("battle", args.preset)
     keys = jax.random.split(jax.random.PRNGKey(args.seed), args.episodes)
     rows = {}
