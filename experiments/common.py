@@ -68,6 +68,19 @@ def save_references(args: ReferenceArgs, rows: dict) -> dict:
     return result
 
 
+def require_battle_run(run: str) -> None:
+    """Refuse a run that is not Battle learning team 0 alone, naming the field, from its saved
+    config (before anything is restored or compiled)."""
+    from qmarl_jax.checkpoint import load_config
+
+    saved = load_config(Path(run))
+    require(saved.scenario == "battle", "run", run,
+            f"is a {saved.scenario} run; choose a Battle run")  # fmt: skip
+    teams = saved.learning_teams
+    allowed = f"learns teams {teams}; choose a run that learns team 0 alone"
+    require(teams == (0,), "run", run, allowed)
+
+
 def play_episodes(env, params, act: Callable, keys: jax.Array):
     """One episode of ``env.config.max_steps`` steps (no reset) per key, every agent moved by
     ``act(key, state) -> int32[N]`` -> ``(start, final, rewards float32[E, N] summed over the

@@ -24,7 +24,7 @@ import tyro
 from envs.base import require
 from experiments.battle_imitation import held_out_agreement, labelled_games
 from experiments.battle_reference import reference_policy
-from experiments.common import machine, write_json
+from experiments.common import machine, require_battle_run, write_json
 from qmarl_jax.checkpoint import load_config
 from qmarl_jax.loop import load_runner
 
@@ -59,13 +59,8 @@ def main(args: Args) -> dict:
     require(args.minibatch >= 1, "minibatch", args.minibatch, "must be >= 1")
     allowed = f"choose one of: {', '.join(TEACHERS)}"
     require(args.teacher in (None, *TEACHERS), "teacher", args.teacher, allowed)
-    saved = load_config(Path(args.run))  # checked before anything is restored or compiled
-    scenario = saved.scenario
-    require(scenario == "battle", "run", args.run, f"is a {scenario} run; choose a Battle run")
-    teams = saved.learning_teams
-    require(teams == (0,), "run", args.run,
-            f"learns teams {teams}; choose a run that learns team 0 alone")  # fmt: skip
-    teacher = args.teacher or run_teacher(saved)
+    require_battle_run(args.run)
+    teacher = args.teacher or run_teacher(load_config(Path(args.run)))
     trainer, runner = load_runner(args.run)
     play = labelled_games(trainer, reference_policy(trainer.env, teacher), args.games, False)
     data = play(runner.teams[0].params, jax.random.PRNGKey(args.seed))

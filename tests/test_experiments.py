@@ -979,3 +979,63 @@ def test_battle_student_imitates_then_fine_tunes_then_evaluates_and_resumes(tmp_
         battle_student.check(dataclasses.replace(args, iterations=2))
     with pytest.raises(ValueError, match=r"incompatible config.*lr: saved 0.0001, requested 0.001"):
         battle_student.check(dataclasses.replace(args, lr=1e-3))
+
+
+def test_battle_losses_pairs_a_run_with_the_references_on_the_same_start_states(tmp_path):
+    """The policy starts each game where ``play_episodes`` (the references' games) starts it;
+    the same seed gives the same games; the summaries agree with the per-game outcomes; bad
+    settings and a run of another scenario are refused, naming the field, before any play."""
+    from envs.core import STAY
+    from experiments import battle_losses
+    from experiments.common import play_episodes
+    from qmarl_jax.checkpoint import save_config
+
+    config = make_config("battle", num_batches=1, games_per_batch=2, max_steps=4, width=16,
+                         num_blocks=1)  # fmt: skip
+    run = str(loop.train(config, run_dir=tmp_path / "run", progress=False, finish=False))
+    trainer = loop.load_runner(run)[0]
+    keys = jax.random.split(jax.random.PRNGKey(4), 3)
+    stay = lambda key, state: jnp.full(trainer.env.num_agents, STAY, jnp.int32)
+    played_from = play_episodes(trainer.env, trainer.env_params, stay, keys)[0]
+    _, ours = battle_losses.start_states(trainer.env, trainer.env_params, keys)
+    np.testing.assert_array_equal(ours.grid.positions, played_from.grid.positions)
+
+    args = battle_losses.Args(run=run, episodes=5, batch=2, references=("strike2", "pack"),
+                              json=str(tmp_path / "l.json"))  # fmt: skip
+    out = battle_losses.main(args)
+    per_game = {k: np.asarray(v) for k, v in out["per_game"].items()}
+    assert set(per_game) == {"policy_sampled", "policy_greedy", "strike2", "pack"}
+    assert all(v.shape == (5,) and set(v) <= {-1, 0, 1} for v in per_game.values())
+    for name, outcome in per_game.items():
+        assert out["players"][name]["loss"]["mean"] == pytest.approx(np.mean(outcome < 0))
+    assert out["on_policy_losses"]["games"] == int(np.sum(per_game["policy_sampled"] < 0))
+    assert json.loads((tmp_path / "l.json").read_text())["per_game"] == out["per_game"]
+    again = battle_losses.main(dataclasses.replace(args, json=None))
+    assert again["per_game"] == out["per_game"]
+
+    for field, bad in (("episodes", 0), ("batch", 0), ("references", ("lookahead",))):
+        with pytest.raises(ValueError, match=f"'{field}'="):
+            battle_losses.main(dataclasses.replace(args, **{field: bad}))
+    (tmp_path / "jungle").mkdir()
+    save_config(tmp_path / "jungle", make_config("jungle"))
+    with pytest.raises(ValueError, match=r"'run'=.*jungle run; choose a Battle run"):
+        battle_losses.main(dataclasses.replace(args, run=str(tmp_path / "jungle")))
+
+
+def test_battle_losses_analysis_on_hand_made_outcomes():
+    """Five games by hand: the sampled policy loses games 0, 1 and 4."""
+    from experiments.battle_losses import loss_analysis
+
+    per_game = {"policy_sampled": np.array([-1, -1, 1, 0, -1]),
+                "policy_greedy": np.array([-1, 1, 1, 1, 0]),
+                "rule": np.array([1, -1, 1, 1, 1])}  # fmt: skip
+    out = loss_analysis(per_game, ("rule",))
+    on_losses = out["on_policy_losses"]
+    assert on_losses["games"] == 3
+    assert on_losses["policy_greedy"] == pytest.approx({"win": 1 / 3, "draw": 1 / 3, "loss": 1 / 3})
+    assert on_losses["rule"] == pytest.approx({"win": 2 / 3, "draw": 0.0, "loss": 1 / 3})
+    assert out["lost_both_modes"] == {"games": 1, "if_independent": pytest.approx(3 * 1 / 5)}
+    # rule - policy per game, x100: 200, 0, 0, 100, 200 -> mean 100, sample std 100.
+    paired = out["paired_vs_policy"]["rule"]
+    half = 1.959964 * 100 / math.sqrt(5)
+    assert paired == pytest.approx({"mean": 100.0, "low": 100 - half, "high": 100 + half}, 1e-5)
