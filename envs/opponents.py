@@ -27,7 +27,8 @@ than ``FOOD_SEARCH_MAX_AGENTS`` agents.
   its 5 actions two steps forward on the env's own dynamics (``envs.planner.agentwise_policy``
   over ``strike``) and keeps the best: +97.4. It sees the whole map and costs O(N^2) per step,
   so it is no controller of a team but a privileged teacher of team 0 against ``scripted``
-  (``TEACHERS_ONLY``), for at most ``ROLLOUT_MAX_AGENTS`` agents.
+  (``TEACHERS_ONLY``), for at most ``ROLLOUT_MAX_AGENTS`` agents. ``rollout_own`` is ``rollout``
+  over the learner's own joint move: it corrects the learner's moves instead of ``strike``'s.
 * Deception: adversaries head for the landmark with the most home agents within distance 2 (the
   best one in sight, nearest on ties, else the best overall, ties broken by cell, never by which
   landmarks are targets) and hold within distance 1 of it; home agents walk to
@@ -547,16 +548,12 @@ def survivors_margin_value(env: GridEnv) -> RolloutValue:
     return lambda final, rewards: survivors_margin(final.grid.alive, team0).astype(jnp.float32)
 
 
-def battle_rollout(env: GridEnv) -> Policy:
-    """Battle's ``rollout`` teacher: each team-0 agent alone tries its 5 actions while its team
-    plays ``strike`` and team 1 the scripted rule, plays each ``ROLLOUT_HORIZON`` steps on the
-    env's own dynamics and keeps the one with the best survivors' margin
-    (``envs.planner.agentwise_policy``): +97.4 terminal reward x100 against ``scripted`` on
-    ``tiny``. Privileged - it sees the whole map, knows the scripted rule and plays the env
-    forward - so a teacher only (team 0's, against the scripted team; team 1's entries are the
-    scripted rule's); refuses worlds of more than ``ROLLOUT_MAX_AGENTS`` agents."""
+def _battle_agentwise(env: GridEnv, name: str) -> JointPolicy:
+    """``agentwise_policy`` for Battle's team 0 over ``strike`` (team 1 on the scripted rule),
+    ``ROLLOUT_HORIZON`` steps scored by the survivors' margin: ``plan(key, state, moves=None)``.
+    Refuses worlds of more than ``ROLLOUT_MAX_AGENTS`` agents, naming ``name``."""
     require(env.num_agents <= ROLLOUT_MAX_AGENTS, "num_agents", env.num_agents,
-            f"Battle's rollout teacher plays the whole world once per agent and action "
+            f"Battle's {name} teacher plays the whole world once per agent and action "
             f"(O(N^2) per step); use at most {ROLLOUT_MAX_AGENTS} agents")  # fmt: skip
     scripted = battle_scripted(env)
     team0 = jnp.asarray(env.teams) == 0
@@ -567,8 +564,36 @@ def battle_rollout(env: GridEnv) -> Policy:
 
     planned = np.flatnonzero(env.teams == 0)
     margin = survivors_margin_value(env)
-    plan = agentwise_policy(env, env.default_params(), base, margin, ROLLOUT_HORIZON, planned)
+    return agentwise_policy(env, env.default_params(), base, margin, ROLLOUT_HORIZON, planned)
+
+
+def battle_rollout(env: GridEnv) -> Policy:
+    """Battle's ``rollout`` teacher: each team-0 agent alone tries its 5 actions while its team
+    plays ``strike`` and team 1 the scripted rule, plays each ``ROLLOUT_HORIZON`` steps on the
+    env's own dynamics and keeps the one with the best survivors' margin
+    (``envs.planner.agentwise_policy``): +97.4 terminal reward x100 against ``scripted`` on
+    ``tiny``. Privileged - it sees the whole map, knows the scripted rule and plays the env
+    forward - so a teacher only (team 0's, against the scripted team; team 1's entries are the
+    scripted rule's); refuses worlds of more than ``ROLLOUT_MAX_AGENTS`` agents."""
+    plan = _battle_agentwise(env, "rollout")
     return lambda key, state, params: plan(key, state)
+
+
+def battle_rollout_own(env: GridEnv) -> Policy:
+    """Battle's ``rollout_own`` teacher: ``rollout`` over the learner's own joint move.
+
+    Its third argument is the joint move just played, ``int32[N]`` (team 0's the learner's, team
+    1's the scripted rule's; the actor passes it: ``MOVE_TEACHERS``). Each team-0 agent tries its
+    5 actions against the others' moves for one step, then every agent plays ``strike`` or the
+    scripted rule for ``ROLLOUT_HORIZON - 1`` more, and the agent keeps its own move unless
+    another scores a strictly better survivors' margin. Its label is the learner's own move
+    except where that foresight finds a better one, so a kickstarting cross-entropy to it pulls
+    toward those corrections alone in expectation (a move sampled from the policy itself has an
+    expected score gradient of 0): it does not pull a student with its own style back to
+    ``strike``, as ``rollout`` does. Without moves (None) it is ``rollout``. Privileged and
+    O(N^2) like ``rollout``: a teacher only."""
+    plan = _battle_agentwise(env, "rollout_own")
+    return lambda key, state, moves: plan(key, state, moves)
 
 
 _SCRIPTED = {"jungle": jungle_scripted, "battle": battle_scripted, "deception": deception_scripted}
@@ -577,10 +602,12 @@ _RULES = {"battle": {"pack": battle_pack, "strike": battle_strike, "strike2": ba
           "jungle": {"claim": jungle_claim, "informed": jungle_informed,
                      "lookahead": jungle_lookahead}}  # fmt: skip
 #: Teachers that plan for team 0 against the scripted team: no controller of a team.
-_TEACHERS_ONLY = {"battle": {"rollout": battle_rollout}}
+_TEACHERS_ONLY = {"battle": {"rollout": battle_rollout, "rollout_own": battle_rollout_own}}
 CONTROLLERS = ("random", "scripted", *(kind for rules in _RULES.values() for kind in rules))
 #: Kickstarting teachers only (``TrainConfig.kickstart`` with team 0 learning, team 1 scripted).
 TEACHERS_ONLY = tuple(kind for rules in _TEACHERS_ONLY.values() for kind in rules)
+#: Teachers whose third argument is the joint move just played (``int32[N]``), not parameters.
+MOVE_TEACHERS = ("rollout_own",)
 #: Controllers and teachers only some scenarios have -> those scenarios.
 SCENARIO_CONTROLLERS = {kind: (scenario,) for table in (_RULES, _TEACHERS_ONLY)
                         for scenario, rules in table.items() for kind in rules}  # fmt: skip
@@ -596,7 +623,7 @@ def scenario_controllers(scenario: str, kinds=CONTROLLERS) -> tuple[str, ...]:
 def make_controller(kind: str, env: GridEnv) -> Policy:
     """The ``kind`` controller (``CONTROLLERS``; ``pack``, ``strike``, ``strike2``: Battle only;
     ``claim``, ``informed``, ``lookahead``: Jungle only) or teacher (``TEACHERS_ONLY``:
-    Battle's ``rollout``) for ``env``'s scenario."""
+    Battle's ``rollout`` and ``rollout_own``) for ``env``'s scenario."""
     if kind == "random":
         return random_policy(env)
     if kind == "scripted":

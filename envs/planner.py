@@ -86,23 +86,26 @@ def lookahead_policy(env, params, base: JointPolicy, value: RolloutValue, candid
 
 def agentwise_policy(env, params, base: JointPolicy, value: RolloutValue, horizon: int,
                      planned: np.ndarray, rollouts: int = 1) -> JointPolicy:  # fmt: skip
-    """One step of policy improvement over ``base`` for each agent alone: ``policy(key, state)
-    -> int32[N]``.
+    """One step of policy improvement over ``base`` for each agent alone: ``policy(key, state,
+    moves=None) -> int32[N]``.
 
     Each agent of ``planned`` (``int[P]`` agent ids, static) tries each of its actions while every
     other agent plays ``base``'s, plays it for one step and ``base`` for ``horizon - 1`` more on
     the env's own dynamics (the same ``rollouts`` keys for every try), and keeps the action with
     the best mean ``value`` (``base``'s on ties). The planned agents decide together, each on the
-    assumption that the others play ``base``; the other agents play ``base``. Costs P x 5 x
-    ``rollouts`` whole-world rollouts per step: O(P x N), for small worlds.
+    assumption that the others play ``base``; the other agents play ``base``. Given ``moves
+    int32[N]`` (a joint move already chosen, e.g. a learner's), the first step starts from
+    ``moves`` instead of ``base``'s: each agent tries its actions against the others' ``moves``
+    and keeps its own move on ties. Costs P x 5 x ``rollouts`` whole-world rollouts per step:
+    O(P x N), for small worlds.
     """
     planned = np.asarray(planned, np.int32)
     played = rollout_value(env, params, base, value, horizon)
     tried = jnp.arange(core.NUM_ACTIONS, dtype=jnp.int32)
 
-    def policy(key, state):
+    def policy(key, state, moves=None):
         base_key, rollout_key = jax.random.split(key)
-        own = base(base_key, state)
+        own = base(base_key, state) if moves is None else jnp.asarray(moves, jnp.int32)
         keys = jax.random.split(rollout_key, rollouts)
 
         def score(agent, action):

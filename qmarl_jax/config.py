@@ -169,10 +169,12 @@ class TrainConfig:
     critic learns its values. For fine-tuning a trained policy (``init_from``): an untrained
     critic's advantages are noise, and the first updates on them undo the policy."""
     kickstart: str | None = None
-    """A teacher controller (``envs.opponents``: scripted, Battle's pack, strike, strike2 or
-    rollout, or Jungle's claim, informed or lookahead - rollout and lookahead are planners that
-    see the whole map and play the env forward, privileged at training time only; rollout plans
-    team 0 against the scripted team, so it needs controllers ``("learn", "scripted")``) whose
+    """A teacher controller (``envs.opponents``: scripted, Battle's pack, strike, strike2,
+    rollout or rollout_own, or Jungle's claim, informed or lookahead - rollout(_own) and
+    lookahead are planners that see the whole map and play the env forward, privileged at
+    training time only; rollout(_own) plans team 0 against the scripted team, so it needs
+    controllers ``("learn", "scripted")``; rollout_own corrects the moves the learner just
+    played rather than ``strike``'s) whose
     actions the learning teams' policies are pulled toward while they learn (kickstarting,
     Schmitt et al. 2018): the loss adds ``kickstart_coef`` x the cross-entropy of every acting
     node's policy against the teacher's action for its agent in the same state, on the states

@@ -18,7 +18,7 @@ import numpy as np
 from flax import struct
 
 from envs.base import GridEnv
-from envs.opponents import make_controller
+from envs.opponents import MOVE_TEACHERS, make_controller
 from qmarl_jax import graph
 from qmarl_jax.algos.common import Heads, TeamBatch, label_log_probs, per_node
 from qmarl_jax.config import LEARN, TrainConfig
@@ -126,12 +126,15 @@ class Actor:
         self.team_of_agent = np.asarray(env.teams)
         self.teacher = make_controller(config.kickstart, env) if config.kickstart else None
 
-    def teacher_actions(self, key, states) -> jax.Array | None:
+    def teacher_actions(self, key, states, moves) -> jax.Array | None:
         """The kickstarting teacher's actions of every agent of E envs -> ``int32[E, N]``, or
-        None without a teacher."""
+        None without a teacher. ``moves int32[E, N]``: the joint moves just played from
+        ``states``, which a ``MOVE_TEACHERS`` teacher corrects (the others ignore them)."""
         if self.teacher is None:
             return None
         keys = jax.random.split(key, self.config.games_per_batch)
+        if self.config.kickstart in MOVE_TEACHERS:
+            return jax.vmap(self.teacher)(keys, states, moves)
         return jax.vmap(self.teacher, in_axes=(0, 0, None))(keys, states, None)
 
     def build_graphs(self, grids, team: int):
@@ -237,7 +240,7 @@ def collect(
             jax.random.split(step_key, num_envs), states, actions, env_params
         )
         info = {k: v for k, v in info.items() if k != "final_observation"}
-        teacher = actor.teacher_actions(jax.random.fold_in(key, 1), states)
+        teacher = actor.teacher_actions(jax.random.fold_in(key, 1), states, actions)
         record = (obs.features, obs.alive, live, actions, acts, reward, terminated, truncated,
                   info, teacher)  # fmt: skip
         return (next_obs, next_states, live & ~(terminated | truncated)), record

@@ -161,11 +161,12 @@ def test_battle_strike2_counts_a_teammate_stepping_in_toward_the_kill():
     assert make_controller("strike2", env)(None, state, None).tolist() == second
 
 
-def _rollout_by_loops(env, params, key, state) -> np.ndarray:
+def _rollout_by_loops(env, params, key, state, moves=None) -> np.ndarray:
     """Battle's ``rollout`` teacher one team-0 agent and action at a time (plain Python): the
     agent's action replaced in the base joint action (team 0 ``strike``, team 1 scripted), the
     env stepped ``ROLLOUT_HORIZON`` times (the base after the first), the survivors' margin
-    compared; the base action is kept unless another scores more."""
+    compared; the base action is kept unless another scores more. Given ``moves``, they are the
+    first step's joint action instead of the base's (``rollout_own``)."""
     scripted = make_controller("scripted", env)
     team0 = np.asarray(env.teams) == 0
     step = jax.jit(env.step_no_reset)
@@ -175,7 +176,7 @@ def _rollout_by_loops(env, params, key, state) -> np.ndarray:
         return np.where(team0, opponents.strike_actions(env, state.grid, predicted), predicted)
 
     base_key, rollout_key = jax.random.split(key)
-    own = base(base_key, state)
+    own = base(base_key, state) if moves is None else np.asarray(moves).copy()
     (played_key,) = jax.random.split(rollout_key, 1)
     chosen = own.copy()
     for agent in np.flatnonzero(team0):
@@ -196,34 +197,46 @@ def _rollout_by_loops(env, params, key, state) -> np.ndarray:
     return chosen
 
 
-def test_battle_rollout_teacher_matches_a_loop_over_agents_and_actions():
-    """On the states of a strike-against-scripted game, the ``rollout`` teacher gives team 0
-    each agent's best action by its own rollouts and team 1 the scripted rule's; somewhere it
-    departs from ``strike``."""
+@pytest.mark.parametrize("kind", ["rollout", "rollout_own"])
+def test_battle_rollout_teachers_match_a_loop_over_agents_and_actions(kind):
+    """Against a plain loop over agents and actions. ``rollout`` corrects ``strike`` (team 1
+    gets the scripted rule's moves); ``rollout_own`` corrects the joint moves it is given
+    (``strike``'s with noise; team 1 keeps its given moves) and without moves is ``rollout``.
+    Each keeps the move it corrects unless another scores a better margin, and somewhere one
+    does."""
     env, params = envs.make("battle", "tiny")
-    teacher = jax.jit(make_controller("rollout", env))
+    teacher = jax.jit(make_controller(kind, env))
+    rollout = jax.jit(make_controller("rollout", env))
     strike = jax.jit(make_controller("strike", env))
     scripted = jax.jit(make_controller("scripted", env))
     team0 = np.asarray(env.teams) == 0
     _, state = env.reset(jax.random.key(4), params)
-    departures = 0
+    corrections = 0
     for t in range(8):
         key = jax.random.fold_in(jax.random.key(5), t)
-        actions = np.asarray(teacher(key, state, params))
-        np.testing.assert_array_equal(actions, _rollout_by_loops(env, params, key, state))
-        np.testing.assert_array_equal(
-            actions[~team0], np.asarray(scripted(key, state, params))[~team0]
-        )
-        departures += int((actions != np.asarray(strike(key, state, params)))[team0].sum())
-        _, state, *_ = env.step_no_reset(jax.random.fold_in(key, 1), state, actions, params)
-    assert departures > 0
+        corrected = np.where(team0, strike(key, state, params), scripted(key, state, params))
+        moves = None
+        if kind == "rollout_own":  # strike's moves, half of team 0's replaced by random ones
+            noise_key, coin_key = jax.random.split(jax.random.fold_in(key, 2))
+            noise = np.asarray(jax.random.randint(noise_key, (env.num_agents,), 0, 5))
+            coin = team0 & np.asarray(jax.random.bernoulli(coin_key, 0.5, (env.num_agents,)))
+            corrected = moves = np.where(coin, noise, corrected)
+            np.testing.assert_array_equal(np.asarray(teacher(key, state, None)),
+                                          np.asarray(rollout(key, state, None)))  # fmt: skip
+        labels = np.asarray(teacher(key, state, None if moves is None else jnp.asarray(moves)))
+        np.testing.assert_array_equal(labels, _rollout_by_loops(env, params, key, state, moves))
+        np.testing.assert_array_equal(labels[~team0], np.asarray(corrected)[~team0])
+        corrections += int((labels != np.asarray(corrected))[team0].sum())
+        _, state, *_ = env.step_no_reset(jax.random.fold_in(key, 1), state, labels, params)
+    assert corrections > 0
 
 
-def test_battle_rollout_teacher_refuses_large_worlds():
+@pytest.mark.parametrize("kind", ["rollout", "rollout_own"])
+def test_battle_rollout_teachers_refuse_large_worlds(kind):
     env, _ = envs.make("battle", "tiny", num_agents=opponents.ROLLOUT_MAX_AGENTS + 2)
-    with pytest.raises(ValueError, match=r"'num_agents'=66: Battle's rollout teacher plays the "
+    with pytest.raises(ValueError, match=rf"'num_agents'=66: Battle's {kind} teacher plays the "
                                          r"whole world once per agent and action"):  # fmt: skip
-        make_controller("rollout", env)
+        make_controller(kind, env)
 
 
 def test_battle_strike_rule_on_a_hand_made_grid():
@@ -498,7 +511,7 @@ def test_controllers_give_valid_actions_under_jit(scenario, kind):
 
 def test_unknown_controller_is_refused():
     env, _ = envs.make("battle")
-    allowed = "random, scripted, pack, strike, strike2, rollout$"
+    allowed = "random, scripted, pack, strike, strike2, rollout, rollout_own$"
     with pytest.raises(
         ValueError, match=f"unknown controller 'smart' for battle; choose one of: {allowed}"
     ):

@@ -629,6 +629,31 @@ def test_battle_rollout_is_a_teacher_of_team_0_against_the_scripted_team_only():
             make_config("battle", controllers=tuple(controllers))
 
 
+def test_battle_rollout_own_labels_the_moves_the_learner_just_played():
+    """Collected with ``kickstart="rollout_own"``, the teacher corrects the joint moves just
+    played: team 1's labels are its played moves, and team 0's are mostly the learner's own
+    moves. ``rollout`` on the same games (the same parameters and keys: the same moves) labels
+    ``strike``'s corrected moves, which an untrained learner matches far less often."""
+    from qmarl_jax.rollout import collect
+
+    def labelled(kickstart):
+        trainer = Trainer(make_config("battle", kickstart=kickstart, num_batches=1, **SMALL))
+        params = trainer.init(jax.random.PRNGKey(0)).teams[0].params
+        play = jax.jit(lambda key: collect(trainer.actor, (params,), key, trainer.env_params))
+        traj = play(jax.random.PRNGKey(1))
+        acting = np.asarray(traj.alive)[:-1] & np.asarray(traj.live)[:-1][..., None]
+        return np.asarray(traj.actions)[:-1], np.asarray(traj.teacher_actions), acting, trainer
+
+    played, own_labels, acting, trainer = labelled("rollout_own")
+    played_too, rollout_labels, _, _ = labelled("rollout")
+    np.testing.assert_array_equal(played, played_too)
+    team0 = np.asarray(trainer.teams) == 0
+    agree = lambda labels, team: np.mean((labels == played)[acting & team])
+    assert agree(own_labels, ~team0) == 1.0
+    assert 0.7 < agree(own_labels, team0) < 1.0  # a few corrections
+    assert agree(rollout_labels, team0) < agree(own_labels, team0) - 0.3
+
+
 def test_kickstart_weight_decays_linearly_to_zero():
     def weights(**overrides):
         trainer = Trainer(make_config("battle", kickstart="strike", num_batches=8, **overrides))
