@@ -31,7 +31,7 @@ import tyro
 
 from envs.base import require
 from experiments.battle_reference import REFERENCES, outcomes, reference_policy, summarise_outcomes
-from experiments.common import machine, require_battle_run, write_json
+from experiments.common import episode_keys, machine, require_battle_run, write_json
 from qmarl_jax import metrics as metrics_lib
 from qmarl_jax.evaluate import evaluation_config, paired_difference
 from qmarl_jax.loop import load_runner
@@ -55,8 +55,8 @@ class Args:
 
 def start_states(env, env_params, keys: jax.Array):
     """The ``(obs, states)`` that ``experiments.common.play_episodes`` starts its games from
-    for ``keys [E, 2]`` (each key's first split is its reset key), leading axis E."""
-    reset_keys = jax.vmap(lambda key: jax.random.split(key)[0])(keys)
+    for ``keys [E, 2]`` (``episode_keys``' reset keys), leading axis E."""
+    reset_keys = jax.vmap(lambda key: episode_keys(key)[0])(keys)
     return env.batch_reset(reset_keys, env_params)
 
 

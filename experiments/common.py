@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from envs.base import require
+from qmarl_jax.checkpoint import load_config
 
 
 def add_world_size_arguments(parser) -> None:
@@ -68,17 +69,22 @@ def save_references(args: ReferenceArgs, rows: dict) -> dict:
     return result
 
 
-def require_battle_run(run: str) -> None:
+def require_battle_run(run: str):
     """Refuse a run that is not Battle learning team 0 alone, naming the field, from its saved
-    config (before anything is restored or compiled)."""
-    from qmarl_jax.checkpoint import load_config
-
+    config (before anything is restored or compiled) -> that config."""
     saved = load_config(Path(run))
     require(saved.scenario == "battle", "run", run,
             f"is a {saved.scenario} run; choose a Battle run")  # fmt: skip
     teams = saved.learning_teams
     allowed = f"learns teams {teams}; choose a run that learns team 0 alone"
     require(teams == (0,), "run", run, allowed)
+    return saved
+
+
+def episode_keys(key: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(reset_key, steps_key)`` of the episode that ``play_episodes`` plays from ``key``."""
+    reset_key, steps_key = jax.random.split(key)
+    return reset_key, steps_key
 
 
 def play_episodes(env, params, act: Callable, keys: jax.Array):
@@ -88,7 +94,7 @@ def play_episodes(env, params, act: Callable, keys: jax.Array):
     key per step, which splits into ``act``'s key and the env step's."""
 
     def episode(key):
-        reset_key, steps_key = jax.random.split(key)
+        reset_key, steps_key = episode_keys(key)
         _, start = env.reset(reset_key, params)
 
         def body(carry, key):

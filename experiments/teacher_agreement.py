@@ -16,7 +16,6 @@ foresight was learned.
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import jax
 import tyro
@@ -25,7 +24,6 @@ from envs.base import require
 from experiments.battle_imitation import held_out_agreement, labelled_games
 from experiments.battle_reference import reference_policy
 from experiments.common import machine, require_battle_run, write_json
-from qmarl_jax.checkpoint import load_config
 from qmarl_jax.loop import load_runner
 
 
@@ -59,8 +57,7 @@ def main(args: Args) -> dict:
     require(args.minibatch >= 1, "minibatch", args.minibatch, "must be >= 1")
     allowed = f"choose one of: {', '.join(TEACHERS)}"
     require(args.teacher in (None, *TEACHERS), "teacher", args.teacher, allowed)
-    require_battle_run(args.run)
-    teacher = args.teacher or run_teacher(load_config(Path(args.run)))
+    teacher = args.teacher or run_teacher(require_battle_run(args.run))
     trainer, runner = load_runner(args.run)
     play = labelled_games(trainer, reference_policy(trainer.env, teacher), args.games, False)
     data = play(runner.teams[0].params, jax.random.PRNGKey(args.seed))
