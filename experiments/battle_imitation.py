@@ -22,8 +22,16 @@ and terminal reward x100 with 95% intervals.
 ``--teacher strike`` labels with ``envs.opponents.strike_actions`` instead (``pack`` plus one
 step of foresight, +71.5 against the scripted team): a deterministic rule that reads only the
 enemies within distance 2 of its agent after their predicted move, so whether the student can
-copy it asks about the window and the ego-graph, not about search. ``--departure-weight``
-counts the labels that depart from ``pack`` more in the loss.
+copy it asks about the window and the ego-graph, not about search. ``--teacher strike2`` and
+``--teacher rollout`` (the ``kickstart`` preset's teacher, +97.4) label with those rules;
+``--view-radius 3 --graph-radius 2`` gives the student that preset's network and ``--width`` a
+wider one. ``--departure-weight`` counts the labels that depart from ``pack`` more in the loss.
+
+``--teacher-games G`` also labels ``G`` games of the teacher's own, never fitted, and reports
+after every iteration the student's agreement on them beside its agreement on the states it was
+fitted on (``fitted_agreement``): with ``--iterations 1`` and many ``--epochs`` this separates
+what the network cannot represent (both low) from what the data cannot teach (fitted high,
+unseen low).
 """
 
 from __future__ import annotations
@@ -45,7 +53,7 @@ from experiments.battle_reference import planner, reference_policy
 from experiments.common import machine, write_json
 from qmarl_jax.algos.common import per_node
 from qmarl_jax.checkpoint import Checkpointer, save_config
-from qmarl_jax.config import make_config
+from qmarl_jax.config import TrainConfig, make_config
 from qmarl_jax.evaluate import Evaluator, evaluation_config
 from qmarl_jax.train import Trainer
 
@@ -68,16 +76,28 @@ class Args:
     lr: float = 1e-3
     """Adam learning rate."""
     teacher: str = "planner"
-    """The labels: ``planner`` (the centralised ``lookahead`` over ``pack``) or ``strike`` (the
+    """The labels: ``planner`` (the centralised ``lookahead`` over ``pack``), ``strike`` (the
     local one-step rule ``envs.opponents.strike_actions``, a deterministic function of the
-    state)."""
+    state), ``strike2`` (``strike`` planned once more) or ``rollout`` (each agent's own two-step
+    rollouts over ``strike``: the ``kickstart`` preset's teacher)."""
     candidates: int = 8
     """The planner's joint actions per step (``battle_reference --lookahead-candidates``)."""
     horizon: int = 3
     """The planner's rollout length."""
     view_radius: int = 1
     """The student's observation window radius (1: the SPEC's 3x3)."""
+    graph_radius: int | None = None
+    """Chebyshev radius of the student's neighbour edges (None: the env's 1; 2 with
+    ``--view-radius 3`` is the ``kickstart`` preset's network)."""
+    width: int = 64
+    """Hidden width of the student's network (``TrainConfig.width``)."""
     eval_episodes: int = 1000
+    teacher_games: int = 0
+    """Games the teacher plays once, on a key of their own, whose labelled states are never
+    fitted: after every iteration the student's agreement on them is reported (0: off). With
+    ``--iterations 1`` (the teacher's own games only, no DAgger shift) and many ``epochs`` this
+    asks what the network can copy at all: compare ``fitted_agreement`` (the fitted states)
+    with ``teacher_games_agreement`` across ``--width`` or ``--view-radius``."""
     seed: int = 0
     run_dir: str | None = None
     """Also save the student as a run directory at batch 0 (config + checkpoint): evaluate it
@@ -104,7 +124,9 @@ class Labelled:
     weight: jax.Array
 
 
-TEACHERS = ("planner", "strike")
+TEACHERS = ("planner", "strike", "strike2", "rollout")
+#: ``fold_in`` index of the key of the ``teacher_games`` (beyond any iteration's).
+TEACHER_GAMES_STREAM = 2**31 - 1
 
 
 def check(args: Args) -> None:
@@ -112,17 +134,25 @@ def check(args: Args) -> None:
     for name in ("iterations", "games", "epochs", "minibatch", "candidates", "horizon",
                  "eval_episodes"):  # fmt: skip
         require(getattr(args, name) >= 1, name, getattr(args, name), "must be >= 1")
+    require(args.teacher_games >= 0, "teacher_games", args.teacher_games, "must be >= 0")
     require(args.lr > 0, "lr", args.lr, "must be > 0")
     require(args.departure_weight > 0, "departure_weight", args.departure_weight, "must be > 0")
     choices = f"choose one of: {', '.join(TEACHERS)}"
     require(args.teacher in TEACHERS, "teacher", args.teacher, choices)
 
 
+def student_config(args: Args) -> TrainConfig:
+    """The Battle config of the student: the default's learner and rewards with ``args``' view,
+    neighbour-edge radius, width and seed (its network is what the run directory saves)."""
+    return make_config("battle", view_radius=args.view_radius, graph_radius=args.graph_radius,
+                       width=args.width, seed=args.seed)  # fmt: skip
+
+
 def make_teacher(env, env_params, args: Args):
     """``args.teacher``'s team-0 labels: ``teacher(key, state) -> int32[N]``."""
     if args.teacher == "planner":
         return planner(env, env_params, args.candidates, args.horizon)
-    return reference_policy(env, "strike")
+    return reference_policy(env, args.teacher)
 
 
 def labelled_games(trainer: Trainer, teacher, games: int, planner_plays: bool):
@@ -212,11 +242,12 @@ def agreement_counts(trainer: Trainer, params, batch: Labelled) -> jax.Array:
                       jnp.sum(agree * departed)])  # fmt: skip
 
 
-def held_out_agreement(trainer: Trainer, params, data: Labelled, minibatch: int) -> dict:
-    """The student's agreement with the teacher on states it has not been fitted on, overall and
-    on the teacher's departures from its base ``pack`` (the agent-steps where planning changed
-    the action: what a student must learn beyond the convention) -> ``{"all", "departures",
-    "departure_share"}`` (nodes of alive team-0 agents, each ego-graph once per centre)."""
+def label_agreement(trainer: Trainer, params, data: Labelled, minibatch: int) -> dict:
+    """The student's agreement with the teacher's labels of ``data`` (states it was fitted on, or
+    not), overall and on the teacher's departures from its base ``pack`` (the agent-steps where
+    planning changed the action: what a student must learn beyond the convention) -> ``{"all",
+    "departures", "departure_share"}`` (nodes of alive team-0 agents, each ego-graph once per
+    centre)."""
     total = np.zeros(4)
     for start in range(0, data.labels.shape[0], minibatch):
         piece = jax.tree.map(lambda x, start=start: x[start : start + minibatch], data)
@@ -224,6 +255,12 @@ def held_out_agreement(trainer: Trainer, params, data: Labelled, minibatch: int)
     nodes, agree, departures, agree_departed = (float(v) for v in total)
     return {"all": agree / max(nodes, 1.0), "departures": agree_departed / max(departures, 1.0),
             "departure_share": departures / max(nodes, 1.0)}  # fmt: skip
+
+
+def describe(agreement: dict) -> str:
+    """``label_agreement``'s numbers in words."""
+    return (f"{agreement['all']:.3f}, on the {agreement['departure_share']:.3f} departures from "
+            f"pack {agreement['departures']:.3f}")  # fmt: skip
 
 
 def fit(trainer: Trainer, tx, params, opt_state, data: Labelled, args: Args, key):
@@ -273,7 +310,7 @@ def save_student(trainer: Trainer, params, run_dir: str) -> None:
 
 def main(args: Args) -> dict:
     check(args)
-    config = make_config("battle", view_radius=args.view_radius, seed=args.seed)
+    config = student_config(args)
     trainer = Trainer(config)
     teacher = make_teacher(trainer.env, trainer.env_params, args)
     key = jax.random.PRNGKey(args.seed)
@@ -283,26 +320,37 @@ def main(args: Args) -> dict:
     opt_state = tx.init(params)
     evaluator = Evaluator(evaluation_config(config, min(args.eval_episodes, 500)))
     play = {who: labelled_games(trainer, teacher, args.games, who) for who in (True, False)}
+    unseen = None
+    if args.teacher_games:
+        play_unseen = labelled_games(trainer, teacher, args.teacher_games, True)
+        unseen = play_unseen(params, jax.random.fold_in(key, TEACHER_GAMES_STREAM))
     data, rows = None, []
     for iteration in range(args.iterations):
         play_key, fit_key, key = jax.random.split(jax.random.fold_in(key, iteration), 3)
         fresh = play[iteration == 0](params, play_key)
-        held_out = held_out_agreement(trainer, params, fresh, args.minibatch)
+        held_out = label_agreement(trainer, params, fresh, args.minibatch)
         data = fresh if data is None else jax.tree.map(
             lambda a, b: jnp.concatenate([a, b]), data, fresh
         )  # fmt: skip
         params, opt_state, agreement = fit(trainer, tx, params, opt_state, data, args, fit_key)
+        fitted = label_agreement(trainer, params, data, args.minibatch)
         result = evaluator((params,), args.eval_episodes, seed=args.seed + 1000)["metrics"]
         row = {"iteration": iteration, "states": int(data.labels.shape[0]),
                "agreement": agreement, "held_out_agreement": held_out,
+               "fitted_agreement": fitted,
                **{k: result[k] for k in ("win", "draw", "loss", "terminal_reward")}}  # fmt: skip
         reward = result["terminal_reward"]
         print(f"iteration {iteration}: {row['states']} states, agreement {agreement:.3f} "
               f"(before fitting, on the new states: {held_out['all']:.3f}; on the teacher's "
               f"{held_out['departure_share']:.3f} departures from pack: "
-              f"{held_out['departures']:.3f}), "
+              f"{held_out['departures']:.3f}; after, on the fitted states: {describe(fitted)}), "
               f"win {result['win']['mean']:.3f}, terminal reward x100 {reward['mean']:.1f} "
               f"[{reward['low']:.1f}, {reward['high']:.1f}]", flush=True)  # fmt: skip
+        if unseen is not None:
+            row["teacher_games_agreement"] = label_agreement(trainer, params, unseen,
+                                                             args.minibatch)  # fmt: skip
+            print(f"  on the teacher's unseen games: {describe(row['teacher_games_agreement'])}",
+                  flush=True)  # fmt: skip
         rows.append(row)
     if args.run_dir:
         save_student(trainer, params, args.run_dir)

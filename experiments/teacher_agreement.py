@@ -21,7 +21,7 @@ import jax
 import tyro
 
 from envs.base import require
-from experiments.battle_imitation import held_out_agreement, labelled_games
+from experiments.battle_imitation import label_agreement, labelled_games
 from experiments.battle_reference import reference_policy
 from experiments.common import machine, require_battle_run, write_json
 from qmarl_jax.loop import load_runner
@@ -61,7 +61,7 @@ def main(args: Args) -> dict:
     trainer, runner = load_runner(args.run)
     play = labelled_games(trainer, reference_policy(trainer.env, teacher), args.games, False)
     data = play(runner.teams[0].params, jax.random.PRNGKey(args.seed))
-    agreement = held_out_agreement(trainer, runner.teams[0].params, data, args.minibatch)
+    agreement = label_agreement(trainer, runner.teams[0].params, data, args.minibatch)
     print(f"{args.run} (batch {int(runner.batch)}, {args.games} games): agreement with "
           f"{teacher} {agreement['all']:.3f}; on its {agreement['departure_share']:.3f} "
           f"departures from pack {agreement['departures']:.3f}")  # fmt: skip

@@ -585,7 +585,7 @@ def test_battle_imitation_labels_states_with_the_planner_and_grows_the_data(tmp_
 
     args = imitation.Args(iterations=2, games=3, epochs=1, minibatch=16, eval_episodes=6,
                           candidates=2, horizon=2, json=str(tmp_path / "im.json"),
-                          run_dir=str(tmp_path / "student"))  # fmt: skip
+                          run_dir=str(tmp_path / "student"), teacher_games=3)  # fmt: skip
     result = imitation.main(args)
     # The saved student is a run at batch 0 (what `train --resume` restores): its config loads
     # and its checkpoint restores into that config's state with the student's parameters.
@@ -608,6 +608,8 @@ def test_battle_imitation_labels_states_with_the_planner_and_grows_the_data(tmp_
     for r in rows:
         assert 0 <= r["agreement"] <= 1
         assert r["win"]["mean"] + r["draw"]["mean"] + r["loss"]["mean"] == pytest.approx(1.0)
+        for measured in ("fitted_agreement", "teacher_games_agreement"):
+            assert 0 <= r[measured]["all"] <= 1 and 0 <= r[measured]["departures"] <= 1
 
     # main's planner-played games (same config, planner and game count): one compile for both.
     trainer = imitation.Trainer(saved)
@@ -631,6 +633,14 @@ def test_battle_imitation_labels_states_with_the_planner_and_grows_the_data(tmp_
     step = jax.vmap(env.step_no_reset, in_axes=(0, 0, 0, None))
     _, after, *_ = step(jax.random.split(step_key, games), states, moved, env_params)
     np.testing.assert_array_equal(data.grids.positions[games : 2 * games], after.grid.positions)
+    # The teacher's unseen games are played on their own key stream, and the last row measures
+    # the saved (final) student on them.
+    stream_key = jax.random.split(jax.random.PRNGKey(args.seed))[1]
+    unseen = play(None, jax.random.fold_in(stream_key, imitation.TEACHER_GAMES_STREAM))
+    expected = imitation.label_agreement(trainer, runner.teams[0].params, unseen, args.minibatch)
+    assert rows[-1]["teacher_games_agreement"] == pytest.approx(expected, rel=1e-6)
+    first_fitted = play(None, jax.random.split(jax.random.fold_in(stream_key, 0), 3)[0])
+    assert not np.array_equal(unseen.grids.positions[:games], first_fitted.grids.positions[:games])
 
 
 def test_battle_imitation_strike_teacher_labels_with_the_strike_rule():
@@ -648,6 +658,32 @@ def test_battle_imitation_strike_teacher_labels_with_the_strike_rule():
     np.testing.assert_array_equal(teacher(jax.random.PRNGKey(1), state), expected)
     with pytest.raises(ValueError, match="teacher"):
         imitation.check(imitation.Args(teacher="oracle"))
+
+
+@pytest.mark.parametrize("teacher", ["strike2", "rollout"])
+def test_battle_imitation_labels_with_the_named_rule_and_builds_the_named_network(teacher):
+    """``--teacher strike2 | rollout`` labels with that controller's team-0 moves; the student's
+    graph radius and width are the ones asked for (``--graph-radius 2 --view-radius 3``: the
+    ``kickstart`` preset's network)."""
+    import envs
+    from experiments import battle_imitation as imitation
+
+    env, params = envs.make("battle")
+    args = imitation.Args(teacher=teacher)
+    labels_of = imitation.make_teacher(env, params, args)
+    rule = make_controller(teacher, env)
+    _, state = env.reset(jax.random.PRNGKey(4), params)
+    team0 = np.asarray(env.teams) == 0
+    for step in range(12):  # into the fight, labelled at every step
+        key = jax.random.PRNGKey(step)
+        expected = np.asarray(rule(key, state, None))
+        labels = np.asarray(labels_of(key, state))
+        np.testing.assert_array_equal(labels[team0], expected[team0])
+        _, state, *_ = env.step(key, state, jnp.asarray(labels), params)
+    config = imitation.student_config(imitation.Args(view_radius=3, graph_radius=2, width=32))
+    assert (config.view_radius, config.graph_radius, config.width) == (3, 2, 32)
+    assert config.kickstart is None  # the student is fitted, not kickstarted
+    assert imitation.student_config(imitation.Args()).graph_radius is None  # the env's default
 
 
 def test_battle_imitation_fit_copies_a_constant_teacher():
@@ -672,7 +708,7 @@ def test_battle_imitation_fit_copies_a_constant_teacher():
     after = agreement_of(params)
     assert float(before) < 0.6 and float(after) == 1.0 and agreement == 1.0
     # Held-out agreement of this always-UP student, against labels with known answers.
-    held_out = lambda labels: imitation.held_out_agreement(
+    held_out = lambda labels: imitation.label_agreement(
         trainer, params, data.replace(labels=labels), minibatch=12
     )
     pack = jax.vmap(lambda grid: imitation.pack_actions(trainer.env, grid))(states.grid)
@@ -706,6 +742,10 @@ def test_battle_imitation_refuses_bad_settings_before_playing():
         imitation.main(imitation.Args(lr=0.0))
     with pytest.raises(ValueError, match="'departure_weight'=0"):
         imitation.main(imitation.Args(departure_weight=0))
+    with pytest.raises(ValueError, match=r"'teacher'='oracle'.*strike2, rollout"):
+        imitation.main(imitation.Args(teacher="oracle"))
+    with pytest.raises(ValueError, match="'width'=0"):
+        imitation.main(imitation.Args(width=0))
 
 
 def test_teacher_agreement_measures_a_battle_run_on_its_own_games(tmp_path):
@@ -736,7 +776,7 @@ def test_teacher_agreement_measures_a_battle_run_on_its_own_games(tmp_path):
     # The teacher labels the student's games without steering them: labelled by strike and by
     # rollout they are the same games, and rollout (strike plus local corrections) relabels a
     # few of their agent-steps, which is what sets its agreement apart.
-    from experiments.battle_imitation import held_out_agreement, labelled_games
+    from experiments.battle_imitation import label_agreement, labelled_games
     from experiments.battle_reference import reference_policy
     from qmarl_jax.loop import load_runner
 
@@ -756,10 +796,10 @@ def test_teacher_agreement_measures_a_battle_run_on_its_own_games(tmp_path):
         np.asarray(by_rollout_data.labels) != np.asarray(by_strike_data.labels)
     )
     assert 0 < relabelled.sum() <= 0.25 * labelled.sum()
-    assert by_rollout["agreement"] == held_out_agreement(
+    assert by_rollout["agreement"] == label_agreement(
         trainer, params, by_rollout_data, args.minibatch
     )
-    assert agreement == held_out_agreement(trainer, params, by_strike_data, args.minibatch)
+    assert agreement == label_agreement(trainer, params, by_strike_data, args.minibatch)
     assert by_rollout["agreement"] != agreement
     assert json.loads((tmp_path / "a.json").read_text())["agreement"] == agreement
     assert teacher_agreement.main(dataclasses.replace(args, json=None))["agreement"] == agreement
