@@ -671,15 +671,20 @@ def test_battle_imitation_labels_with_the_named_rule_and_builds_the_named_networ
     env, params = envs.make("battle")
     args = imitation.Args(teacher=teacher)
     labels_of = imitation.make_teacher(env, params, args)
-    rule = make_controller(teacher, env)
+    rule, strike = make_controller(teacher, env), make_controller("strike", env)
     _, state = env.reset(jax.random.PRNGKey(4), params)
     team0 = np.asarray(env.teams) == 0
+    departures_from_strike = 0
     for step in range(12):  # into the fight, labelled at every step
         key = jax.random.PRNGKey(step)
         expected = np.asarray(rule(key, state, None))
         labels = np.asarray(labels_of(key, state))
         np.testing.assert_array_equal(labels[team0], expected[team0])
+        departures_from_strike += int(
+            np.sum(labels[team0] != np.asarray(strike(key, state, None))[team0])
+        )
         _, state, *_ = env.step(key, state, jnp.asarray(labels), params)
+    assert departures_from_strike > 0  # these steps tell the named teacher from strike
     config = imitation.student_config(imitation.Args(view_radius=3, graph_radius=2, width=32))
     assert (config.view_radius, config.graph_radius, config.width) == (3, 2, 32)
     assert config.kickstart is None  # the student is fitted, not kickstarted
