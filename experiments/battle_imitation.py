@@ -124,7 +124,9 @@ class Labelled:
     weight: jax.Array
 
 
-TEACHERS = ("planner", "strike", "strike2", "rollout")
+#: The local rules and per-agent planners that label each agent's move (``reference_policy``).
+RULE_TEACHERS = ("strike", "strike2", "rollout")
+TEACHERS = ("planner", *RULE_TEACHERS)
 #: ``fold_in`` index of the key of the ``teacher_games`` (beyond any iteration's).
 TEACHER_GAMES_STREAM = 2**31 - 1
 
@@ -341,9 +343,8 @@ def main(args: Args) -> dict:
                **{k: result[k] for k in ("win", "draw", "loss", "terminal_reward")}}  # fmt: skip
         reward = result["terminal_reward"]
         print(f"iteration {iteration}: {row['states']} states, agreement {agreement:.3f} "
-              f"(before fitting, on the new states: {held_out['all']:.3f}; on the teacher's "
-              f"{held_out['departure_share']:.3f} departures from pack: "
-              f"{held_out['departures']:.3f}; after, on the fitted states: {describe(fitted)}), "
+              f"(before fitting, on the new states: {describe(held_out)}; after, on the fitted "
+              f"states: {describe(fitted)}), "
               f"win {result['win']['mean']:.3f}, terminal reward x100 {reward['mean']:.1f} "
               f"[{reward['low']:.1f}, {reward['high']:.1f}]", flush=True)  # fmt: skip
         if unseen is not None:

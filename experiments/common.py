@@ -21,6 +21,7 @@ import jax.numpy as jnp
 
 from envs.base import require
 from qmarl_jax.checkpoint import load_config
+from qmarl_jax.config import TrainConfig
 
 
 def add_world_size_arguments(parser) -> None:
@@ -69,7 +70,7 @@ def save_references(args: ReferenceArgs, rows: dict) -> dict:
     return result
 
 
-def require_battle_run(run: str):
+def require_battle_run(run: str) -> TrainConfig:
     """Refuse a run that is not Battle learning team 0 alone, naming the field, from its saved
     config (before anything is restored or compiled) -> that config."""
     saved = load_config(Path(run))

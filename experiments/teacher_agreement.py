@@ -21,7 +21,7 @@ import jax
 import tyro
 
 from envs.base import require
-from experiments.battle_imitation import label_agreement, labelled_games
+from experiments.battle_imitation import RULE_TEACHERS, describe, label_agreement, labelled_games
 from experiments.battle_reference import reference_policy
 from experiments.common import machine, require_battle_run, write_json
 from qmarl_jax.loop import load_runner
@@ -43,7 +43,7 @@ class Args:
     json: str | None = None
 
 
-TEACHERS = ("strike", "strike2", "rollout")
+TEACHERS = RULE_TEACHERS
 
 
 def run_teacher(config) -> str:
@@ -63,8 +63,7 @@ def main(args: Args) -> dict:
     data = play(runner.teams[0].params, jax.random.PRNGKey(args.seed))
     agreement = label_agreement(trainer, runner.teams[0].params, data, args.minibatch)
     print(f"{args.run} (batch {int(runner.batch)}, {args.games} games): agreement with "
-          f"{teacher} {agreement['all']:.3f}; on its {agreement['departure_share']:.3f} "
-          f"departures from pack {agreement['departures']:.3f}")  # fmt: skip
+          f"{teacher} {describe(agreement)}")  # fmt: skip
     out = {**{k: v for k, v in dataclasses.asdict(args).items() if k != "json"}, "teacher": teacher,
            "trained_batches": int(runner.batch), "agreement": agreement, **machine()}  # fmt: skip
     write_json(args.json, out)
