@@ -8,6 +8,7 @@ the device.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -72,20 +73,41 @@ class Trajectory:
 def budgets(config: TrainConfig, env: GridEnv) -> tuple[int, int]:
     """``(node_budget, edge_budget)`` of one env-step: the config's, or calibrated (``mha``: the
     whole neighbour graph, exactly N nodes and N x K edges)."""
-    radius = env.config.graph_radius
     if config.trunk == "mha":
         return env.num_agents, env.num_agents * env.max_degree
     nodes, edges = config.node_budget, config.edge_budget
     if nodes is None or edges is None:
-        params = env.default_params()
-        auto_nodes, auto_edges = graph.calibrate_budgets(
-            env.spec, lambda k: env.reset_state(k, params), config.graph_depth, radius,
-            config.max_nodes, config.budget_margin, jax.random.PRNGKey(config.seed),
-            share_components=config.share_ego_graphs,
+        auto_nodes, auto_edges = calibrated_budgets(
+            type(env), env.config, config.graph_depth, config.max_nodes, config.budget_margin,
+            config.seed, config.share_ego_graphs,
         )  # fmt: skip
         nodes = auto_nodes if nodes is None else nodes
         edges = auto_edges if edges is None else edges
     return nodes, edges
+
+
+@functools.lru_cache(maxsize=256)
+def calibrated_budgets(
+    env_type: type[GridEnv],
+    env_config,
+    depth: int,
+    max_nodes: int,
+    margin: float,
+    seed: int,
+    share_components: bool,
+) -> tuple[int, int]:
+    """``graph.calibrate_budgets`` on ``env_type(env_config)``'s default starts (graph radius
+    from the env config, key ``PRNGKey(seed)``) -> ``(node_budget, edge_budget)``.
+
+    A pure function of its (hashable) arguments, so it is computed once per process for each:
+    every trainer, evaluator and rollout tool built for one run's config reuses the numbers
+    instead of compiling and playing the 64 starts again."""
+    env = env_type(env_config)
+    params = env.default_params()
+    return graph.calibrate_budgets(
+        env.spec, lambda k: env.reset_state(k, params), depth, env_config.graph_radius,
+        max_nodes, margin, jax.random.PRNGKey(seed), share_components=share_components,
+    )  # fmt: skip
 
 
 def budget_ladder(config: TrainConfig, node_budget: int, edge_budget: int, backend: str):

@@ -228,8 +228,38 @@ def test_auto_budget_ladder_skips_small_sizes_and_runs_on_accelerators_with_chun
     assert budget_ladder(auto, 600, 900, "cpu") == ((75, 113), (150, 225), (300, 450), (600, 900))
     assert budget_ladder(auto, 100, 300, "cpu") == ((100, 300),)
     assert budget_ladder(make_config("jungle", algo="mha"), 100, 800, "cpu") == ((100, 800),)
-    explicit = make_config("jungle", budget_buckets=2)
-    assert budget_ladder(explicit, 20, 30, "tpu") == ((10, 15), (20, 30))
+
+
+def test_calibrated_budgets_are_computed_once_per_setting_and_equal_a_direct_calibration(
+    monkeypatch,
+):
+    """Trainers of one config reuse the calibration (``graph.calibrate_budgets`` runs once);
+    the numbers are those of calibrating the env's starts directly; a setting that changes the
+    starts or the budgets (seed, margin, world size) calibrates anew."""
+    from qmarl_jax import graph, rollout
+
+    config = make_config("battle", seed=11, budget_margin=1.5, **SMALL)
+    env = Trainer(config).env
+    params = env.default_params()
+    direct = graph.calibrate_budgets(
+        env.spec, lambda k: env.reset_state(k, params), config.graph_depth,
+        env.config.graph_radius, config.max_nodes, 1.5, jax.random.PRNGKey(11),
+        share_components=config.share_ego_graphs,
+    )  # fmt: skip
+    calibrate, calls = graph.calibrate_budgets, []
+
+    def counted(*args, **kwargs):
+        calls.append(args)
+        return calibrate(*args, **kwargs)
+
+    monkeypatch.setattr(graph, "calibrate_budgets", counted)
+    rollout.calibrated_budgets.cache_clear()
+    assert rollout.budgets(config, Trainer(config).env) == direct and len(calls) == 1
+    assert rollout.budgets(config, Trainer(config).env) == direct and len(calls) == 1
+    for changed in (dict(seed=12), dict(budget_margin=3.0), dict(num_agents=8)):
+        other = dataclasses.replace(config, **changed)
+        rollout.budgets(other, Trainer(other).env)
+    assert len(calls) == 4
 
 
 @pytest.mark.parametrize(("scenario", "algo"), [("battle", "qmarl_ac"), ("jungle", "qmarl_ppo")])
