@@ -20,6 +20,7 @@ up to ``ORACLE_MAX_AGENTS`` agents.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 from pathlib import Path
@@ -448,6 +449,7 @@ class Evaluator:
         """
         env, games = self.trainer.env, self.config.games_per_batch
         key0 = jax.random.PRNGKey(seed)
+        compiles_now = self._compiled is None
         self._compile(params_by_team, key0)  # not timed as play
         start_time = time.perf_counter()
         values: dict[str, list] = {}
@@ -467,7 +469,10 @@ class Evaluator:
                     food_kinds.extend(food_cell_kind(np.asarray(states.food).reshape(games, 2),
                                                      cfg.height, cfg.width))  # fmt: skip
         per_episode = {k: np.concatenate(v)[:episodes] for k, v in values.items()}
-        timing = {"compile_s": self.compile_s, "play_s": time.perf_counter() - start_time}
+        timing = {
+            "compile_s": self.compile_s if compiles_now else 0.0,
+            "play_s": time.perf_counter() - start_time,
+        }
         summary: dict[str, Any] = {"metrics": summarise(per_episode), "timing": timing}
         if with_oracle:
             bound = np.asarray(oracle[:episodes])
@@ -496,8 +501,17 @@ def evaluate_params(
     seed: int = 0,
     greedy: bool = False,
 ) -> dict[str, Any]:
-    """``Evaluator(config, greedy)(params_by_team, episodes, seed)``: one-off evaluation."""
-    return Evaluator(config, greedy)(params_by_team, episodes, seed)
+    """``Evaluator(config, greedy)(params_by_team, episodes, seed)``, reusing the evaluator of
+    an earlier call with the same ``config`` and ``greedy`` (``shared_evaluator``)."""
+    return shared_evaluator(config, greedy)(params_by_team, episodes, seed)
+
+
+@functools.lru_cache(maxsize=8)
+def shared_evaluator(config: TrainConfig, greedy: bool) -> Evaluator:
+    """One ``Evaluator`` per ``(config, greedy)`` in this process: evaluating several
+    checkpoints, runs or seeds of one config (or the same one twice) traces and compiles its
+    batch program once. Its results depend only on the parameters and the seed it is given."""
+    return Evaluator(config, greedy)
 
 
 def evaluate_run(

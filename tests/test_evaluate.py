@@ -296,6 +296,32 @@ def test_evaluate_run_is_reproducible_and_reports_the_oracle(jungle_run):
     assert bigger["num_agents"] == 8 and bigger["ensemble"] == "none" and bigger["greedy"]
 
 
+def test_evaluations_of_one_config_share_one_compiled_evaluator(jungle_run):
+    """A second evaluation of the same config, with other parameters and another seed, reuses
+    the compiled batch program (no compile time) and plays exactly what a fresh ``Evaluator``
+    plays; greedy play is another evaluator."""
+    from qmarl_jax.evaluate import Evaluator, evaluate_params, shared_evaluator
+
+    trainer, runner = loop.load_runner(jungle_run)
+    config = evaluation_config(trainer.config, 10)
+    params = (runner.teams[0].params,)
+    other = (jax.tree.map(lambda x: 3.0 * x, params[0]),)
+    shared_evaluator.cache_clear()
+    first = evaluate_params(config, params, 10, seed=1)
+    second = evaluate_params(config, other, 10, seed=2)
+    assert first["timing"]["compile_s"] > 0 and second["timing"]["compile_s"] == 0.0
+    assert (shared_evaluator.cache_info().misses, shared_evaluator.cache_info().hits) == (1, 1)
+    fresh = Evaluator(config)
+    for summary, (p, seed) in ((first, (params, 1)), (second, (other, 2))):
+        expected = fresh(p, 10, seed)
+        assert summary["metrics"] == expected["metrics"]
+        for name, values in expected["per_episode"].items():
+            np.testing.assert_array_equal(summary["per_episode"][name], values)
+    assert first["metrics"] != fresh(other, 10, 1)["metrics"]  # the parameters are played
+    evaluate_params(config, params, 10, seed=1, greedy=True)
+    assert shared_evaluator.cache_info().misses == 2
+
+
 def test_ensemble_disagreement_cli_measures_a_crowd(jungle_run, tmp_path, capsys):
     """The script's wiring (``qmarl_jax.ensemble.disagreement`` itself is tested against a loop
     in test_nmp_ensemble): in a crowd of 16 agents some agent-steps sit in several ego-graphs."""
