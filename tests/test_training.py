@@ -761,10 +761,11 @@ def test_kickstart_pulls_the_policy_to_its_teacher(algo):
     env, team0 = kicked.env, np.asarray(kicked.env.teams) == 0
     start = env.batch_reset(jax.random.split(jax.random.PRNGKey(3), 8), kicked.env_params)
 
+    play = jax.jit(lambda params: collect(kicked.actor, params, jax.random.PRNGKey(4),
+                                          kicked.env_params, greedy=True, start=start))  # fmt: skip
+
     def agreement(runner) -> float:
-        params = tuple(t.params for t in runner.teams)
-        traj = collect(kicked.actor, params, jax.random.PRNGKey(4), kicked.env_params,
-                       greedy=True, start=start)  # fmt: skip
+        traj = play(tuple(t.params for t in runner.teams))
         first = jax.vmap(lambda grid: pack_actions(env, grid))(start[1].grid)
         np.testing.assert_array_equal(traj.teacher_actions[0], first)
         acting = np.asarray(traj.alive[:-1] & traj.live[:-1, :, None]) & team0
