@@ -23,6 +23,7 @@ flags() {
     ks) echo "" ;;                                   # the preset itself
     ks_g128) echo "--games-per-batch 128" ;;         # 4x the games per batch
     ks_wide) echo "--width 128" ;;                   # twice the hidden width
+    ks_wide_g128) echo "--width 128 --games-per-batch 128" ;; # both: the width needs the data
     ks_deep) echo "--num-blocks 3" ;;                # a third message-passing block
     ks_graph1) echo "--graph-radius 1" ;;            # session 33's recipe: adjacent edges only
     ks_view4) echo "--view-radius 4" ;;              # a 9x9 view, the scripted team's sight
