@@ -18,7 +18,7 @@ import jraph
 import numpy as np
 from flax import struct
 
-from envs.base import GridEnv
+from envs.base import GridConfig, GridEnv
 from envs.opponents import MOVE_TEACHERS, make_controller
 from qmarl_jax import graph
 from qmarl_jax.algos.common import Heads, TeamBatch, label_log_probs, per_node
@@ -89,7 +89,7 @@ def budgets(config: TrainConfig, env: GridEnv) -> tuple[int, int]:
 @functools.lru_cache(maxsize=256)
 def calibrated_budgets(
     env_type: type[GridEnv],
-    env_config,
+    env_config: GridConfig,
     depth: int,
     max_nodes: int,
     margin: float,
