@@ -228,6 +228,8 @@ def test_auto_budget_ladder_skips_small_sizes_and_runs_on_accelerators_with_chun
     assert budget_ladder(auto, 600, 900, "cpu") == ((75, 113), (150, 225), (300, 450), (600, 900))
     assert budget_ladder(auto, 100, 300, "cpu") == ((100, 300),)
     assert budget_ladder(make_config("jungle", algo="mha"), 100, 800, "cpu") == ((100, 800),)
+    explicit = make_config("jungle", budget_buckets=2)
+    assert budget_ladder(explicit, 20, 30, "tpu") == ((10, 15), (20, 30))
 
 
 def test_calibrated_budgets_are_computed_once_per_setting_and_equal_a_direct_calibration(
