@@ -43,20 +43,17 @@ class Args:
     json: str | None = None
 
 
-TEACHERS = RULE_TEACHERS
-
-
 def run_teacher(config) -> str:
     """The rule a run's states are labelled with by default: its kickstart teacher when that is
-    one of ``TEACHERS``, else ``strike``."""
-    return config.kickstart if config.kickstart in TEACHERS else "strike"
+    one of ``RULE_TEACHERS``, else ``strike``."""
+    return config.kickstart if config.kickstart in RULE_TEACHERS else "strike"
 
 
 def main(args: Args) -> dict:
     require(args.games >= 1, "games", args.games, "must be >= 1")
     require(args.minibatch >= 1, "minibatch", args.minibatch, "must be >= 1")
-    allowed = f"choose one of: {', '.join(TEACHERS)}"
-    require(args.teacher in (None, *TEACHERS), "teacher", args.teacher, allowed)
+    allowed = f"choose one of: {', '.join(RULE_TEACHERS)}"
+    require(args.teacher in (None, *RULE_TEACHERS), "teacher", args.teacher, allowed)
     teacher = args.teacher or run_teacher(require_battle_run(args.run))
     trainer, runner = load_runner(args.run)
     play = labelled_games(trainer, reference_policy(trainer.env, teacher), args.games, False)
