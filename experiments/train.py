@@ -5,6 +5,12 @@
 
 Every field of ``qmarl_jax.config.TrainConfig`` is a flag (``--help`` lists them with their
 documentation). Prints the run directory at the end.
+
+``--seeds N`` trains seeds ``--seed`` ... ``--seed + N - 1`` in one vmapped program, a seed set
+(``qmarl_jax.loop.train_seed_set``): ``RUN_DIR/seed_<S>`` is the run of seed ``S``, which every
+tool that takes a run directory takes. ``--resume`` continues a seed set as it does a run, and
+``--init-from`` a seed set starts each seed from the run of its own seed there (one stage of a
+recipe after another).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     front.add_argument("--run-dir", default=None)
     front.add_argument("--no-progress", action="store_true")
     front.add_argument("--deterministic", action="store_true")
+    front.add_argument("--seeds", type=int, default=None)
     known, rest = front.parse_known_args(argv)
 
     from qmarl_jax import loop
@@ -35,16 +42,23 @@ def main(argv: list[str] | None = None) -> int:
     from qmarl_jax.config import preset_config, require_preset_fields
 
     try:
+        seed_set = known.seeds is not None
         if known.resume:
-            base = load_config(known.resume)
+            seeds = loop.seed_set_seeds(known.resume)
+            seed_set = seeds is not None
+            base = load_config(loop.seed_dir(known.resume, seeds[0]) if seed_set else known.resume)
         else:
             base = preset_config(known.scenario, known.preset)
         config = tyro.cli(type(base), default=base, args=rest,
                           prog="python -m experiments.train")  # fmt: skip
         if not known.resume:
             require_preset_fields(known.preset, config)
-        run_dir = loop.train(config, run_dir=known.run_dir, resume=known.resume,
-                             progress=not known.no_progress)  # fmt: skip
+        if seed_set:
+            train, extra = loop.train_seed_set, {"seeds": known.seeds}
+        else:
+            train, extra = loop.train, {}
+        run_dir = train(config, run_dir=known.run_dir, resume=known.resume,
+                        progress=not known.no_progress, **extra)  # fmt: skip
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -91,7 +91,10 @@ def main(argv: list[str] | None = None) -> int:
     from qmarl_jax.config import FINETUNE_PRESETS, preset_config
     from qmarl_jax.metrics import HEADLINE
 
-    fresh = "starts every seed from a fresh network; fine-tune a run with experiments.train"
+    fresh = (
+        "starts every seed from a fresh network; fine-tune runs with experiments.train "
+        "(--seeds N trains a seed set from another)"
+    )
     require(known.preset not in FINETUNE_PRESETS, "preset", known.preset, fresh)
     base = preset_config(known.scenario, known.preset)
     config = tyro.cli(type(base), default=base, args=rest, prog="python -m experiments.train_seeds")

@@ -84,6 +84,12 @@ class Checkpointer:
     def latest_batch(self) -> int | None:
         return self.manager.latest_step()
 
+    def drop_after(self, batch: int) -> None:
+        """Delete the checkpoints of batches after ``batch`` (a run going back to it)."""
+        for step in self.manager.all_steps():
+            if step > batch:
+                self.manager.delete(step)
+
     def restore(self, like: Any, batch: int | None = None) -> Any:
         """The state saved at ``batch`` (default: the latest), shaped like ``like``."""
         batch = self.latest_batch() if batch is None else batch

@@ -16,11 +16,14 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
+from envs.base import require
 from qmarl_jax import sharding
 from qmarl_jax.checkpoint import (
     Checkpointer,
@@ -106,84 +109,299 @@ def train(
     """
     if resume is not None:
         run_dir = Path(resume)
+        if seed_set_seeds(run_dir) is not None:
+            raise ValueError(f"{run_dir} is a seed set: resume it with train_seed_set "
+                             "(python -m experiments.train --resume DIR does)")  # fmt: skip
         saved = load_config(run_dir)
         if config is not None:
             check_compatible(saved, config)
         config = config or saved
     elif config is None:
         raise ValueError("give a config or a run directory to resume")
-    trainer = Trainer(config)
-    # init_from is checked before anything is written; a resumed run has its own checkpoint.
-    start_params = init_params(config, trainer) if resume is None else None
     run_dir = Path(run_dir) if run_dir is not None else new_run_dir(config)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(run_dir, config)
+    _host_loop([config], [run_dir], resume is not None, progress, finish)
+    return run_dir
 
-    checkpointer = Checkpointer(run_dir)
-    runner = trainer.init(jax.random.PRNGKey(config.seed))
-    done = 0
-    if resume is not None and checkpointer.latest_batch() is not None:
-        runner = checkpointer.restore(runner)
-        done = int(runner.batch)
-    else:  # batch 0 is a good checkpoint too: a run that fails at once can still resume
-        if start_params is None:
-            start_params = init_params(config, trainer)
-        if start_params is not None:
-            teams = zip(runner.teams, start_params, strict=True)
-            runner = runner.replace(teams=tuple(t.replace(params=p) for t, p in teams))
-        checkpointer.save(0, runner)
+
+#: Marks a seed set's directory and lists its seeds (``train_seed_set``).
+SEED_SET_FILE = "seeds.json"
+
+
+def seed_dir(root: str | Path, seed: int) -> Path:
+    """The run directory of ``seed`` inside the seed set ``root``."""
+    return Path(root) / f"seed_{seed}"
+
+
+def seed_set_seeds(run_dir: str | Path) -> list[int] | None:
+    """The seeds of a seed-set directory, None for any other directory."""
+    path = Path(run_dir) / SEED_SET_FILE
+    return json.loads(path.read_text())["seeds"] if path.exists() else None
+
+
+def train_seed_set(
+    config: TrainConfig | None = None,
+    seeds: int | None = None,
+    run_dir: str | Path | None = None,
+    resume: str | Path | None = None,
+    progress: bool = True,
+    finish: bool = True,
+) -> Path:
+    """Train the runs of seeds ``config.seed`` ... ``config.seed + seeds - 1`` in one vmapped
+    program, and return the seed set's directory.
+
+    Each seed is written to ``run_dir/seed_<S>`` exactly as ``train`` writes a run (config,
+    checkpoints, metrics, TensorBoard, curve and GIF), so every tool that takes a run directory
+    takes it, and seed ``S`` is the run ``train`` makes with ``seed=S`` (its state starts from
+    ``PRNGKey(S)``), up to the float rounding of batched kernels. The set shares one program:
+    one ego-graph budget (calibrated on ``config.seed``'s starts and pinned in every seed's
+    config), one budget size (``budget_buckets=1``: a vmapped size switch would run every
+    size) and one device. A chunk whose graphs overflowed in any seed is rerun for all with
+    grown budgets; a non-finite loss in any seed stops all at the last good checkpoint.
+
+    Args:
+      config: the runs' config; with ``resume`` it may be None or differ from the saved one
+        only in ``num_batches`` / ``batches_per_chunk``.
+      seeds: how many seeds (>= 1); not with ``resume``.
+      run_dir: where to write (default ``runs/<scenario>-<time>``).
+      resume: a seed set to continue (a kill between two seeds' saves is rolled back to the
+        batch every seed has).
+      progress: show a progress bar (of the mean over seeds).
+      finish: write each seed's learning-curve PNG and policy GIF at the end.
+
+    ``config.init_from`` may name one run (every seed starts from it) or a seed set (each seed
+    from the run of its own seed, e.g. the seed set of an earlier stage).
+
+    Raises:
+      ValueError: a bad ``seeds``, ``budget_buckets``, ``num_devices`` or ``init_from`` (named,
+        before anything is written), or an incompatible config on resume.
+      NonFiniteLoss: a loss became NaN/inf in some seed.
+    """
+    if resume is not None:
+        run_dir = Path(resume)
+        seed_list = seed_set_seeds(run_dir)
+        if seed_list is None:
+            raise ValueError(f"{run_dir} is not a seed set (no {SEED_SET_FILE}); resume a "
+                             "single run with train")  # fmt: skip
+        require(seeds is None or seeds == len(seed_list), "seeds", seeds,
+                f"the seed set {run_dir} holds seeds {seed_list}")  # fmt: skip
+        configs = []
+        for seed in seed_list:
+            saved = load_config(seed_dir(run_dir, seed))
+            if config is not None:
+                # The fresh set's own settings; budgets left to calibration keep the saved ones.
+                kept = [k for k in ("node_budget", "edge_budget") if getattr(config, k) is None]
+                requested = dataclasses.replace(
+                    one_program(config), seed=seed, init_from=saved.init_from,
+                    **{k: getattr(saved, k) for k in kept},
+                )  # fmt: skip
+                check_compatible(saved, requested)
+                saved = requested
+            configs.append(saved)
+    else:
+        if config is None:
+            raise ValueError("give a config or a seed set to resume")
+        require(seeds is not None and seeds >= 1, "seeds", seeds, "must be >= 1")
+        configs = seed_set_configs(config, seeds)
+        run_dir = Path(run_dir) if run_dir is not None else new_run_dir(config)
+
+    def write_marker() -> None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        marker = run_dir / SEED_SET_FILE
+        tmp = marker.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps({"seeds": [c.seed for c in configs]}) + "\n")
+        tmp.replace(marker)
+
+    run_dirs = [seed_dir(run_dir, c.seed) for c in configs]
+    _host_loop(configs, run_dirs, resume is not None, progress, finish, stacked=True,
+               checked=write_marker)  # fmt: skip
+    return run_dir
+
+
+def one_program(config: TrainConfig) -> TrainConfig:
+    """``config`` as a seed set runs it: one budget size and one device.
+
+    Raises:
+      ValueError: ``budget_buckets`` or ``num_devices`` asks for more.
+    """
+    require(config.budget_buckets in (0, 1), "budget_buckets", config.budget_buckets,
+            "a seed set runs one vmapped program, which would run every budget size: use 1 "
+            "(0 is taken as 1)")  # fmt: skip
+    require(config.num_devices in (0, 1), "num_devices", config.num_devices,
+            "a seed set runs on one device: use 1 (0 is taken as 1)")  # fmt: skip
+    return dataclasses.replace(config, budget_buckets=1, num_devices=1)
+
+
+def seed_set_configs(config: TrainConfig, seeds: int) -> list[TrainConfig]:
+    """Every seed's config of a fresh seed set: ``config`` with its own seed and ``init_from``,
+    one budget size, one device and the budgets of ``config.seed``'s calibration pinned."""
+    shared = one_program(config)
+    actor = Trainer(shared).actor
+    shared = dataclasses.replace(shared, node_budget=actor.node_budget,
+                                 edge_budget=actor.edge_budget)  # fmt: skip
+    sources = None if config.init_from is None else seed_set_seeds(config.init_from)
+    configs = []
+    for seed in range(config.seed, config.seed + seeds):
+        init_from = config.init_from
+        if sources is not None:
+            require(seed in sources, "init_from", init_from,
+                    f"the seed set of seeds {sources} has no seed {seed}")  # fmt: skip
+            init_from = str(seed_dir(init_from, seed))
+        configs.append(dataclasses.replace(shared, seed=seed, init_from=init_from))
+    return configs
+
+
+class _RunFiles:
+    """What the host loop keeps in one run directory: the orbax checkpoints, ``metrics.jsonl``
+    and the TensorBoard scalars."""
+
+    def __init__(self, run_dir: Path, config: TrainConfig):
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(run_dir, config)
+        self.run_dir = run_dir
+        self.checkpointer = Checkpointer(run_dir)
+        self.history: list[dict] = []
+        self.board = None
+
+    def open(self, done: int) -> None:
+        """Read the history up to batch ``done`` and open the TensorBoard writer."""
+        from qmarl_jax.logs import TensorBoard
+
+        self.history = _read_history(self.run_dir / "metrics.jsonl", done)
+        self.board = TensorBoard(self.run_dir / "tensorboard")
+
+    def record(self, runner: RunnerState, rows: list[dict]) -> None:
+        """Checkpoint ``runner`` and append ``rows`` to the metrics."""
+        self.checkpointer.save(int(runner.batch), runner)
+        self.history.extend(rows)
+        _write_history(self.run_dir / "metrics.jsonl", self.history)
+        self.board.write(rows)
+
+    def close(self) -> None:
+        if self.board is not None:
+            self.board.close()
+        self.checkpointer.close()
+
+
+def _host_loop(
+    configs: list[TrainConfig],
+    run_dirs: list[Path],
+    resuming: bool,
+    progress: bool,
+    finish: bool,
+    stacked: bool = False,
+    checked: Callable[[], None] = lambda: None,
+) -> None:
+    """The chunk loop of ``train`` (one run) and ``train_seed_set`` (``stacked``: the runs'
+    states stacked on a leading seeds axis and trained by one vmapped program). ``checked`` is
+    called once the configs have passed every check, before anything is written."""
+    trainer = Trainer(configs[0])
+    # init_from is checked before anything is written; a resumed run has its own checkpoint.
+    starts = [None if resuming else init_params(c, trainer) for c in configs]
+    checked()
+    files = [_RunFiles(d, c) for d, c in zip(run_dirs, configs, strict=True)]
+    saved = [f.checkpointer.latest_batch() if resuming else None for f in files]
+    # A kill between two seeds' saves leaves them a chunk apart: go back to the common batch.
+    common = None if None in saved else min(saved)
+    runners = []
+    for f, config, start in zip(files, configs, starts, strict=True):
+        runner = trainer.init(jax.random.PRNGKey(config.seed))
+        if common is not None:
+            f.checkpointer.drop_after(common)
+            runner = f.checkpointer.restore(runner, batch=common)
+        else:  # batch 0 is a good checkpoint too: a run that fails at once can still resume
+            if resuming:  # killed before every seed had saved batch 0: all start again
+                f.checkpointer.drop_after(-1)
+            start = start if start is not None else init_params(config, trainer)
+            if start is not None:
+                teams = zip(runner.teams, start, strict=True)
+                runner = runner.replace(teams=tuple(t.replace(params=p) for t, p in teams))
+            f.checkpointer.save(0, runner)
+        runners.append(runner)
+    done = common or 0
+    runner = jax.tree.map(lambda *x: jnp.stack(x), *runners) if stacked else runners[0]
     runner = sharding.replicate(runner, trainer.mesh)
-    history_path = run_dir / "metrics.jsonl"
-    history = _read_history(history_path, done)
-    chunk = jax.jit(trainer.run_batches, static_argnums=1)
+    chunk = _chunk_program(trainer, stacked)
+    stack = len(files) if stacked else None
 
-    from qmarl_jax.logs import ProgressBar, TensorBoard
+    from qmarl_jax.logs import ProgressBar
 
-    bar = ProgressBar(config.num_batches, done, enabled=progress)
-    board = TensorBoard(run_dir / "tensorboard")
+    bar = ProgressBar(configs[0].num_batches, done, enabled=progress)
+    for f in files:
+        f.open(done)
     try:
-        while done < config.num_batches:
-            size = min(config.batches_per_chunk, config.num_batches - done)
+        while done < configs[0].num_batches:
+            size = min(configs[0].batches_per_chunk, configs[0].num_batches - done)
             start = time.perf_counter()
             next_runner, metrics = jax.block_until_ready(chunk(runner, size))
-            rows = _chunk_rows(metrics, done, time.perf_counter() - start)
-            if config.grow_budgets and _overflowed(rows):
+            seconds = time.perf_counter() - start
+            per_run = [_chunk_rows(m, done, seconds) for m in _per_run(metrics, stack)]
+            if configs[0].grow_budgets and any(_overflowed(rows) for rows in per_run):
                 # Dropping nodes changes the learning problem: rerun the chunk from its saved
                 # start with larger budgets (a recompile), so no node is ever lost in training.
-                config = grown_budgets(config, trainer)
-                save_config(run_dir, config)
-                trainer = Trainer(config)
-                chunk = jax.jit(trainer.run_batches, static_argnums=1)
-                bar.write(f"ego-graph budget overflow: budgets raised to {config.node_budget} "
-                          f"nodes / {config.edge_budget} edges, rerunning batches {done + 1}-"
-                          f"{done + size}")  # fmt: skip
+                configs = [grown_budgets(c, trainer) for c in configs]
+                for f, config in zip(files, configs, strict=True):
+                    save_config(f.run_dir, config)
+                trainer = Trainer(configs[0])
+                chunk = _chunk_program(trainer, stacked)
+                bar.write(f"ego-graph budget overflow: budgets raised to "
+                          f"{configs[0].node_budget} nodes / {configs[0].edge_budget} edges, "
+                          f"rerunning batches {done + 1}-{done + size}")  # fmt: skip
                 continue
-            if any(row["nonfinite"] > 0 for row in rows):
-                bad = next(row["batch"] for row in rows if row["nonfinite"] > 0)
-                raise NonFiniteLoss(
-                    f"non-finite loss at batch {bad}; stopped. The last good checkpoint (batch "
-                    f"{done}) is kept in {run_dir}; lower the learning rate and resume or restart."
-                )
-            runner, done = next_runner, int(next_runner.batch)
-            checkpointer.save(done, runner)
-            history.extend(rows)
-            _write_history(history_path, history)
-            board.write(rows)
-            bar.update(rows, HEADLINE)
+            for f, rows in zip(files, per_run, strict=True):
+                if any(row["nonfinite"] > 0 for row in rows):
+                    bad = next(row["batch"] for row in rows if row["nonfinite"] > 0)
+                    raise NonFiniteLoss(
+                        f"non-finite loss at batch {bad}; stopped. The last good checkpoint "
+                        f"(batch {done}) is kept in {f.run_dir}; lower the learning rate and "
+                        "resume or restart."
+                    )
+            runner = next_runner
+            for f, run_state, rows in zip(files, _per_run(runner, stack), per_run, strict=True):
+                f.record(run_state, rows)
+            done += size
+            bar.update(_mean_rows(per_run), HEADLINE)
     except KeyboardInterrupt:
         bar.close()
-        print(f"\ninterrupted: batch {done} is saved; resume with --resume {run_dir}")
-        return run_dir
+        where = run_dirs[0].parent if stacked else run_dirs[0]
+        print(f"\ninterrupted: batch {done} is saved; resume with --resume {where}")
+        return
     finally:
-        board.close()
-        checkpointer.close()
+        for f in files:
+            f.close()
     bar.close()
     if finish:
         from qmarl_jax.report import learning_curve, policy_gif
 
-        learning_curve(history, config, run_dir / "curve.png")
-        policy_gif(trainer, runner, run_dir / "policy.gif")
-    return run_dir
+        for f, config, run_state in zip(files, configs, _per_run(runner, stack), strict=True):
+            learning_curve(f.history, config, f.run_dir / "curve.png")
+            policy_gif(trainer, run_state, f.run_dir / "policy.gif")
+
+
+def _chunk_program(trainer: Trainer, stacked: bool):
+    """``(runner, size) -> (runner, metrics [size])``, jitted; ``stacked`` maps it over a
+    leading seeds axis of ``runner`` (and of the metrics)."""
+    if not stacked:
+        return jax.jit(trainer.run_batches, static_argnums=1)
+
+    def run_seeds(runner: RunnerState, size: int):
+        return jax.vmap(lambda one: trainer.run_batches(one, size))(runner)
+
+    return jax.jit(run_seeds, static_argnums=1)
+
+
+def _per_run(tree, stack: int | None) -> list:
+    """``[tree]``, or with ``stack`` runs stacked on its leading axis, each run's slice."""
+    if stack is None:
+        return [tree]
+    return [jax.tree.map(lambda x, i=i: x[i], tree) for i in range(stack)]
+
+
+def _mean_rows(per_run: list[list[dict]]) -> list[dict]:
+    """Each batch's metrics averaged over the runs (what the progress bar shows)."""
+    return [
+        {k: float(np.mean([rows[i][k] for rows in per_run])) for k in per_run[0][i]}
+        for i in range(len(per_run[0]))
+    ]
 
 
 def _overflowed(rows: list[dict]) -> bool:
