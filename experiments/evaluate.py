@@ -15,12 +15,18 @@ not learn). For a self-play run, ``--team T`` evaluates learned team ``T`` alone
 run's mode minus MODE) with a 95% interval on the per-episode differences; every other setting,
 ``--ensemble-hops H`` too (only the ego-graphs centred within H hops of an agent vote for it),
 is the same in both. Prints a table and writes the JSON summary (``--json``).
+
+``--run`` may be a seed set (``experiments.train --seeds N``): every seed's run is evaluated
+with these settings (the same start states) and the summary adds the mean over the seeds of
+each value, the issue's "mean of 3 seeds".
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+
+import numpy as np
 
 from experiments.common import add_world_size_arguments, machine, write_json
 
@@ -113,27 +119,80 @@ def report(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse(argv)
-    from qmarl_jax.evaluate import check_choices, evaluate_run, paired_difference
+def evaluate(run: str, args: argparse.Namespace) -> dict:
+    """The summary of one run under the command's settings (``paired`` added with
+    ``--paired-ensemble``; the per-episode values dropped)."""
+    from qmarl_jax.evaluate import evaluate_run, paired_difference
 
     settings = dict(episodes=args.episodes, opponent=args.opponent, num_agents=args.num_agents,
                     greedy=args.greedy, seed=args.seed, batch_size=args.batch_size,
                     density=args.density, team=args.team, depth=args.depth,
                     ensemble_hops=args.ensemble_hops)  # fmt: skip
+    summary = evaluate_run(run, ensemble=args.ensemble, **settings)
+    if args.paired_ensemble is not None:
+        other = evaluate_run(run, ensemble=args.paired_ensemble, **settings)
+        difference = paired_difference(summary["per_episode"], other["per_episode"])
+        summary["paired"] = {"ensemble": args.paired_ensemble, "difference": difference}
+    summary.pop("per_episode")
+    return summary
+
+
+def seed_set_summary(run: str, per_seed: dict[int, dict]) -> dict:
+    """The mean over a seed set's runs of each value's mean (``metrics``, ``score_vs_oracle``
+    and the paired differences), beside every seed's own summary."""
+    runs = list(per_seed.values())
+    mean = lambda values: float(np.mean(values))
+    summary = {
+        "run": run,
+        "seeds": list(per_seed),
+        "mean": {name: mean([r["metrics"][name]["mean"] for r in runs])
+                 for name in runs[0]["metrics"]},
+        "per_seed": {str(seed): r for seed, r in per_seed.items()},
+    }  # fmt: skip
+    if "score_vs_oracle" in runs[0]:
+        summary["mean"]["score_vs_oracle"] = mean([r["score_vs_oracle"] for r in runs])
+    if "paired" in runs[0]:
+        summary["paired_mean"] = {
+            name: mean([r["paired"]["difference"][name]["mean"] for r in runs])
+            for name in runs[0]["paired"]["difference"]
+        }
+    return summary
+
+
+def seed_set_report(summary: dict) -> str:
+    """The headline values of every seed and their mean, one line each."""
+    some = next(iter(summary["per_seed"].values()))
+    names = [n for n in SHOWN[some["scenario"]] if n in some["metrics"]]
+    names += ["score_vs_oracle"] if "score_vs_oracle" in summary["mean"] else []
+    value = lambda r, n: r[n] if n == "score_vs_oracle" else r["metrics"][n]["mean"]
+    lines = [f"seed set {summary['run']}: {len(summary['seeds'])} seeds",
+             f"  {'seed':8s}" + "".join(f"{n:>17s}" for n in names)]  # fmt: skip
+    for seed, r in summary["per_seed"].items():
+        lines.append(f"  {seed:8s}" + "".join(f"{value(r, n):17.3f}" for n in names))
+    lines.append(f"  {'mean':8s}" + "".join(f"{summary['mean'][n]:17.3f}" for n in names))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    from qmarl_jax.evaluate import check_choices
+    from qmarl_jax.loop import seed_dir, seed_set_seeds
+
     try:
         check_choices(args.opponent, args.ensemble, args.paired_ensemble)
-        summary = evaluate_run(args.run, ensemble=args.ensemble, **settings)
-        if args.paired_ensemble is not None:
-            other = evaluate_run(args.run, ensemble=args.paired_ensemble, **settings)
-            difference = paired_difference(summary["per_episode"], other["per_episode"])
-            summary["paired"] = {"ensemble": args.paired_ensemble, "difference": difference}
+        seeds = seed_set_seeds(args.run)
+        if seeds is None:
+            summary = evaluate(args.run, args)
+            print(report(summary))
+        else:
+            per_seed = {s: evaluate(str(seed_dir(args.run, s)), args) for s in seeds}
+            summary = seed_set_summary(args.run, per_seed)
+            print("\n".join(report(r) for r in per_seed.values()))
+            print(seed_set_report(summary))
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    summary.pop("per_episode")
     summary["machine"] = machine()
-    print(report(summary))
     write_json(args.json, summary)
     return 0
 

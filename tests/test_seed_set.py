@@ -123,8 +123,10 @@ def test_a_seed_set_starts_from_an_earlier_set_or_one_run_and_refuses_bad_settin
         assert not (tmp_path / name).exists()  # refused before anything was written
 
 
-def test_the_train_command_trains_and_resumes_a_seed_set(tmp_path, capsys):
+def test_the_train_and_evaluate_commands_take_a_seed_set(tmp_path, capsys):
+    from experiments import evaluate as evaluate_cli
     from experiments import train as train_cli
+    from qmarl_jax.evaluate import evaluate_run
 
     small = ["--scenario", "jungle", "--games-per-batch", "4", "--max-steps", "8", "--width",
              "16", "--num-blocks", "1", "--no-progress"]  # fmt: skip
@@ -140,3 +142,20 @@ def test_the_train_command_trains_and_resumes_a_seed_set(tmp_path, capsys):
         assert [r["batch"] for r in rows(run)] == [1, 2]
         assert load_config(run).seed == seed and load_config(run).num_batches == 2
         assert (run / "curve.png").exists() and (run / "policy.gif").exists()
+
+    # The evaluation of a seed set: every seed as `evaluate --run SET/seed_S`, and their mean.
+    out = tmp_path / "eval.json"
+    assert evaluate_cli.main(["--run", str(root), "--episodes", "4", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"seed set {root}: 2 seeds" in printed
+    summary = json.loads(out.read_text())
+    assert summary["seeds"] == [5, 6]
+    alone = [evaluate_run(loop.seed_dir(root, s), episodes=4) for s in (5, 6)]
+    for seed, single in zip(("5", "6"), alone, strict=True):
+        assert summary["per_seed"][seed]["metrics"] == single["metrics"]
+        assert summary["per_seed"][seed]["run"] == str(loop.seed_dir(root, int(seed)))
+    for name in ("score", "survival"):
+        expected = np.mean([single["metrics"][name]["mean"] for single in alone])
+        assert summary["mean"][name] == pytest.approx(expected)
+    expected = np.mean([single["score_vs_oracle"] for single in alone])
+    assert summary["mean"]["score_vs_oracle"] == pytest.approx(expected)
