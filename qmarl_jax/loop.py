@@ -318,9 +318,9 @@ def _host_loop(
             f.checkpointer.save(0, runner)
         runners.append(runner)
     done = common or 0
-    runner = jax.tree.map(lambda *x: jnp.stack(x), *runners) if stacked else runners[0]
+    runner = stack_runs(runners) if stacked else runners[0]
     runner = sharding.replicate(runner, trainer.mesh)
-    chunk = _chunk_program(trainer, stacked)
+    chunk = chunk_program(trainer, stacked)
     stack = len(files) if stacked else None
 
     from qmarl_jax.logs import ProgressBar
@@ -342,7 +342,7 @@ def _host_loop(
                 for f, config in zip(files, configs, strict=True):
                     save_config(f.run_dir, config)
                 trainer = Trainer(configs[0])
-                chunk = _chunk_program(trainer, stacked)
+                chunk = chunk_program(trainer, stacked)
                 bar.write(f"ego-graph budget overflow: budgets raised to "
                           f"{configs[0].node_budget} nodes / {configs[0].edge_budget} edges, "
                           f"rerunning batches {done + 1}-{done + size}")  # fmt: skip
@@ -377,7 +377,13 @@ def _host_loop(
             policy_gif(trainer, run_state, f.run_dir / "policy.gif")
 
 
-def _chunk_program(trainer: Trainer, stacked: bool):
+def stack_runs(runners: list[RunnerState]) -> RunnerState:
+    """Runner states of one config stacked on a new leading seeds axis (``chunk_program``'s
+    ``stacked`` input)."""
+    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *runners)
+
+
+def chunk_program(trainer: Trainer, stacked: bool):
     """``(runner, size) -> (runner, metrics [size])``, jitted; ``stacked`` maps it over a
     leading seeds axis of ``runner`` (and of the metrics)."""
     if not stacked:

@@ -158,6 +158,26 @@ def test_bench_compile_measures_a_variant_in_its_own_process(tmp_path):
         bench_compile.main(dataclasses.replace(args, repeats=0))
 
 
+def test_bench_seed_set_times_the_set_against_its_runs_and_checks_they_agree(tmp_path):
+    from experiments import bench_seed_set
+
+    args = bench_seed_set.Args(scenario="jungle", preset="default", seeds=2, batches=1,
+                               repeats=1, games_per_batch=2, width=16, max_steps=4,
+                               json=str(tmp_path / "set.json"))  # fmt: skip
+    result = bench_seed_set.main(args)
+    rows = result["variants"]
+    assert set(rows) == {"one_run", "one_run_one_size", "seed_set"}
+    assert all(row["seconds_per_batch"] > 0 for row in rows.values())
+    assert result["speedup"] == pytest.approx(
+        2 * rows["one_run"]["seconds"] / rows["seed_set"]["seconds"]
+    )
+    # The set's seed 0 plays and learns what its run alone does, up to float rounding.
+    assert result["seed0_metric_max_abs_diff"] < 1e-3
+    assert json.loads((tmp_path / "set.json").read_text()) == result
+    with pytest.raises(ValueError, match="'seeds'=0: must be >= 1"):
+        bench_seed_set.main(dataclasses.replace(args, seeds=0))
+
+
 def test_bench_oracle_times_the_bound_of_reset_states(tmp_path):
     rows = bench_oracle.main(bench_oracle.Args(num_agents=(4, 40), episodes=2, repeats=1,
                                                json=str(tmp_path / "oracle.json")))  # fmt: skip
