@@ -138,6 +138,16 @@ def seed_set_seeds(run_dir: str | Path) -> list[int] | None:
     return json.loads(path.read_text())["seeds"] if path.exists() else None
 
 
+def finished(run_dir: str | Path) -> bool:
+    """Whether a run, or every run of a seed set, has its last batch checkpointed."""
+    seeds = seed_set_seeds(run_dir)
+    runs = [Path(run_dir)] if seeds is None else [seed_dir(run_dir, s) for s in seeds]
+    return all(
+        (run / "config.json").exists() and latest_batch(run) == load_config(run).num_batches
+        for run in runs
+    )
+
+
 def train_seed_set(
     config: TrainConfig | None = None,
     seeds: int | None = None,

@@ -980,6 +980,45 @@ def test_battle_variants_script_names_valid_configs():
     assert refused.returncode == 2 and "unknown variant 'nope'" in refused.stderr
 
 
+@pytest.mark.slow
+def test_battle_recipe_script_trains_three_seed_set_stages_evaluates_the_last_and_goes_on(tmp_path):
+    """experiments/battle_recipe.sh on a tiny budget: past its deadline it starts nothing; then
+    three seed-set stages, each seed started from its own seed of the stage before, and the
+    last stage's four evaluations (the mean over the seeds); a rerun skips what is done."""
+    import os
+    import sys
+    from pathlib import Path
+
+    from qmarl_jax.checkpoint import load_config
+
+    out = tmp_path / "recipe"
+    env = {**os.environ, "OUT": str(out), "SEEDS": "2", "BATCHES": "1", "EPISODES": "4",
+           "FLAGS": "--games-per-batch 2 --max-steps 4 --width 16",
+           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}  # fmt: skip
+    script = ["bash", "experiments/battle_recipe.sh"]
+    late = subprocess.run(script, env={**env, "DEADLINE": "1"}, capture_output=True, text=True)
+    assert late.returncode == 1 and "deadline: not starting" in late.stdout
+    assert not (out / "stage1").exists()
+    done = subprocess.run(script, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"recipe in {out}: finished" in done.stdout
+    for stage, source in (("stage2", "stage1"), ("stage3", "stage2")):
+        for seed in (0, 1):
+            config = load_config(loop.seed_dir(out / stage, seed))
+            assert config.init_from == str(loop.seed_dir(out / source, seed))
+            assert config.kickstart is None and config.num_batches == 1
+    assert load_config(loop.seed_dir(out / "stage1", 0)).kickstart == "rollout"
+    for name in ("sampled", "greedy", "sampled_28", "greedy_28"):
+        summary = json.loads((out / f"stage3_{name}.json").read_text())
+        assert summary["seeds"] == [0, 1] and "terminal_reward" in summary["mean"]
+        first = summary["per_seed"]["0"]
+        assert (first["num_agents"], first["greedy"]) == (
+            28 if name.endswith("28") else 14, name.startswith("greedy"))  # fmt: skip
+    assert not (out / "stage1_sampled.json").exists()  # only EVAL's stages
+    again = subprocess.run(script, env=env, capture_output=True, text=True)
+    assert again.returncode == 0 and "run directory" not in again.stdout
+
+
 def test_battle_student_imitates_then_fine_tunes_then_evaluates_and_resumes(tmp_path, monkeypatch):
     """The pipeline on a tiny budget: the student is a DAgger run, the fine-tune starts from its
     parameters with the recipe's settings, the evaluation repeats what ``evaluate_run`` gives

@@ -76,6 +76,10 @@ def test_a_seed_set_resumes_to_the_uninterrupted_numbers_after_a_kill_between_tw
         assert rows(a) == rows(b)
         jax.tree.map(np.testing.assert_array_equal, loop.load_runner(a)[1],
                      loop.load_runner(b)[1])  # fmt: skip
+    assert loop.finished(resumed) and loop.finished(loop.seed_dir(resumed, 0))
+    assert not loop.finished(tmp_path / "nothing")
+    Checkpointer(loop.seed_dir(split, 1)).drop_after(2)
+    assert not loop.finished(split) and loop.finished(loop.seed_dir(split, 0))
     with pytest.raises(ValueError, match=r"incompatible config.*lr: saved 0.003, requested 0.1"):
         loop.train_seed_set(dataclasses.replace(config, lr=0.1), resume=split, **QUIET)
     with pytest.raises(ValueError, match="is a seed set: resume it with train_seed_set"):
