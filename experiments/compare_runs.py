@@ -4,8 +4,9 @@
         --json out.json --plot out.png
     python -m experiments.compare_runs a.json b.json --bin 50 --json out.json --plot out.png
 
-A run is a training run directory (its ``metrics.jsonl``, one row per batch) or the ``--json`` of
-``experiments.train_seeds`` (several vmapped seeds). Each is cut into bins of ``--bin`` batches;
+A run is a training run directory (its ``metrics.jsonl``, one row per batch), a seed set
+(``experiments.train --seeds``) or the ``--json`` of ``experiments.train_seeds`` (several vmapped
+seeds). Each is cut into bins of ``--bin`` batches;
 the JSON holds, per run, the bins' first and last batch, the mean of every numeric metric over
 the bin (for several seeds: the mean over seeds of each seed's bin mean, and the headline and
 entropy per seed), the run's config and, from ``train_seeds``, its evaluation. The PNG draws the
@@ -59,6 +60,24 @@ def load_seeds(path: Path, size: int) -> dict:
     result = json.loads(path.read_text())
     if not isinstance(result, dict) or "curves" not in result or "seeds" not in result:
         raise ValueError(f"{path} is not the --json of experiments.train_seeds")
+    return seeds_summary(result, size)
+
+
+def load_seed_set(root: Path, seeds: list[int], size: int) -> dict:
+    """``load_seeds`` of a seed set: every seed's ``metrics.jsonl`` (the batches all have)."""
+    from qmarl_jax.loop import seed_dir
+
+    per_seed = [_rows(seed_dir(root, seed)) for seed in seeds]
+    batches = min(len(rows) for rows in per_seed)
+    names = [k for k, v in per_seed[0][0].items() if isinstance(v, int | float) and k != "batch"]
+    curves = {name: [[row[name] for row in rows[:batches]] for rows in per_seed]
+              for name in names}  # fmt: skip
+    config = json.loads((seed_dir(root, seeds[0]) / "config.json").read_text())
+    return seeds_summary({"config": config, "seeds": len(seeds), "curves": curves}, size)
+
+
+def seeds_summary(result: dict, size: int) -> dict:
+    """The summary of ``{"config", "seeds", "curves": {name: [seeds][batches]}}``."""
     metric = HEADLINE[result["config"]["scenario"]]
     per_seed = binned_seeds(result["curves"], size, metric)
     bounds = {k: per_seed.pop(k) for k in ("first_batch", "last_batch")}
@@ -73,16 +92,26 @@ def load_seeds(path: Path, size: int) -> dict:
 
 
 def load_run(run_dir: Path, size: int) -> dict:
-    """``{"config", "batches", "curves"}`` of one run directory (or ``load_seeds`` of a
-    ``train_seeds`` JSON)."""
+    """``{"config", "batches", "curves"}`` of one run directory (``load_seed_set`` of a seed
+    set, ``load_seeds`` of a ``train_seeds`` JSON)."""
+    from qmarl_jax.loop import seed_set_seeds
+
     if run_dir.is_file():
         return load_seeds(run_dir, size)
+    seeds = seed_set_seeds(run_dir)
+    if seeds is not None:
+        return load_seed_set(run_dir, seeds, size)
+    rows = _rows(run_dir)
+    config = json.loads((run_dir / "config.json").read_text())
+    return {"config": config, "batches": rows[-1]["batch"], "curves": binned(rows, size)}
+
+
+def _rows(run_dir: Path) -> list[dict]:
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
     rows = [json.loads(line) for line in lines if line.strip()]
     if not rows:
         raise ValueError(f"run {run_dir} has no batches in metrics.jsonl")
-    config = json.loads((run_dir / "config.json").read_text())
-    return {"config": config, "batches": rows[-1]["batch"], "curves": binned(rows, size)}
+    return rows
 
 
 def plot(runs: dict[str, dict], path: Path) -> Path:
@@ -116,7 +145,7 @@ def plot(runs: dict[str, dict], path: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("runs", nargs="+", help="training run directories or train_seeds JSONs")
+    parser.add_argument("runs", nargs="+", help="run directories, seed sets or train_seeds JSONs")
     parser.add_argument("--labels", nargs="*", default=None, help="one per run (default: names)")
     parser.add_argument("--bin", type=int, default=50, help="batches per bin")
     parser.add_argument("--json", default=None)

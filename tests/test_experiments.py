@@ -910,6 +910,21 @@ def test_compare_runs_bins_hand_made_histories(tmp_path, capsys):
     np.testing.assert_allclose(loaded["curves"]["entropy"], [0.75] * 3)
     assert loaded["evaluation"]["train"]["score_vs_oracle"]["mean"] == 0.5
     assert "evaluated score 40.000; evaluated score_vs_oracle 0.500" in capsys.readouterr().out
+    # The same two seeds as a seed set (experiments.train --seeds): the same curves.
+    seed_set = tmp_path / "set"
+    for seed, curve in enumerate(score):
+        run = loop.seed_dir(seed_set, seed)
+        run.mkdir(parents=True)
+        (run / "config.json").write_text(json.dumps({"scenario": "jungle"}))
+        (run / "metrics.jsonl").write_text("".join(
+            json.dumps({"batch": b + 1, "score": v, "entropy": [1.0, 0.5][seed]}) + "\n"
+            for b, v in enumerate(curve)))  # fmt: skip
+    (seed_set / loop.SEED_SET_FILE).write_text(json.dumps({"seeds": [0, 1]}))
+    assert compare_runs.main([str(seed_set), "--bin", "2", "--json", str(out)]) == 0
+    from_set = json.loads(out.read_text())["runs"]["set"]
+    assert from_set["batches"] == 5 and from_set["seeds"] == 2
+    for key in ("curves", "curves_per_seed"):
+        assert from_set[key] == {k: v for k, v in loaded[key].items() if k != "lr"}
     (tmp_path / "other.json").write_text(json.dumps({"rows": []}))
     assert compare_runs.main([str(tmp_path / "other.json")]) == 2
     assert "is not the --json of experiments.train_seeds" in capsys.readouterr().err
