@@ -46,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
         if known.resume:
             seeds = loop.seed_set_seeds(known.resume)
             seed_set = seeds is not None
+            if known.seeds is not None and not seed_set:
+                raise ValueError(f"--seeds={known.seeds}: {known.resume} is a single run, not "
+                                 "a seed set; resume it without --seeds")  # fmt: skip
             base = load_config(loop.seed_dir(known.resume, seeds[0]) if seed_set else known.resume)
         else:
             base = preset_config(known.scenario, known.preset)

@@ -141,6 +141,9 @@ def test_the_train_and_evaluate_commands_take_a_seed_set(tmp_path, capsys):
                            "--run-dir", str(root)]) == 0  # fmt: skip
     assert f"run directory: {root}" in capsys.readouterr().out
     assert train_cli.main(["--resume", str(root), "--num-batches", "2", "--no-progress"]) == 0
+    single = loop.seed_dir(root, 5)
+    assert train_cli.main(["--resume", str(single), "--seeds", "2"]) == 2
+    assert "is a single run, not a seed set; resume it without --seeds" in capsys.readouterr().err
     for seed in (5, 6):
         run = loop.seed_dir(root, seed)
         assert [r["batch"] for r in rows(run)] == [1, 2]
