@@ -70,7 +70,8 @@ def time_chunks(trainer: Trainer, runner, stacked: bool, args: Args) -> dict:
     """Compile ``trainer``'s chunk program for ``runner`` and time ``args.repeats`` calls of
     ``args.batches`` batches from it -> seconds (median), compile seconds and the metrics."""
     chunk = loop.chunk_program(trainer, stacked)
-    runner = sharding.replicate(runner, trainer.mesh)
+    place = sharding.shard_seeds if stacked else sharding.replicate
+    runner = place(runner, trainer.mesh)
     out = {}
 
     def run():
@@ -90,16 +91,13 @@ def measure(args: Args) -> dict:
     configs = loop.seed_set_configs(config, args.seeds)
     key = jax.random.PRNGKey(config.seed)
     single = Trainer(config)
-    one_size = Trainer(configs[0])
+    one_size = Trainer(dataclasses.replace(configs[0], num_devices=1))
+    seed_set = loop.seed_set_trainer(configs[0], args.seeds)
+    stacked = loop.stack_runs([seed_set.init(jax.random.PRNGKey(c.seed)) for c in configs])
     rows = {
         "one_run": time_chunks(single, single.init(key), False, args),
         "one_run_one_size": time_chunks(one_size, one_size.init(key), False, args),
-        "seed_set": time_chunks(
-            one_size,
-            loop.stack_runs([one_size.init(jax.random.PRNGKey(c.seed)) for c in configs]),
-            True,
-            args,
-        ),
+        "seed_set": time_chunks(seed_set, stacked, True, args),
     }
     seed0 = {k: np.asarray(v)[0] for k, v in rows["seed_set"]["metrics"].items()}
     alone = rows["one_run_one_size"]["metrics"]
@@ -121,6 +119,7 @@ def measure(args: Args) -> dict:
         "width": config.width,
         "num_agents": config.env_config.num_agents,
         "budget_ladder": [list(size) for size in single.actor.ladder],
+        "seed_set_devices": seed_set.mesh.devices.size,
         "variants": rows,
         "speedup": speedup,
         "seed0_metric_max_abs_diff": differences[worst],

@@ -164,9 +164,11 @@ def train_seed_set(
     takes it, and seed ``S`` is the run ``train`` makes with ``seed=S`` (its state starts from
     ``PRNGKey(S)``), up to the float rounding of batched kernels. The set shares one program:
     one ego-graph budget (calibrated on ``config.seed``'s starts and pinned in every seed's
-    config), one budget size (``budget_buckets=1``: a vmapped size switch would run every
-    size) and one device. A chunk whose graphs overflowed in any seed is rerun for all with
-    grown budgets; a non-finite loss in any seed stops all at the last good checkpoint.
+    config) and one budget size (``budget_buckets=1``: a vmapped size switch would run every
+    size). Its seeds are split over ``config.num_devices`` devices (0: the most that split them
+    evenly), the games of each seed on one. A chunk whose graphs overflowed in any seed is
+    rerun for all with grown budgets; a non-finite loss in any seed stops all at the last good
+    checkpoint.
 
     Args:
       config: the runs' config; with ``resume`` it may be None or differ from the saved one
@@ -228,24 +230,28 @@ def train_seed_set(
 
 
 def one_program(config: TrainConfig) -> TrainConfig:
-    """``config`` as a seed set runs it: one budget size and one device.
+    """``config`` as a seed set runs it: one budget size.
 
     Raises:
-      ValueError: ``budget_buckets`` or ``num_devices`` asks for more.
+      ValueError: ``budget_buckets`` asks for more.
     """
     require(config.budget_buckets in (0, 1), "budget_buckets", config.budget_buckets,
             "a seed set runs one vmapped program, which would run every budget size: use 1 "
             "(0 is taken as 1)")  # fmt: skip
-    require(config.num_devices in (0, 1), "num_devices", config.num_devices,
-            "a seed set runs on one device: use 1 (0 is taken as 1)")  # fmt: skip
-    return dataclasses.replace(config, budget_buckets=1, num_devices=1)
+    return dataclasses.replace(config, budget_buckets=1)
+
+
+def seed_set_trainer(config: TrainConfig, seeds: int) -> Trainer:
+    """The trainer of a seed set of ``seeds`` seeds: on ``sharding.seeds_mesh`` (the seeds
+    split over ``config.num_devices`` devices, 0 = the most that split them evenly)."""
+    return Trainer(config, sharding.seeds_mesh(seeds, config.num_devices))
 
 
 def seed_set_configs(config: TrainConfig, seeds: int) -> list[TrainConfig]:
     """Every seed's config of a fresh seed set: ``config`` with its own seed and ``init_from``,
-    one budget size, one device and the budgets of ``config.seed``'s calibration pinned."""
+    one budget size and the budgets of ``config.seed``'s calibration pinned."""
     shared = one_program(config)
-    actor = Trainer(shared).actor
+    actor = seed_set_trainer(shared, seeds).actor
     shared = dataclasses.replace(shared, node_budget=actor.node_budget,
                                  edge_budget=actor.edge_budget)  # fmt: skip
     sources = None if config.init_from is None else seed_set_seeds(config.init_from)
@@ -304,7 +310,8 @@ def _host_loop(
     """The chunk loop of ``train`` (one run) and ``train_seed_set`` (``stacked``: the runs'
     states stacked on a leading seeds axis and trained by one vmapped program). ``checked`` is
     called once the configs have passed every check, before anything is written."""
-    trainer = Trainer(configs[0])
+    make_trainer = (lambda c: seed_set_trainer(c, len(configs))) if stacked else Trainer
+    trainer = make_trainer(configs[0])
     # init_from is checked before anything is written; a resumed run has its own checkpoint.
     starts = [None if resuming else init_params(c, trainer) for c in configs]
     checked()
@@ -328,8 +335,10 @@ def _host_loop(
             f.checkpointer.save(0, runner)
         runners.append(runner)
     done = common or 0
-    runner = stack_runs(runners) if stacked else runners[0]
-    runner = sharding.replicate(runner, trainer.mesh)
+    if stacked:
+        runner = sharding.shard_seeds(stack_runs(runners), trainer.mesh)
+    else:
+        runner = sharding.replicate(runners[0], trainer.mesh)
     chunk = chunk_program(trainer, stacked)
     stack = len(files) if stacked else None
 
@@ -351,7 +360,7 @@ def _host_loop(
                 configs = [grown_budgets(c, trainer) for c in configs]
                 for f, config in zip(files, configs, strict=True):
                     save_config(f.run_dir, config)
-                trainer = Trainer(configs[0])
+                trainer = make_trainer(configs[0])
                 chunk = chunk_program(trainer, stacked)
                 bar.write(f"ego-graph budget overflow: budgets raised to "
                           f"{configs[0].node_budget} nodes / {configs[0].edge_budget} edges, "
@@ -395,12 +404,14 @@ def stack_runs(runners: list[RunnerState]) -> RunnerState:
 
 def chunk_program(trainer: Trainer, stacked: bool):
     """``(runner, size) -> (runner, metrics [size])``, jitted; ``stacked`` maps it over a
-    leading seeds axis of ``runner`` (and of the metrics)."""
+    leading seeds axis of ``runner`` (and of the metrics), split over the trainer's
+    ``seed_set_trainer`` mesh."""
     if not stacked:
         return jax.jit(trainer.run_batches, static_argnums=1)
 
     def run_seeds(runner: RunnerState, size: int):
-        return jax.vmap(lambda one: trainer.run_batches(one, size))(runner)
+        one_seed = lambda one: trainer.run_batches(one, size)
+        return jax.vmap(one_seed, spmd_axis_name=sharding.SEEDS)(runner)
 
     return jax.jit(run_seeds, static_argnums=1)
 
@@ -476,10 +487,12 @@ def load_runner(run_dir: str | Path) -> tuple[Trainer, RunnerState]:
     """The trainer and the latest checkpointed state of a run.
 
     The checkpoint is restored into the shapes of ``trainer.init`` (traced, not run: nothing is
-    initialised or compiled just to be overwritten), on the default device.
+    initialised or compiled just to be overwritten), on the default device; the trainer runs on
+    that device too, whatever ``num_devices`` the run trained with (a seed of a seed set, or a
+    run whose games do not split over the devices visible here).
     """
     config = load_config(Path(run_dir))
-    trainer = Trainer(config)
+    trainer = Trainer(config, sharding.make_mesh(1))
     shapes = jax.eval_shape(trainer.init, jax.random.PRNGKey(config.seed))
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     like = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device), shapes)

@@ -22,6 +22,8 @@ from jax.sharding import PartitionSpec as P
 
 #: Name of the mesh axis the games are split over.
 DATA = "data"
+#: Name of the mesh axis a seed set's seeds are split over (``seeds_mesh``).
+SEEDS = "seeds"
 
 
 def make_mesh(num_devices: int = 0) -> Mesh:
@@ -41,6 +43,36 @@ def make_mesh(num_devices: int = 0) -> Mesh:
             "visible (0 = all)"
         )
     return Mesh(np.asarray(devices[:count]), (DATA,))
+
+
+def seeds_mesh(seeds: int, num_devices: int = 0) -> Mesh:
+    """A ``("seeds", "data")`` mesh of shape ``(d, 1)`` for a seed set: its seeds split over
+    ``d`` devices, the games of each seed on one.
+
+    Args:
+      seeds: the set's seeds.
+      num_devices: ``d``; 0 = the most visible devices that split the seeds evenly.
+
+    Raises:
+      ValueError: more devices asked for than visible, or a count that does not divide the seeds.
+    """
+    devices = jax.devices()
+    if num_devices:
+        make_mesh(num_devices)  # the same check and message as for the games
+        if seeds % num_devices:
+            raise ValueError(
+                f"invalid config field 'num_devices'={num_devices}: a seed set splits its "
+                f"{seeds} seeds evenly over its devices; choose a divisor of {seeds} (0 = auto)"
+            )
+        count = num_devices
+    else:
+        count = max(d for d in range(1, min(seeds, len(devices)) + 1) if seeds % d == 0)
+    return Mesh(np.asarray(devices[:count]).reshape(count, 1), (SEEDS, DATA))
+
+
+def shard_seeds(tree, mesh: Mesh):
+    """Place ``tree`` (a leading seeds axis on every leaf) split over the mesh's seeds axis."""
+    return jax.device_put(tree, NamedSharding(mesh, P(SEEDS)))
 
 
 def check_divisible(games: int, mesh: Mesh) -> None:

@@ -32,6 +32,26 @@ def test_eight_devices_match_one_device_and_shard_the_games():
         assert placed["shard_shape"][1] * 8 == placed["shape"][1] == 8, name
 
 
+def test_a_seed_set_splits_its_seeds_over_devices_and_trains_as_on_one():
+    done = subprocess.run(
+        [sys.executable, str(HELPER), "seeds"], capture_output=True, text=True, timeout=900,
+        cwd=HELPER.parents[2],
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["mesh_devices"] == [1, 4]
+    assert report["loss_gap"] < 1e-5 and report["param_gap"] < 1e-2, report
+    placed = report["param_placement"]
+    assert placed["devices"] == 4 and placed["spec"] == "P('seeds',)"
+    assert placed["shard_shape"][0] == 1 and placed["shape"][0] == 4
+    assert report["loop_batches"] == [1, 1, 1, 1]  # the host loop saves every seed's slice
+    assert report["auto_devices_for_3_seeds"] == 3
+    assert (
+        "'num_devices'=2: a seed set splits its 3 seeds evenly"
+        in (report["refused_2_devices_for_3_seeds"])
+    )
+
+
 def test_mesh_and_divisibility_errors_name_the_field():
     assert sharding.make_mesh().shape[sharding.DATA] == jax.device_count()
     with pytest.raises(ValueError, match="'num_devices'=99: 1 device"):

@@ -1,8 +1,9 @@
 """Run in its own process with 8 forced CPU devices (see tests/test_sharding.py).
 
-Trains the same chunk on a 1-device and an 8-device mesh and prints a JSON report: the largest
-relative difference of the losses (``loss_gap``) and parameters, and how the rollout arrays were
-placed.
+``ALGO``: trains the same chunk on a 1-device and an 8-device mesh and prints a JSON report: the
+largest relative difference of the losses (``loss_gap``) and parameters, and how the rollout
+arrays were placed. ``seeds``: the same for a seed set of 4 seeds on 1 device and split over 4,
+plus a seed set trained by the host loop and the seeds meshes' device counts.
 """
 
 import os
@@ -12,13 +13,16 @@ os.environ["XLA_FLAGS"] = " ".join(
 )
 os.environ["JAX_PLATFORMS"] = "cpu"
 
+import dataclasses
 import json
 import sys
+import tempfile
+from pathlib import Path
 
 import jax
 import numpy as np
 
-from qmarl_jax import sharding
+from qmarl_jax import loop, sharding
 from qmarl_jax.config import make_config
 from qmarl_jax.evaluate import evaluation_config
 from qmarl_jax.rollout import collect
@@ -80,5 +84,46 @@ def main(algo: str) -> None:
     print(json.dumps(report))
 
 
+def seeds() -> None:
+    config = make_config("battle", games_per_batch=4, max_steps=8, width=16, num_blocks=1)
+    configs = loop.seed_set_configs(config, 4)
+    results = {}
+    for devices in (1, 0):  # one device, then auto: all 4 seeds split over 4 of the 8
+        trainer = loop.seed_set_trainer(dataclasses.replace(configs[0], num_devices=devices), 4)
+        runner = loop.stack_runs([trainer.init(jax.random.PRNGKey(c.seed)) for c in configs])
+        runner = sharding.shard_seeds(runner, trainer.mesh)
+        runner, logs = loop.chunk_program(trainer, True)(runner, 2)
+        results[devices] = (trainer, runner, logs)
+    (t1, r1, l1), (t4, r4, l4) = results[1], results[0]
+    losses = [k for k in l1 if "loss" in k]
+    kernel = jax.tree.leaves(r4.teams[0].params)[0]
+    with tempfile.TemporaryDirectory() as tmp:
+        one_batch = dataclasses.replace(config, num_batches=1)
+        root = loop.train_seed_set(one_batch, seeds=4, run_dir=Path(tmp) / "set",
+                                   progress=False, finish=False)  # fmt: skip
+        batches = [int(loop.load_runner(loop.seed_dir(root, s))[1].batch) for s in range(4)]
+    try:
+        sharding.seeds_mesh(3, 2)
+        refused = ""
+    except ValueError as error:
+        refused = str(error)
+    report = {
+        "mesh_devices": [t1.mesh.devices.size, t4.mesh.devices.size],
+        "loss_gap": loss_gap(
+            {k: np.ravel(v) for k, v in l4.items()}, {k: np.ravel(v) for k, v in l1.items()},
+            losses,
+        ),
+        "param_gap": relative_gap(r4.teams, r1.teams),
+        "param_placement": {"devices": len(kernel.sharding.device_set),
+                            "spec": str(kernel.sharding.spec),
+                            "shard_shape": list(kernel.addressable_shards[0].data.shape),
+                            "shape": list(kernel.shape)},
+        "loop_batches": batches,
+        "auto_devices_for_3_seeds": sharding.seeds_mesh(3).devices.size,
+        "refused_2_devices_for_3_seeds": refused,
+    }  # fmt: skip
+    print(json.dumps(report))
+
+
 if __name__ == "__main__":
-    main(sys.argv[1])
+    seeds() if sys.argv[1] == "seeds" else main(sys.argv[1])
