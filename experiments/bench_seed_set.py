@@ -6,16 +6,17 @@
 Times, in one process and on the same machine, ``--batches`` batches of ``--preset``'s config
 (compile excluded, the median of ``--repeats`` calls from the same state):
 
-- ``one_run``: one seed as ``experiments.train`` runs it (the config's budget sizes: the auto
-  ladder on CPU);
-- ``one_run_one_size``: one seed with the seed set's settings (``budget_buckets=1``);
-- ``seed_set``: ``--seeds`` seeds in one vmapped program (``experiments.train --seeds``).
+- ``one_run``: one seed as ``experiments.train`` runs it;
+- ``seed_set``: ``--seeds`` seeds in one vmapped program (``experiments.train --seeds``), each
+  budget-ladder switch on the size the fullest seed needs;
+- ``seed_set_one_size``: the same with one budget size (``budget_buckets=1``), as a vmapped
+  program without that sharing would have to run.
 
 ``speedup`` is ``seeds x one_run / seed_set``: the wall time of training the seeds one after
 another over that of the seed set. As a check that the set trains what the runs do,
 ``seed0_metric_max_abs_diff`` is the largest difference between the metrics of the set's first
-seed and those of ``one_run_one_size`` (the same seed, settings and batches; float rounding),
-with the metric's name and magnitude.
+seed and those of ``one_run`` (the same seed, settings and batches; float rounding), with the
+metric's name and magnitude.
 """
 
 from __future__ import annotations
@@ -90,17 +91,17 @@ def measure(args: Args) -> dict:
     config = bench_config(args)
     configs = loop.seed_set_configs(config, args.seeds)
     key = jax.random.PRNGKey(config.seed)
-    single = Trainer(config)
-    one_size = Trainer(dataclasses.replace(configs[0], num_devices=1))
+    single = Trainer(configs[0])
     seed_set = loop.seed_set_trainer(configs[0], args.seeds)
+    one_size = loop.seed_set_trainer(dataclasses.replace(configs[0], budget_buckets=1), args.seeds)
     stacked = loop.stack_runs([seed_set.init(jax.random.PRNGKey(c.seed)) for c in configs])
     rows = {
         "one_run": time_chunks(single, single.init(key), False, args),
-        "one_run_one_size": time_chunks(one_size, one_size.init(key), False, args),
         "seed_set": time_chunks(seed_set, stacked, True, args),
+        "seed_set_one_size": time_chunks(one_size, stacked, True, args),
     }
     seed0 = {k: np.asarray(v)[0] for k, v in rows["seed_set"]["metrics"].items()}
-    alone = rows["one_run_one_size"]["metrics"]
+    alone = rows["one_run"]["metrics"]
     differences = {k: float(np.max(np.abs(seed0[k] - np.asarray(alone[k])))) for k in alone}
     worst = max(differences, key=differences.get)
     for row in rows.values():

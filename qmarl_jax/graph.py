@@ -22,6 +22,8 @@ padded message-passing work scales with the agents that have neighbours, not wit
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import math
 from typing import NamedTuple
@@ -410,18 +412,41 @@ def on_trimmed_graphs(ladder, graphs: jraph.GraphsTuple, num_agents: int, fn):
     return on_budget_ladder(ladder, *budget_use(graphs, num_agents), on_size)
 
 
+#: The vmapped axis whose members share each ladder switch's size (``one_size_across``).
+_SHARED_SIZE_AXIS: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "shared_size_axis", default=None
+)
+
+
+@contextlib.contextmanager
+def one_size_across(axis_name: str):
+    """While a function is traced inside, every budget-ladder switch (``on_budget_ladder``) runs
+    the members of the vmapped axis ``axis_name`` on one size, the largest any of them needs
+    (``lax.pmax``): the switch index is then the same for all, so the switch stays a switch
+    under that ``vmap`` instead of a select that runs every size. The numbers do not change
+    (only padding differs)."""
+    token = _SHARED_SIZE_AXIS.set(axis_name)
+    try:
+        yield
+    finally:
+        _SHARED_SIZE_AXIS.reset(token)
+
+
 def on_budget_ladder(ladder, nodes: jax.Array, edges: jax.Array, branch):
     """``branch(node_slots, edge_slots)`` for the smallest ``ladder`` size holding ``nodes`` and
     ``edges`` (``budget_use``), chosen at run time by ``lax.switch``: every size is compiled,
     one runs. The branches must return the same shapes. A one-size ladder calls it directly.
 
-    Under ``vmap`` with a batched size the switch becomes a select that runs every branch: use a
-    one-size ladder there.
+    Under ``vmap`` with a batched size the switch becomes a select that runs every branch, unless
+    it is traced inside ``one_size_across`` for that vmap's axis.
     """
     if len(ladder) == 1:
         return branch(*ladder[0])
     too_small = [(node_slots < nodes) | (edge_slots < edges) for node_slots, edge_slots in ladder]
     index = jnp.sum(jnp.stack(too_small), dtype=jnp.int32)
+    shared = _SHARED_SIZE_AXIS.get()
+    if shared is not None:
+        index = jax.lax.pmax(index, shared)
     return jax.lax.switch(index, [functools.partial(branch, *size) for size in ladder])
 
 

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from envs.base import require
-from qmarl_jax import sharding
+from qmarl_jax import graph, sharding
 from qmarl_jax.checkpoint import (
     Checkpointer,
     check_compatible,
@@ -164,11 +164,11 @@ def train_seed_set(
     takes it, and seed ``S`` is the run ``train`` makes with ``seed=S`` (its state starts from
     ``PRNGKey(S)``), up to the float rounding of batched kernels. The set shares one program:
     one ego-graph budget (calibrated on ``config.seed``'s starts and pinned in every seed's
-    config) and one budget size (``budget_buckets=1``: a vmapped size switch would run every
-    size). Its seeds are split over ``config.num_devices`` devices (0: the most that split them
-    evenly), the games of each seed on one. A chunk whose graphs overflowed in any seed is
-    rerun for all with grown budgets; a non-finite loss in any seed stops all at the last good
-    checkpoint.
+    config), and at each budget-ladder switch one size, the largest any seed needs
+    (``graph.one_size_across``). Its seeds are split over ``config.num_devices`` devices (0:
+    the most that split them evenly), the games of each seed on one. A chunk whose graphs
+    overflowed in any seed is rerun for all with grown budgets; a non-finite loss in any seed
+    stops all at the last good checkpoint.
 
     Args:
       config: the runs' config; with ``resume`` it may be None or differ from the saved one
@@ -184,8 +184,8 @@ def train_seed_set(
     from the run of its own seed, e.g. the seed set of an earlier stage).
 
     Raises:
-      ValueError: a bad ``seeds``, ``budget_buckets``, ``num_devices`` or ``init_from`` (named,
-        before anything is written), or an incompatible config on resume.
+      ValueError: a bad ``seeds``, ``num_devices`` or ``init_from`` (named, before anything is
+        written), or an incompatible config on resume.
       NonFiniteLoss: a loss became NaN/inf in some seed.
     """
     if resume is not None:
@@ -203,7 +203,7 @@ def train_seed_set(
                 # The fresh set's own settings; budgets left to calibration keep the saved ones.
                 kept = [k for k in ("node_budget", "edge_budget") if getattr(config, k) is None]
                 requested = dataclasses.replace(
-                    one_program(config), seed=seed, init_from=saved.init_from,
+                    config, seed=seed, init_from=saved.init_from,
                     **{k: getattr(saved, k) for k in kept},
                 )  # fmt: skip
                 check_compatible(saved, requested)
@@ -229,18 +229,6 @@ def train_seed_set(
     return run_dir
 
 
-def one_program(config: TrainConfig) -> TrainConfig:
-    """``config`` as a seed set runs it: one budget size.
-
-    Raises:
-      ValueError: ``budget_buckets`` asks for more.
-    """
-    require(config.budget_buckets in (0, 1), "budget_buckets", config.budget_buckets,
-            "a seed set runs one vmapped program, which would run every budget size: use 1 "
-            "(0 is taken as 1)")  # fmt: skip
-    return dataclasses.replace(config, budget_buckets=1)
-
-
 def seed_set_trainer(config: TrainConfig, seeds: int) -> Trainer:
     """The trainer of a seed set of ``seeds`` seeds: on ``sharding.seeds_mesh`` (the seeds
     split over ``config.num_devices`` devices, 0 = the most that split them evenly)."""
@@ -249,10 +237,9 @@ def seed_set_trainer(config: TrainConfig, seeds: int) -> Trainer:
 
 def seed_set_configs(config: TrainConfig, seeds: int) -> list[TrainConfig]:
     """Every seed's config of a fresh seed set: ``config`` with its own seed and ``init_from``,
-    one budget size and the budgets of ``config.seed``'s calibration pinned."""
-    shared = one_program(config)
-    actor = seed_set_trainer(shared, seeds).actor
-    shared = dataclasses.replace(shared, node_budget=actor.node_budget,
+    and the budgets of ``config.seed``'s calibration pinned."""
+    actor = seed_set_trainer(config, seeds).actor
+    shared = dataclasses.replace(config, node_budget=actor.node_budget,
                                  edge_budget=actor.edge_budget)  # fmt: skip
     sources = None if config.init_from is None else seed_set_seeds(config.init_from)
     configs = []
@@ -411,7 +398,10 @@ def chunk_program(trainer: Trainer, stacked: bool):
 
     def run_seeds(runner: RunnerState, size: int):
         one_seed = lambda one: trainer.run_batches(one, size)
-        return jax.vmap(one_seed, spmd_axis_name=sharding.SEEDS)(runner)
+        # Each budget-ladder switch runs every seed on the size the fullest one needs.
+        with graph.one_size_across(sharding.SEEDS):
+            return jax.vmap(one_seed, axis_name=sharding.SEEDS,
+                            spmd_axis_name=sharding.SEEDS)(runner)  # fmt: skip
 
     return jax.jit(run_seeds, static_argnums=1)
 

@@ -265,6 +265,30 @@ def test_budget_ladder_halves_and_the_switch_picks_the_smallest_fitting_size():
             np.testing.assert_array_equal(pick(nodes, edges), fitting[0])
 
 
+def test_one_size_across_a_vmapped_axis_runs_one_branch_the_largest_any_member_needs():
+    """Under ``vmap`` a batched switch index runs every size; inside ``one_size_across`` for the
+    vmap's axis every member gets the size the fullest one needs, and one branch runs."""
+    ladder = graph.budget_ladder(1000, 3001, 3)
+
+    def pick(nodes):
+        return graph.on_budget_ladder(ladder, nodes, 0, lambda n, e: jnp.array([n, e]))
+
+    def shared(nodes):
+        with graph.one_size_across("seeds"):
+            return jax.vmap(pick, axis_name="seeds")(nodes)
+
+    for nodes, size in (([10, 300, 20], ladder[1]), ([10, 20, 5], ladder[0]),
+                        ([999, 0, 0], ladder[2])):  # fmt: skip
+        np.testing.assert_array_equal(jax.jit(shared)(jnp.array(nodes)), [size] * 3)
+        # Each member alone: its own smallest size.
+        alone = jax.vmap(pick)(jnp.array(nodes))
+        np.testing.assert_array_equal(alone, [pick(n) for n in nodes])
+    separate = str(jax.make_jaxpr(jax.vmap(pick))(jnp.array([1, 2])))
+    together = str(jax.make_jaxpr(shared)(jnp.array([1, 2])))
+    assert "select_n" in separate and "cond[" not in separate
+    assert "cond[" in together and "pmax" in together
+
+
 @pytest.mark.parametrize("density", [0.2, 0.4])
 def test_shared_ego_graphs_stand_for_exactly_the_brute_force_ones(density):
     """With ``share_components`` every live agent's ego-graph (brute-force BFS) is stored once:

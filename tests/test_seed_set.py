@@ -34,11 +34,12 @@ def test_each_seed_of_a_set_is_the_run_train_makes_for_that_seed(tmp_path):
     assert loop.seed_set_seeds(root) == [3, 4]
     assert loop.seed_set_seeds(loop.seed_dir(root, 3)) is None
     configs = [load_config(loop.seed_dir(root, s)) for s in (3, 4)]
-    # One program: one budget (the calibration of config.seed, pinned) and one size.
+    # One program: one budget, the calibration of config.seed, pinned in every seed's config.
     trainer = Trainer(config)
+    assert len(trainer.actor.ladder) > 1  # the seeds share each switch of the budget ladder
     for seed, saved in zip((3, 4), configs, strict=True):
         assert saved == dataclasses.replace(
-            config, seed=seed, budget_buckets=1,
+            config, seed=seed,
             node_budget=trainer.actor.node_budget, edge_budget=trainer.actor.edge_budget,
         )  # fmt: skip
     finals = []
@@ -115,8 +116,6 @@ def test_a_seed_set_starts_from_an_earlier_set_or_one_run_and_refuses_bad_settin
         "seeds": (config, 0, "'seeds'=0: must be >= 1"),
         "init_from": (dataclasses.replace(later, seed=1), 2,
                       r"'init_from'=.*the seed set of seeds \[0, 1\] has no seed 2"),
-        "budget_buckets": (dataclasses.replace(config, budget_buckets=2), 2,
-                           "'budget_buckets'=2: a seed set runs one vmapped program"),
         "num_devices": (dataclasses.replace(config, num_devices=2), 2,
                         "'num_devices'=2: 1 device"),
         "shapes": (dataclasses.replace(later, width=32), 2, "other parameter shapes"),
