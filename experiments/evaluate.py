@@ -18,7 +18,7 @@ is the same in both. Prints a table and writes the JSON summary (``--json``).
 
 ``--run`` may be a seed set (``experiments.train --seeds N``): every seed's run is evaluated
 with these settings (the same start states) and the summary adds the mean over the seeds of
-each value, the issue's "mean of 3 seeds".
+each value, as results over seeds are reported.
 """
 
 from __future__ import annotations
