@@ -85,7 +85,7 @@ def main(algo: str) -> None:
 
 
 def seeds() -> None:
-    config = make_config("battle", games_per_batch=4, max_steps=8, width=16, num_blocks=1)
+    config = make_config("jungle", games_per_batch=4, max_steps=8, width=16, num_blocks=1)
     configs = loop.seed_set_configs(config, 4)
     results = {}
     for devices in (1, 0):  # one device, then auto: all 4 seeds split over 4 of the 8
