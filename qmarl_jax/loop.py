@@ -200,7 +200,7 @@ def train_seed_set(
         for seed in seed_list:
             saved = load_config(seed_dir(run_dir, seed))
             if config is not None:
-                # The fresh set's own settings; budgets left to calibration keep the saved ones.
+                # Budgets left to calibration keep the ones pinned when the set started.
                 kept = [k for k in ("node_budget", "edge_budget") if getattr(config, k) is None]
                 requested = dataclasses.replace(
                     config, seed=seed, init_from=saved.init_from,
