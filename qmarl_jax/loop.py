@@ -23,8 +23,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import envs
 from envs.base import require
-from qmarl_jax import graph, sharding
+from qmarl_jax import graph, rollout, sharding
 from qmarl_jax.checkpoint import (
     Checkpointer,
     check_compatible,
@@ -238,9 +239,8 @@ def seed_set_trainer(config: TrainConfig, seeds: int) -> Trainer:
 def seed_set_configs(config: TrainConfig, seeds: int) -> list[TrainConfig]:
     """Every seed's config of a fresh seed set: ``config`` with its own seed and ``init_from``,
     and the budgets of ``config.seed``'s calibration pinned."""
-    actor = seed_set_trainer(config, seeds).actor
-    shared = dataclasses.replace(config, node_budget=actor.node_budget,
-                                 edge_budget=actor.edge_budget)  # fmt: skip
+    nodes, edges = rollout.budgets(config, envs.make_env(config.env_config))
+    shared = dataclasses.replace(config, node_budget=nodes, edge_budget=edges)
     sources = None if config.init_from is None else seed_set_seeds(config.init_from)
     configs = []
     for seed in range(config.seed, config.seed + seeds):

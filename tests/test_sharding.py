@@ -15,14 +15,19 @@ from qmarl_jax.train import Trainer
 HELPER = Path(__file__).parent / "helpers" / "multi_device.py"
 
 
-def test_eight_devices_match_one_device_and_shard_the_games():
-    # XLA_FLAGS must be set before JAX starts, so the check runs in its own process.
+def helper_report(mode: str) -> dict:
+    """The JSON report of ``tests/helpers/multi_device.py MODE``. XLA_FLAGS must be set before
+    JAX starts, so each check runs in its own process."""
     done = subprocess.run(
-        [sys.executable, str(HELPER), "qmarl_ppo"], capture_output=True, text=True, timeout=900,
+        [sys.executable, str(HELPER), mode], capture_output=True, text=True, timeout=900,
         cwd=HELPER.parents[2],
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
-    report = json.loads(done.stdout.strip().splitlines()[-1])
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_eight_devices_match_one_device_and_shard_the_games():
+    report = helper_report("qmarl_ppo")
     assert report["device_count"] == 8
     assert report["loss_gap"] < 1e-5, report
     assert report["eval_mesh_devices"] == 1
@@ -33,12 +38,7 @@ def test_eight_devices_match_one_device_and_shard_the_games():
 
 
 def test_a_seed_set_splits_its_seeds_over_devices_and_trains_as_on_one():
-    done = subprocess.run(
-        [sys.executable, str(HELPER), "seeds"], capture_output=True, text=True, timeout=900,
-        cwd=HELPER.parents[2],
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    report = json.loads(done.stdout.strip().splitlines()[-1])
+    report = helper_report("seeds")
     assert report["mesh_devices"] == [1, 4]
     assert report["loss_gap"] < 1e-5 and report["param_gap"] < 1e-2, report
     placed = report["param_placement"]
