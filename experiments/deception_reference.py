@@ -14,7 +14,7 @@ coordination buys (the landmark compass's), not bounds:
 
 The adversary is always ``scripted`` (heads for the landmark with the most home agents within
 distance 2 and holds beside it). Prints and saves the home-team terminal reward x100 with its 95%
-interval - the yardsticks for a learned Deception policy (README "Results").
+interval - the yardsticks for a learned Deception policy (docs/NOTEBOOK.md).
 """
 
 from __future__ import annotations

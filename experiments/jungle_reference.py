@@ -24,7 +24,7 @@ collisions and harm ignored). These yardsticks say how much of that bound a poli
   controller, a privileged kickstarting teacher (``envs.opponents.jungle_lookahead``).
 
 Each scores moves and takes the best, ties broken at random. Prints and saves the Jungle score
-x100, the oracle bound and ``score_vs_oracle`` with 95% intervals (README "Results"); above
+x100, the oracle bound and ``score_vs_oracle`` with 95% intervals (docs/NOTEBOOK.md); above
 ``evaluate.ORACLE_MAX_AGENTS`` agents the score alone.
 """
 

@@ -436,15 +436,15 @@ def _one_of(field: str, value: Any, allowed) -> None:
 #: -10.2 / +8.5 / -2.3, without it -33.3 on seed 0 and -19.3 / -25.8 / -28.2 in session 9, with 1.0
 #: +2.9 / +7.4 / +4.2, within the seeds' noise: docs/RESULTS.md), trains 300 batches (10 minutes on
 #: session 9's CPU) with the learning rate annealed to 0 (without it a 400-batch run peaked near
-#: batch 250 and fell back to stand-still level: README "Results") and sizes its ego-graph budgets
+#: batch 250 and fell back to stand-still level: docs/NOTEBOOK.md) and sizes its ego-graph budgets
 #: 6x the random start's (the teams close in and their ego-graphs grow: 1.25x overflowed three
 #: times, 4x once, each a recompile and a rerun chunk; the budget ladder keeps unused slots nearly
 #: free);
 #: Deception trains 400 batches (about 2 minutes; the home reward levels off near -60 by then,
-#: from -86 at 120: README "Results");
+#: from -86 at 120: docs/NOTEBOOK.md);
 #: Jungle keeps a larger entropy bonus (at 0.01 its policy turns
 #: near-deterministic after ~600 batches and agents that see the same thing collide and harm each
-#: other: the score halves; at 0.03 it keeps rising, README "Results").
+#: other: the score halves; at 0.03 it keeps rising, docs/NOTEBOOK.md).
 _CPU = dict(algo="qmarl_ppo", games_per_batch=32, ppo_epochs=2, num_minibatches=8,
             num_batches=120)  # fmt: skip
 DEFAULT_PRESETS: dict[str, dict[str, Any]] = {

@@ -118,8 +118,9 @@ def budget_ladder(config: TrainConfig, node_budget: int, edge_budget: int, backe
     size), else the full budgets alone; always the full budgets alone for ``mha`` (its
     neighbour graph has no packed budget).
 
-    Measured on an H100 at 10,000 agents with 10 update chunks (README, "Training speed"): 4
-    sizes take 4% density from 2.37 to 2.27 s per 100 episodes and 40% from 19.9 to 6.8 s."""
+    Measured on an H100 at 10,000 agents with 10 update chunks (docs/NOTEBOOK.md, "Training
+    speed"): 4 sizes take 4% density from 2.37 to 2.27 s per 100 episodes and 40% from 19.9 to
+    6.8 s."""
     if config.trunk == "mha":
         return ((node_budget, edge_budget),)
     if config.budget_buckets:

@@ -15,8 +15,8 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "1")
 # The suite is mostly XLA compiling many small programs that then run for milliseconds, so it
 # asks XLA:CPU for cheap code generation: -O0, and the older loop emitters instead of the MLIR
 # fusion emitters, which together compile a tiny training batch 2.5x faster than XLA's defaults
-# (`python -m experiments.bench_compile`; README, "Two commands"). The programs compute the
-# same things, only slower (float rounding can differ; no test depends on it).
+# (`python -m experiments.bench_compile`; docs/NOTEBOOK.md, "The test suite's time"). The
+# programs compute the same things, only slower (float rounding can differ; no test depends on it).
 OPTIMIZATION_FLAG = "--xla_backend_optimization_level=0"
 EMITTER_FLAG = "--xla_cpu_use_fusion_emitters=false"  # newer XLA only
 
