@@ -352,11 +352,13 @@ def evaluation_config(
     )  # fmt: skip
     # Evaluation and inference run on one device (any batch size is valid there). They cannot
     # regrow overflowing budgets as training does, so they calibrate with a wider margin (the
-    # summary still counts any overflow). A kickstarting teacher labels nothing here.
+    # summary still counts any overflow). A kickstarting teacher labels nothing here. The run's
+    # seed (here only the key of that calibration) and its init_from do not change play: reset,
+    # the seeds of a seed set share one config, so one compiled evaluator (shared_evaluator).
     changes: dict[str, Any] = dict(
         games_per_batch=games, controllers=controllers, node_budget=None, edge_budget=None,
         budget_margin=max(EVALUATION_BUDGET_MARGIN, config.budget_margin), num_devices=1,
-        kickstart=None,
+        kickstart=None, seed=0, init_from=None,
     )  # fmt: skip
     if num_agents is not None:
         changes["num_agents"] = num_agents

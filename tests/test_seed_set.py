@@ -129,7 +129,7 @@ def test_a_seed_set_starts_from_an_earlier_set_or_one_run_and_refuses_bad_settin
 def test_the_train_and_evaluate_commands_take_a_seed_set(tmp_path, capsys):
     from experiments import evaluate as evaluate_cli
     from experiments import train as train_cli
-    from qmarl_jax.evaluate import evaluate_run
+    from qmarl_jax.evaluate import evaluate_run, shared_evaluator
 
     small = ["--scenario", "jungle", "--games-per-batch", "4", "--max-steps", "8", "--width",
              "16", "--num-blocks", "1", "--no-progress"]  # fmt: skip
@@ -150,8 +150,11 @@ def test_the_train_and_evaluate_commands_take_a_seed_set(tmp_path, capsys):
         assert (run / "curve.png").exists() and (run / "policy.gif").exists()
 
     # The evaluation of a seed set: every seed as `evaluate --run SET/seed_S`, and their mean.
+    # The seeds share one compiled evaluator: their evaluation configs are equal.
     out = tmp_path / "eval.json"
+    shared_evaluator.cache_clear()
     assert evaluate_cli.main(["--run", str(root), "--episodes", "4", "--json", str(out)]) == 0
+    assert (shared_evaluator.cache_info().misses, shared_evaluator.cache_info().hits) == (1, 1)
     printed = capsys.readouterr().out
     assert f"seed set {root}: 2 seeds" in printed
     summary = json.loads(out.read_text())
