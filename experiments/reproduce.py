@@ -72,19 +72,34 @@ def train_config(args: Args, scenario: str, algo: str, **overrides):
     return make_config(scenario, **{**fields, **overrides})
 
 
+def vmapped_train(trainer):
+    """``keys [seeds, 2] -> (RunnerState, metrics)``, each stacked over the seeds: ``trainer.train``
+    vmapped, every budget-ladder switch running all seeds on the size the fullest one needs
+    (``graph.one_size_across``), so a switch stays a switch instead of running every size."""
+    import jax
+
+    from qmarl_jax import graph
+
+    def train_all(keys: jax.Array):
+        with graph.one_size_across("seeds"):
+            return jax.vmap(trainer.train, axis_name="seeds")(keys)
+
+    return train_all
+
+
 def train_seeds(config, seeds: int):
     """Train ``seeds`` runs in one vmapped program -> (params per seed, curves, seconds).
 
-    ``seconds`` is the run time of the compiled program (compile excluded).
+    Seed ``s`` is ``Trainer(config).train(split(PRNGKey(config.seed), seeds)[s])``, up to
+    batched float rounding. ``seconds`` is the run time of the compiled program (compile
+    excluded).
     """
     import jax
 
     from qmarl_jax.train import Trainer
 
-    # Vmapped runs: a budget-size switch would run every size (TrainConfig.budget_buckets).
-    trainer = Trainer(dataclasses.replace(config, budget_buckets=1))
     keys = jax.random.split(jax.random.PRNGKey(config.seed), seeds)
-    compiled = jax.jit(jax.vmap(trainer.train)).lower(keys).compile()
+    compiled = jax.jit(vmapped_train(Trainer(config))).lower(keys).compile()
     start = time.perf_counter()
     runner, metrics = jax.block_until_ready(compiled(keys))
     seconds = time.perf_counter() - start

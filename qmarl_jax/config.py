@@ -212,9 +212,10 @@ class TrainConfig:
     ego-graphs (``lax.switch``; only padding is cut, so the numbers are the same): budgets are
     sized for the fullest step, and the steps after deaths and dispersal use a fraction of
     them. 1 = always the full budgets. 0 = auto: up to 8 on CPU (sizes under 64 node slots
-    left out); on GPU/TPU up to 4 with ``update_chunks > 1``, else 1; 1 for ``mha``. Use 1 when
-    vmapping whole training runs (a batched switch runs every size), except in a seed set, whose
-    seeds share one size per switch (``loop.train_seed_set``)."""
+    left out); on GPU/TPU up to 4 with ``update_chunks > 1``, else 1; 1 for ``mha``. Under a
+    vmap of whole runs a batched switch runs every size, unless traced in
+    ``graph.one_size_across``, as seed sets (``loop.train_seed_set``) and
+    ``experiments.reproduce.train_seeds`` are: their seeds share one size per switch."""
     grow_budgets: bool = True
     """Training loop: when a chunk's ego-graphs overflowed a budget, raise both budgets 1.5x and
     rerun the chunk (a recompile), so training never drops a node; the grown budgets are saved

@@ -97,6 +97,32 @@ def test_train_seeds_evaluation_is_the_evaluator_with_seed_1000_plus_index():
         assert evaluated["score"]["seeds"][index] == pytest.approx(expected)
 
 
+def test_train_seeds_trains_each_seed_as_alone_and_keeps_the_budget_switches():
+    """Seed ``s`` of the vmapped program is ``Trainer.train`` of its key alone (up to batched
+    float rounding), and every budget-ladder switch of one run stays a switch (a ``cond``, not a
+    select that runs every size) in the program of the seeds."""
+    import re
+
+    from qmarl_jax.train import Trainer
+
+    config = make_config("battle", num_batches=2, seed=3, games_per_batch=4, max_steps=8,
+                         width=16, num_blocks=1)  # fmt: skip
+    trainer = Trainer(config)
+    assert len(trainer.actor.ladder) > 1
+    keys = jax.random.split(jax.random.PRNGKey(3), 2)
+    conds = lambda fn, arg: len(re.findall(r"\bcond\[", str(jax.make_jaxpr(fn)(arg))))
+    assert conds(reproduce.vmapped_train(trainer), keys) == conds(trainer.train, keys[0]) > 0
+    params, curves, _ = reproduce.train_seeds(config, 2)
+    alone = jax.jit(trainer.train)
+    close = lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    for seed, key in enumerate(keys):
+        runner, metrics = alone(key)
+        for name, values in metrics.items():
+            close(curves[name][seed], values)
+        jax.tree.map(close, params[seed], tuple(team.params for team in runner.teams))
+    assert curves["terminal_reward"][0] != curves["terminal_reward"][1]
+
+
 def test_train_seeds_rejects_bad_evaluation_flags_before_training():
     with pytest.raises(ValueError, match="--eval-episodes=-1"):
         train_seeds.main(["--eval-episodes", "-1"])
