@@ -78,11 +78,11 @@ def vmapped_train(trainer):
     (``graph.one_size_across``), so a switch stays a switch instead of running every size."""
     import jax
 
-    from qmarl_jax import graph
+    from qmarl_jax import graph, sharding
 
     def train_all(keys: jax.Array):
-        with graph.one_size_across("seeds"):
-            return jax.vmap(trainer.train, axis_name="seeds")(keys)
+        with graph.one_size_across(sharding.SEEDS):  # as loop.chunk_program's seed sets
+            return jax.vmap(trainer.train, axis_name=sharding.SEEDS)(keys)
 
     return train_all
 
