@@ -7,6 +7,12 @@ Layout of a run directory::
                          and renamed when complete: a killed save never corrupts the latest one)
     metrics.jsonl        one line per batch
 
+A **policy directory** (``experiments.export_policy``) holds a run's trained parameters alone:
+``config.json`` and ``policy.msgpack`` (each learning team's parameters and the batch they were
+trained to, without the optimiser state: about 40% of a checkpoint). Everything that reads a
+run's latest parameters reads it too (``loop.load_runner``: evaluation, ``load_policy``,
+``--init-from``); it cannot be resumed.
+
 Loading with an incompatible config raises an error naming the fields that differ.
 """
 
@@ -18,7 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
+from flax import serialization
 
 from qmarl_jax.config import TrainConfig, config_from_dict
 
@@ -27,6 +35,7 @@ from qmarl_jax.config import TrainConfig, config_from_dict
 RESUMABLE_FIELDS = ("num_batches", "batches_per_chunk", "num_devices", "node_budget",
                     "edge_budget")  # fmt: skip
 CONFIG_FILE = "config.json"
+POLICY_FILE = "policy.msgpack"
 
 
 def save_config(run_dir: Path, config: TrainConfig) -> None:
@@ -60,12 +69,81 @@ def check_compatible(saved: TrainConfig, requested: TrainConfig) -> None:
 
 
 def latest_batch(run_dir: Path) -> int | None:
-    """The batch of the latest checkpoint under ``run_dir`` (None: no checkpoint)."""
+    """The batch of the latest checkpoint under ``run_dir``, or of a policy directory's
+    parameters (None: neither)."""
+    if is_policy_dir(run_dir):
+        return _read_policy(run_dir)["batch"]
     checkpointer = Checkpointer(run_dir)
     try:
         return checkpointer.latest_batch()
     finally:
         checkpointer.close()
+
+
+def is_policy_dir(run_dir: str | Path) -> bool:
+    """Whether ``run_dir`` is a policy directory (parameters only, see the module docstring)."""
+    return (Path(run_dir) / POLICY_FILE).exists()
+
+
+def save_policy(policy_dir: str | Path, config: TrainConfig, params_by_team: tuple,
+                batch: int) -> Path:  # fmt: skip
+    """Write a policy directory: ``config.json``, then ``policy.msgpack`` (written to a
+    temporary file and renamed, so the file marks a complete directory).
+
+    Args:
+      policy_dir: where to write (created; must not hold a run's checkpoints).
+      config: the config of the run the parameters come from.
+      params_by_team: one parameter tree per learning team (``config.learning_teams``).
+      batch: the batches they were trained for.
+    """
+    policy_dir = Path(policy_dir)
+    if (policy_dir / "checkpoints").exists():
+        raise ValueError(f"{policy_dir} holds a run's checkpoints: write the policy elsewhere")
+    if len(params_by_team) != len(config.learning_teams):
+        raise ValueError(f"{len(params_by_team)} parameter trees for learning teams "
+                         f"{config.learning_teams}")  # fmt: skip
+    policy_dir.mkdir(parents=True, exist_ok=True)
+    teams = {str(i): serialization.to_state_dict(jax.device_get(p))
+             for i, p in enumerate(params_by_team)}  # fmt: skip
+    payload = serialization.msgpack_serialize({"batch": int(batch), "teams": teams})
+    save_config(policy_dir, config)
+    path = policy_dir / POLICY_FILE
+    tmp = path.with_suffix(".msgpack.tmp")
+    tmp.write_bytes(payload)
+    tmp.replace(path)
+    return path
+
+
+def _read_policy(policy_dir: str | Path) -> dict:
+    return serialization.msgpack_restore((Path(policy_dir) / POLICY_FILE).read_bytes())
+
+
+def load_policy_params(policy_dir: str | Path, like: tuple) -> tuple[tuple, int]:
+    """A policy directory's ``(params_by_team, batch)``, each team's tree shaped like ``like``.
+
+    Raises:
+      ValueError: the file holds other teams or parameters of other shapes than ``like`` (a
+        ``config.json`` edited after the export, or a policy of another version).
+    """
+    path = Path(policy_dir) / POLICY_FILE
+    saved = _read_policy(policy_dir)
+    teams = saved["teams"]
+    if len(teams) != len(like):
+        raise ValueError(f"{path} holds {len(teams)} learning teams; its config.json has "
+                         f"{len(like)}")  # fmt: skip
+    shape = lambda tree: jax.tree.map(lambda x: (tuple(x.shape), np.dtype(x.dtype)), tree)
+    params = []
+    for i, wanted in enumerate(like):
+        try:
+            team = serialization.from_state_dict(wanted, teams[str(i)])
+        except (KeyError, ValueError) as error:
+            raise ValueError(f"{path}: team {i}'s parameters do not fit the network its "
+                             f"config.json builds ({error})") from error  # fmt: skip
+        if shape(team) != shape(wanted):
+            raise ValueError(f"{path}: team {i}'s parameters have other shapes than the "
+                             "network its config.json builds")  # fmt: skip
+        params.append(team)
+    return tuple(params), int(saved["batch"])
 
 
 class Checkpointer:

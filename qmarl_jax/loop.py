@@ -29,8 +29,10 @@ from qmarl_jax import graph, rollout, sharding
 from qmarl_jax.checkpoint import (
     Checkpointer,
     check_compatible,
+    is_policy_dir,
     latest_batch,
     load_config,
+    load_policy_params,
     save_config,
 )
 from qmarl_jax.config import TrainConfig
@@ -113,6 +115,10 @@ def train(
         if seed_set_seeds(run_dir) is not None:
             raise ValueError(f"{run_dir} is a seed set: resume it with train_seed_set "
                              "(python -m experiments.train --resume DIR does)")  # fmt: skip
+        if is_policy_dir(run_dir):
+            raise ValueError(f"{run_dir} is a policy directory (parameters without their optimiser "
+                             f"state): it cannot be resumed; start a run from it with "
+                             f"--init-from {run_dir}")  # fmt: skip
         saved = load_config(run_dir)
         if config is not None:
             check_compatible(saved, config)
@@ -458,7 +464,7 @@ def init_params(config: TrainConfig, trainer: Trainer) -> tuple[dict, ...] | Non
         raise ValueError(f"{field}: its learning teams are {saved.learning_teams}, this run's "
                          f"{config.learning_teams}")  # fmt: skip
     if latest_batch(source) is None:
-        raise ValueError(f"{field}: the run has no checkpoint")
+        raise ValueError(f"{field}: the run has no checkpoint and is not a policy directory")
     _, runner = load_runner(source)
     shapes = lambda teams: [jax.tree.map(lambda x: (x.shape, x.dtype), t.params) for t in teams]
     wanted = jax.eval_shape(trainer.init, jax.random.PRNGKey(config.seed)).teams
@@ -474,17 +480,24 @@ def init_params(config: TrainConfig, trainer: Trainer) -> tuple[dict, ...] | Non
 
 
 def load_runner(run_dir: str | Path) -> tuple[Trainer, RunnerState]:
-    """The trainer and the latest checkpointed state of a run.
+    """The trainer and the latest checkpointed state of a run (or of a policy directory).
 
     The checkpoint is restored into the shapes of ``trainer.init`` (traced, not run: nothing is
     initialised or compiled just to be overwritten), on the default device; the trainer runs on
     that device too, whatever ``num_devices`` the run trained with (a seed of a seed set, or a
-    run whose games do not split over the devices visible here).
+    run whose games do not split over the devices visible here). A policy directory gives its
+    parameters and batch; the rest of its state (optimiser, schedules, key) is zeros.
     """
     config = load_config(Path(run_dir))
     trainer = Trainer(config, sharding.make_mesh(1))
     shapes = jax.eval_shape(trainer.init, jax.random.PRNGKey(config.seed))
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    if is_policy_dir(run_dir):
+        params, batch = load_policy_params(run_dir, tuple(t.params for t in shapes.teams))
+        zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+        teams = tuple(t.replace(params=p) for t, p in zip(zeros.teams, params, strict=True))
+        runner = zeros.replace(teams=teams, batch=jnp.asarray(batch, zeros.batch.dtype))
+        return trainer, jax.device_put(runner, device)
     like = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device), shapes)
     checkpointer = Checkpointer(Path(run_dir))
     runner = checkpointer.restore(like)

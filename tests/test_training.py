@@ -11,9 +11,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from experiments import export_policy
 from qmarl_jax import loop
-from qmarl_jax.checkpoint import Checkpointer
+from qmarl_jax.checkpoint import Checkpointer, save_config
 from qmarl_jax.config import TrainConfig, make_config
+from qmarl_jax.evaluate import evaluate_run
 from qmarl_jax.train import BatchSchedule, Trainer, make_train
 
 SMALL = dict(games_per_batch=4, max_steps=8, width=16, num_blocks=1, batches_per_chunk=2)
@@ -505,6 +507,53 @@ def test_init_from_refuses_a_run_it_cannot_start_from(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a qmarl-jax run directory"):
         loop.train(TrainConfig(**{**battle.to_dict(), "init_from": str(tmp_path / "none")}),
                    run_dir=tmp_path / "none_run", progress=False, finish=False)  # fmt: skip
+
+
+def test_an_exported_policy_plays_and_starts_runs_as_its_run_does(tmp_path):
+    config = make_config("battle", num_batches=2, seed=2, **SMALL)
+    run = loop.train(config, run_dir=tmp_path / "run", progress=False, finish=False)
+    export_policy.main(export_policy.Args(run=str(run), out=str(tmp_path / "policy")))
+    policy = tmp_path / "policy"
+    assert sorted(p.name for p in policy.iterdir()) == ["config.json", "policy.msgpack"]
+    assert (policy / "policy.msgpack").stat().st_size * 2 < dir_bytes(run / "checkpoints")
+    _, trained = loop.load_runner(run)
+    _, exported = loop.load_runner(policy)
+    jax.tree.map(np.testing.assert_array_equal, exported.teams[0].params, trained.teams[0].params)
+    assert int(exported.batch) == 2 and loop.finished(policy)
+    # The same evaluation, game for game.
+    a, b = (evaluate_run(d, episodes=6, seed=4) for d in (run, policy))
+    jax.tree.map(np.testing.assert_array_equal, a["per_episode"], b["per_episode"])
+    assert a["metrics"] == b["metrics"] and b["trained_batches"] == 2
+    # A run started from it starts from the same parameters as one started from the run.
+    starts = []
+    for source in (run, policy):
+        child = dataclasses.replace(config, num_batches=1, init_from=str(source))
+        out = loop.train(child, run_dir=tmp_path / f"from_{source.name}", progress=False,
+                         finish=False)  # fmt: skip
+        starts.append(Checkpointer(out).restore(Trainer(child).init(jax.random.PRNGKey(0)), 0))
+    jax.tree.map(np.testing.assert_array_equal, starts[0].teams[0].params, trained.teams[0].params)
+    jax.tree.map(np.testing.assert_array_equal, starts[1].teams[0].params, trained.teams[0].params)
+    with pytest.raises(ValueError, match=r"policy directory .* cannot be resumed"):
+        loop.train(resume=policy, progress=False, finish=False)
+
+
+def test_a_policy_that_does_not_fit_its_config_is_refused_by_name(tmp_path):
+    config = make_config("jungle", num_batches=1, **SMALL)
+    run = loop.train(config, run_dir=tmp_path / "run", progress=False, finish=False)
+    policy = tmp_path / "policy"
+    export_policy.main(export_policy.Args(run=str(run), out=str(policy)))
+    save_config(policy, dataclasses.replace(config, width=32))  # edited after the export
+    with pytest.raises(ValueError, match=r"policy.msgpack: team 0's parameters have other shapes"):
+        loop.load_runner(policy)
+    save_config(policy, dataclasses.replace(config, num_blocks=2))  # modules it does not hold
+    with pytest.raises(ValueError, match=r"policy.msgpack: team 0's parameters do not fit"):
+        loop.load_runner(policy)
+    with pytest.raises(ValueError, match="holds a run's checkpoints"):
+        export_policy.main(export_policy.Args(run=str(run), out=str(run)))
+
+
+def dir_bytes(path):
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
