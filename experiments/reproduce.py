@@ -76,15 +76,9 @@ def vmapped_train(trainer):
     """``keys [seeds, 2] -> (RunnerState, metrics)``, each stacked over the seeds: ``trainer.train``
     vmapped, every budget-ladder switch running all seeds on the size the fullest one needs
     (``graph.one_size_across``), so a switch stays a switch instead of running every size."""
-    import jax
-
     from qmarl_jax import graph, sharding
 
-    def train_all(keys: jax.Array):
-        with graph.one_size_across(sharding.SEEDS):  # as loop.chunk_program's seed sets
-            return jax.vmap(trainer.train, axis_name=sharding.SEEDS)(keys)
-
-    return train_all
+    return graph.vmap_one_size(trainer.train, sharding.SEEDS)  # as loop.chunk_program's
 
 
 def train_seeds(config, seeds: int):

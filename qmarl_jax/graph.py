@@ -26,6 +26,7 @@ import contextlib
 import contextvars
 import functools
 import math
+from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
@@ -430,6 +431,19 @@ def one_size_across(axis_name: str):
         yield
     finally:
         _SHARED_SIZE_AXIS.reset(token)
+
+
+def vmap_one_size(fn: Callable, axis_name: str, spmd_axis_name: str | None = None) -> Callable:
+    """``jax.vmap(fn)`` over a leading axis named ``axis_name``, traced inside
+    ``one_size_across(axis_name)``: each budget-ladder switch runs every member on the size the
+    fullest one needs. ``spmd_axis_name``: that of ``jax.vmap`` (the mesh axis the members are
+    split over)."""
+
+    def mapped(*args):
+        with one_size_across(axis_name):
+            return jax.vmap(fn, axis_name=axis_name, spmd_axis_name=spmd_axis_name)(*args)
+
+    return mapped
 
 
 def on_budget_ladder(ladder, nodes: jax.Array, edges: jax.Array, branch):

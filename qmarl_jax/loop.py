@@ -405,9 +405,7 @@ def chunk_program(trainer: Trainer, stacked: bool):
     def run_seeds(runner: RunnerState, size: int):
         one_seed = lambda one: trainer.run_batches(one, size)
         # Each budget-ladder switch runs every seed on the size the fullest one needs.
-        with graph.one_size_across(sharding.SEEDS):
-            return jax.vmap(one_seed, axis_name=sharding.SEEDS,
-                            spmd_axis_name=sharding.SEEDS)(runner)  # fmt: skip
+        return graph.vmap_one_size(one_seed, sharding.SEEDS, sharding.SEEDS)(runner)
 
     return jax.jit(run_seeds, static_argnums=1)
 
