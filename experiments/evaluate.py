@@ -44,7 +44,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--run", required=True, help="training run directory")
+    parser.add_argument(
+        "--run",
+        required=True,
+        help="training run directory, seed set, or policy directory (experiments.export_policy)",
+    )
     parser.add_argument(
         "--opponent",
         default="scripted",

@@ -146,7 +146,8 @@ def seed_set_seeds(run_dir: str | Path) -> list[int] | None:
 
 
 def finished(run_dir: str | Path) -> bool:
-    """Whether a run, or every run of a seed set, has its last batch checkpointed."""
+    """Whether a run, or every run of a seed set, has its last batch checkpointed (a policy
+    directory: its parameters are of the run's last batch)."""
     seeds = seed_set_seeds(run_dir)
     runs = [Path(run_dir)] if seeds is None else [seed_dir(run_dir, s) for s in seeds]
     return all(
