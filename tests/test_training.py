@@ -515,7 +515,7 @@ def test_an_exported_policy_plays_and_starts_runs_as_its_run_does(tmp_path):
     export_policy.main(export_policy.Args(run=str(run), out=str(tmp_path / "policy")))
     policy = tmp_path / "policy"
     assert sorted(p.name for p in policy.iterdir()) == ["config.json", "policy.msgpack"]
-    assert (policy / "policy.msgpack").stat().st_size * 2 < dir_bytes(run / "checkpoints")
+    assert (policy / "policy.msgpack").stat().st_size * 2 < dir_bytes(run / "checkpoints" / "2")
     _, trained = loop.load_runner(run)
     _, exported = loop.load_runner(policy)
     jax.tree.map(np.testing.assert_array_equal, exported.teams[0].params, trained.teams[0].params)
