@@ -17,7 +17,7 @@ import tyro
 
 from envs.base import require
 from experiments.common import write_json
-from qmarl_jax.checkpoint import POLICY_FILE, load_config, save_policy
+from qmarl_jax.checkpoint import POLICY_FILE, save_policy
 from qmarl_jax.loop import load_runner, seed_set_seeds
 
 
@@ -35,10 +35,9 @@ def main(args: Args) -> dict:
     seeds = seed_set_seeds(args.run)
     require(seeds is None, "run", args.run,
             f"is a seed set (seeds {seeds}): export one seed's directory, RUN/seed_S")  # fmt: skip
-    config = load_config(Path(args.run))
-    _, runner = load_runner(args.run)
+    trainer, runner = load_runner(args.run)
     params = tuple(team.params for team in runner.teams)
-    path = save_policy(args.out, config, params, int(runner.batch))
+    path = save_policy(args.out, trainer.config, params, int(runner.batch))
     out = {"run": args.run, "out": args.out, "batch": int(runner.batch),
            "bytes": path.stat().st_size}  # fmt: skip
     print(f"{args.run} (batch {out['batch']}) -> {Path(args.out) / POLICY_FILE} "

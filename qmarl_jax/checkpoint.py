@@ -38,12 +38,19 @@ CONFIG_FILE = "config.json"
 POLICY_FILE = "policy.msgpack"
 
 
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file renamed over it: a kill mid-write
+    leaves the old file (or none), never a partial one."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+
+
 def save_config(run_dir: Path, config: TrainConfig) -> None:
     """Write ``config.json`` atomically."""
-    path = Path(run_dir) / CONFIG_FILE
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-    tmp.replace(path)
+    write_atomically(
+        Path(run_dir) / CONFIG_FILE, (json.dumps(config.to_dict(), indent=2) + "\n").encode()
+    )
 
 
 def load_config(run_dir: Path) -> TrainConfig:
@@ -108,9 +115,7 @@ def save_policy(policy_dir: str | Path, config: TrainConfig, params_by_team: tup
     payload = serialization.msgpack_serialize({"batch": int(batch), "teams": teams})
     save_config(policy_dir, config)
     path = policy_dir / POLICY_FILE
-    tmp = path.with_suffix(".msgpack.tmp")
-    tmp.write_bytes(payload)
-    tmp.replace(path)
+    write_atomically(path, payload)
     return path
 
 
