@@ -57,6 +57,8 @@ class Args:
     """The fine-tune's per-kill reward (``TrainConfig.kill_credit``)."""
     num_batches: int | None = None
     """Fine-tune batches (None: the Battle default, 300)."""
+    games_per_batch: int | None = None
+    """Fine-tune games per batch (None: the Battle default, 100)."""
     episodes: int = 1000
     """Evaluation games per setting (also after each DAgger iteration)."""
     test_agents: int = 28
@@ -76,10 +78,11 @@ def fine_tune_config(args: Args, student_dir: Path):
     ``student_dir`` (validated: a bad field raises before anything is written)."""
     from qmarl_jax.config import make_config
 
-    batches = {} if args.num_batches is None else {"num_batches": args.num_batches}
+    sizes = {name: getattr(args, name) for name in ("num_batches", "games_per_batch")
+             if getattr(args, name) is not None}  # fmt: skip
     return make_config("battle", view_radius=args.view_radius, kill_credit=args.kill_credit,
                        init_from=str(student_dir), critic_warmup=args.critic_warmup, lr=args.lr,
-                       seed=args.seed, **batches)  # fmt: skip
+                       seed=args.seed, **sizes)  # fmt: skip
 
 
 #: The imitation settings a kept student must have been made with.

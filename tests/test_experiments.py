@@ -1072,19 +1072,21 @@ def test_battle_student_imitates_then_fine_tunes_then_evaluates_and_resumes(tmp_
 
     out = tmp_path / "pipeline"
     args = battle_student.Args(out=str(out), iterations=1, games=2, num_batches=2,
-                               critic_warmup=1, episodes=4)  # fmt: skip
+                               games_per_batch=4, critic_warmup=1, episodes=4)  # fmt: skip
     with pytest.raises(ValueError, match="'games'=0"):
         battle_student.main(dataclasses.replace(args, games=0))
     with pytest.raises(ValueError, match="'critic_warmup'=-1"):
         battle_student.main(dataclasses.replace(args, critic_warmup=-1))
+    with pytest.raises(ValueError, match="'games_per_batch'=0"):
+        battle_student.main(dataclasses.replace(args, games_per_batch=0))
     assert not out.exists()  # refused before anything was written
 
     summary = battle_student.main(args)
     student, fine_tune = out / "student", out / "fine_tune"
     assert len(json.loads((out / "imitation.json").read_text())["iterations_run"]) == 1
     config = load_config(fine_tune)
-    assert (config.init_from, config.lr, config.critic_warmup, config.kill_credit) == (
-        str(student), 1e-4, 1, 1.0)  # fmt: skip
+    assert (config.init_from, config.lr, config.critic_warmup, config.kill_credit,
+            config.games_per_batch) == (str(student), 1e-4, 1, 1.0, 4)  # fmt: skip
     assert config.view_radius == load_config(student).view_radius == 2
     _, start = loop.load_runner(student)
     restored = Checkpointer(fine_tune).restore(
