@@ -3,7 +3,6 @@ today's code, chains to the stage it was trained from, and still plays the way i
 evaluated (a change to the observation, the network or the environment that the saved
 parameters no longer fit shows here as a policy that stops winning)."""
 
-import json
 import re
 from pathlib import Path
 
@@ -11,8 +10,8 @@ import jax
 import pytest
 
 from qmarl_jax import load_policy
+from qmarl_jax.checkpoint import latest_batch, load_config
 from qmarl_jax.evaluate import evaluate_run
-from qmarl_jax.loop import load_runner
 
 POLICIES = Path(__file__).resolve().parents[1] / "docs" / "results" / "policies"
 SHIPPED = sorted(p for p in POLICIES.iterdir() if p.is_dir())
@@ -32,17 +31,16 @@ def test_every_shipped_policy_is_indexed_with_the_batches_it_holds():
     index = indexed_batches()
     assert set(index) == {p.name for p in SHIPPED}
     for path in SHIPPED:
-        _, runner = load_runner(path)
-        assert int(runner.batch) == index[path.name], path.name
+        assert latest_batch(path) == index[path.name], path.name
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
 def test_shipped_policy_loads_and_chains_to_the_stage_it_continues(path):
-    config = json.loads((path / "config.json").read_text())
-    if config["init_from"] is not None:
-        parent = ROOT / config["init_from"]
-        assert parent in SHIPPED, f"{path.name} continues {config['init_from']}, not shipped"
-        assert json.loads((parent / "config.json").read_text())["width"] == config["width"]
+    config = load_config(path)
+    if config.init_from is not None:
+        parent = ROOT / config.init_from
+        assert parent in SHIPPED, f"{path.name} continues {config.init_from}, not shipped"
+        assert load_config(parent).width == config.width
     policy = load_policy(path, greedy=True)
     _, state = policy.env.reset(jax.random.key(0), policy.env_params)
     actions = policy.act(jax.random.key(1), state)
