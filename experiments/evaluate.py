@@ -6,6 +6,7 @@
     python -m experiments.evaluate --run RUN_DIR --depth 0   # without the neighbours' messages
     python -m experiments.evaluate --run RUN_DIR --num-agents 28 --paired-ensemble none
     python -m experiments.evaluate --run RUN_DIR --ensemble-hops 1 --paired-ensemble none
+    python -m experiments.evaluate --run RUN_DIR --greedy --paired-run OTHER_RUN_DIR
 
 ``--opponent`` is ``scripted``, ``random``, Battle's ``pack`` or ``strike`` rule
 (``envs.opponents``) or another run directory (its frozen policy plays every team this run did
@@ -14,7 +15,11 @@ not learn). For a self-play run, ``--team T`` evaluates learned team ``T`` alone
 (the same start states) with that ensemble mode and reports each value's mean difference (the
 run's mode minus MODE) with a 95% interval on the per-episode differences; every other setting,
 ``--ensemble-hops H`` too (only the ego-graphs centred within H hops of an agent vote for it),
-is the same in both. Prints a table and writes the JSON summary (``--json``).
+is the same in both. ``--paired-run OTHER`` does the same with another run's (or policy
+directory's) parameters in place of the ensemble mode: this run minus OTHER, on the same start
+states and with the same keys (two policies that mostly agree then mostly play the same games,
+and the interval of their difference is far narrower than either one's). Prints a table and
+writes the JSON summary (``--json``).
 
 ``--run`` may be a seed set (``experiments.train --seeds N``): every seed's run is evaluated
 with these settings (the same start states) and the summary adds the mean over the seeds of
@@ -71,6 +76,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "differences",
     )
     parser.add_argument(
+        "--paired-run",
+        default=None,
+        help="also play the same episodes with this run's (or policy directory's) parameters "
+        "and report the paired differences",
+    )
+    parser.add_argument(
         "--ensemble-hops",
         type=int,
         default=None,
@@ -112,8 +123,11 @@ def report(summary: dict) -> str:
         lines.append(f"  {'  by episode':16s} {', '.join(parts)}")
     if "paired" in summary:
         paired = summary["paired"]
-        lines.append(f"  paired on the same episodes: ensemble {summary['ensemble']} minus "
-                     f"{paired['ensemble']}")  # fmt: skip
+        if "run" in paired:
+            lines.append(f"  paired on the same episodes: this run minus {paired['run']}")
+        else:
+            lines.append(f"  paired on the same episodes: ensemble {summary['ensemble']} minus "
+                         f"{paired['ensemble']}")  # fmt: skip
         for name in (n for n in SHOWN[summary["scenario"]] if n in paired["difference"]):
             d = paired["difference"][name]
             interval = f"95% [{d['low']:+.3f}, {d['high']:+.3f}]"
@@ -125,7 +139,7 @@ def report(summary: dict) -> str:
 
 def evaluate(run: str, args: argparse.Namespace) -> dict:
     """The summary of one run under the command's settings (``paired`` added with
-    ``--paired-ensemble``; the per-episode values dropped)."""
+    ``--paired-ensemble`` or ``--paired-run``; the per-episode values dropped)."""
     from qmarl_jax.evaluate import evaluate_run, paired_difference
 
     settings = dict(episodes=args.episodes, opponent=args.opponent, num_agents=args.num_agents,
@@ -137,6 +151,10 @@ def evaluate(run: str, args: argparse.Namespace) -> dict:
         other = evaluate_run(run, ensemble=args.paired_ensemble, **settings)
         difference = paired_difference(summary["per_episode"], other["per_episode"])
         summary["paired"] = {"ensemble": args.paired_ensemble, "difference": difference}
+    if args.paired_run is not None:
+        other = evaluate_run(args.paired_run, ensemble=args.ensemble, **settings)
+        difference = paired_difference(summary["per_episode"], other["per_episode"])
+        summary["paired"] = {"run": args.paired_run, "difference": difference}
     summary.pop("per_episode")
     return summary
 
@@ -177,6 +195,25 @@ def seed_set_report(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def check_paired_run(run: str, other: str, seeds: list[int] | None,
+                     paired_ensemble: str | None) -> None:  # fmt: skip
+    """Refuse a ``--paired-run`` that cannot play the same episodes as ``--run``, before any
+    work: a seed set on either side, another scenario, or ``--paired-ensemble`` as well."""
+    from envs.base import require
+    from qmarl_jax.checkpoint import load_config
+    from qmarl_jax.loop import seed_set_seeds
+
+    require(paired_ensemble is None, "paired_run", other,
+            "pairs the run with another run; give it or --paired-ensemble, not both")  # fmt: skip
+    for name, path, path_seeds in (("run", run, seeds), ("paired_run", other,
+                                                         seed_set_seeds(other))):  # fmt: skip
+        require(path_seeds is None, name, path, f"is a seed set (seeds {path_seeds}); "
+                "--paired-run pairs one seed's directory, RUN/seed_S, with another")  # fmt: skip
+    mine, theirs = load_config(run).scenario, load_config(other).scenario
+    require(mine == theirs, "paired_run", other,
+            f"is a {theirs} run; {run} plays {mine}: pair runs of one scenario")  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     from qmarl_jax.evaluate import check_choices
@@ -185,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_choices(args.opponent, args.ensemble, args.paired_ensemble)
         seeds = seed_set_seeds(args.run)
+        if args.paired_run is not None:
+            check_paired_run(args.run, args.paired_run, seeds, args.paired_ensemble)
         if seeds is None:
             summary = evaluate(args.run, args)
             print(report(summary))

@@ -34,6 +34,11 @@ from qmarl_jax.config import TrainConfig, config_from_dict
 #: budgets (padding only: the training loop grows them on overflow).
 RESUMABLE_FIELDS = ("num_batches", "batches_per_chunk", "num_devices", "node_budget",
                     "edge_budget")  # fmt: skip
+#: Fields that decide what a policy's parameters read and how it acts (observation, ego-graphs,
+#: network, learning teams): two runs' parameters mean the same only where these agree.
+ACTING_FIELDS = ("scenario", "max_steps", "view_radius", "graph_radius", "landmark_sight",
+                 "observe_time", "controllers", "algo", "depth", "max_nodes", "width",
+                 "num_blocks", "n_rbf", "heads", "q_head")  # fmt: skip
 CONFIG_FILE = "config.json"
 POLICY_FILE = "policy.msgpack"
 
@@ -73,6 +78,12 @@ def check_compatible(saved: TrainConfig, requested: TrainConfig) -> None:
             "incompatible config for this checkpoint (only "
             f"{', '.join(RESUMABLE_FIELDS)} may change on resume): " + "; ".join(differ)
         )
+
+
+def acting_differences(a: TrainConfig, b: TrainConfig) -> list[str]:
+    """``"field: A vs B"`` for every ``ACTING_FIELDS`` field where ``a`` and ``b`` differ."""
+    return [f"{name}: {getattr(a, name)!r} vs {getattr(b, name)!r}" for name in ACTING_FIELDS
+            if getattr(a, name) != getattr(b, name)]  # fmt: skip
 
 
 def latest_batch(run_dir: Path) -> int | None:

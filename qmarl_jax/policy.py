@@ -10,10 +10,12 @@ driven by their controllers (scripted or random). Cost is linear in N.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import jax
+import jax.numpy as jnp
 
 from envs.base import GridEnv
 
@@ -76,3 +78,29 @@ def load_policy(
     config = evaluation_config(trainer.config, 1, num_agents, ensemble, opponent=None)
     params = tuple(t.params for t in runner.teams)
     return make_policy(Trainer(config), params, greedy)
+
+
+def average_params(trees: Sequence[Any], weights: Sequence[float] | None = None) -> Any:
+    """The weighted mean of parameter trees of one structure and shapes (a "model soup",
+    Wortsman et al. 2022: fine-tunes of one starting point tend to share a basin, where the
+    mean of their weights plays like the best of them or better).
+
+    Args:
+      trees: K parameter trees, each leaf ``float[...]`` of the same shape across the trees.
+      weights: K positive weights (default: equal); normalised to sum to 1.
+
+    Returns:
+      One tree whose every leaf is ``sum_k w_k leaf_k / sum_k w_k``, in the leaves' dtype.
+    """
+    weights = [1.0] * len(trees) if weights is None else list(weights)
+    if not trees or len(weights) != len(trees) or min(weights) <= 0:
+        raise ValueError(f"average_params needs one positive weight per tree: {len(trees)} "
+                         f"trees, weights {weights}")  # fmt: skip
+    total = float(sum(weights))
+
+    def mean(*leaves):
+        pairs = zip(weights, leaves, strict=True)
+        acc = sum(w / total * jnp.asarray(leaf, jnp.float32) for w, leaf in pairs)
+        return acc.astype(jnp.asarray(leaves[0]).dtype)
+
+    return jax.tree.map(mean, *trees)

@@ -448,6 +448,51 @@ def test_evaluate_cli_pairs_the_ensemble_modes_on_the_same_episodes(
     assert len(calls) == 2  # refused before playing
 
 
+def test_evaluate_cli_pairs_the_run_with_another_run_on_the_same_episodes(
+    jungle_run, tmp_path, capsys
+):
+    """``--paired-run OTHER``: the run's evaluation as without it, plus the paired differences
+    against OTHER's parameters played on the same episodes with the same keys (a copy of the
+    run's own parameters plays every game the same way: a difference of exactly 0)."""
+    from experiments import export_policy
+    from qmarl_jax import evaluate as evaluate_lib
+    from qmarl_jax.checkpoint import save_policy
+    from qmarl_jax.train import Trainer
+
+    config = make_config("jungle", **SMALL)
+    other = tmp_path / "other"
+    save_policy(other, config, (Trainer(config).init(jax.random.PRNGKey(7)).teams[0].params,), 0)
+    twin = tmp_path / "twin"
+    export_policy.main(export_policy.Args(run=str(jungle_run), out=str(twin)))
+    out = tmp_path / "paired.json"
+    args = ["--run", str(jungle_run), "--episodes", "12", "--batch-size", "6", "--seed", "4"]
+    assert evaluate_cli.main([*args, "--paired-run", str(other), "--json", str(out)]) == 0
+    summary = json.loads(out.read_text())
+    own = evaluate_run(jungle_run, episodes=12, batch_size=6, seed=4)
+    theirs = evaluate_run(other, episodes=12, batch_size=6, seed=4)
+    assert summary["metrics"] == own["metrics"] and summary["paired"]["run"] == str(other)
+    paired = evaluate_lib.paired_difference(own["per_episode"], theirs["per_episode"])
+    assert summary["paired"]["difference"] == paired
+    assert own["per_episode"]["score"].tolist() != theirs["per_episode"]["score"].tolist()
+    assert f"paired on the same episodes: this run minus {other}" in capsys.readouterr().out
+    assert evaluate_cli.main([*args, "--paired-run", str(twin), "--json", str(out)]) == 0
+    difference = json.loads(out.read_text())["paired"]["difference"]
+    assert difference["score"] == {"mean": 0.0, "low": 0.0, "high": 0.0}
+    # Refused before any game is played.
+    assert evaluate_cli.main([*args, "--paired-run", str(twin), "--paired-ensemble", "none"]) == 2
+    assert "give it or --paired-ensemble, not both" in capsys.readouterr().err
+    battle = tmp_path / "battle"
+    battle.mkdir()
+    save_config(battle, make_config("battle", **SMALL))
+    assert evaluate_cli.main([*args, "--paired-run", str(battle)]) == 2
+    assert "is a battle run" in capsys.readouterr().err
+    seed_set = tmp_path / "set"
+    seed_set.mkdir()
+    (seed_set / loop.SEED_SET_FILE).write_text(json.dumps({"seeds": [0, 1]}))
+    assert evaluate_cli.main([*args, "--paired-run", str(seed_set)]) == 2
+    assert "is a seed set (seeds [0, 1])" in capsys.readouterr().err
+
+
 def test_evaluate_with_ensemble_hops_plays_one_ego_graph_per_agent(jungle_run, tmp_path, capsys):
     """``--ensemble-hops 0`` lets only each agent's own ego-graph vote: the same episodes as
     ``--ensemble none`` from the same seed, in a crowd where ego-graphs hold several agents; the
