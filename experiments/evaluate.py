@@ -17,9 +17,10 @@ run's mode minus MODE) with a 95% interval on the per-episode differences; every
 ``--ensemble-hops H`` too (only the ego-graphs centred within H hops of an agent vote for it),
 is the same in both. ``--paired-run OTHER`` does the same with another run's (or policy
 directory's) parameters in place of the ensemble mode: this run minus OTHER, on the same start
-states and with the same keys (two policies that mostly agree then mostly play the same games,
-and the interval of their difference is far narrower than either one's). Prints a table and
-writes the JSON summary (``--json``).
+states and with the same keys: two policies that agree on a move play it alike, so the interval
+of their difference is narrower than for two independent evaluations, though less so than for
+two ensemble modes of one policy (Battle, two stage-3 policies, 2,000 greedy games: +-2.5
+points against about +-3.0). Prints a table and writes the JSON summary (``--json``).
 
 ``--run`` may be a seed set (``experiments.train --seeds N``): every seed's run is evaluated
 with these settings (the same start states) and the summary adds the mean over the seeds of
