@@ -27,7 +27,7 @@ import tyro
 from envs.base import require
 from experiments.common import write_json
 from qmarl_jax.checkpoint import POLICY_FILE, acting_differences, load_config, save_policy
-from qmarl_jax.loop import load_runner, seed_set_seeds
+from qmarl_jax.loop import load_runner, require_one_run
 from qmarl_jax.policy import average_params
 
 SOURCES_FILE = "average.json"
@@ -55,9 +55,7 @@ def check(args: Args) -> None:
     sources = {Path(run).resolve() for run in args.runs}
     require(Path(args.out).resolve() not in sources, "out", args.out, "must not be one of --runs")
     for run in args.runs:
-        seeds = seed_set_seeds(run)
-        message = f"is a seed set (seeds {seeds}): give one seed's directory, RUN/seed_S"
-        require(seeds is None, "runs", run, message)
+        require_one_run("runs", run)
     first = load_config(Path(args.runs[0]))
     for run in args.runs[1:]:
         differ = acting_differences(first, load_config(Path(run)))

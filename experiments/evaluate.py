@@ -196,20 +196,17 @@ def seed_set_report(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def check_paired_run(run: str, other: str, seeds: list[int] | None,
-                     paired_ensemble: str | None) -> None:  # fmt: skip
+def check_paired_run(run: str, other: str, paired_ensemble: str | None) -> None:
     """Refuse a ``--paired-run`` that cannot play the same episodes as ``--run``, before any
     work: a seed set on either side, another scenario, or ``--paired-ensemble`` as well."""
     from envs.base import require
     from qmarl_jax.checkpoint import load_config
-    from qmarl_jax.loop import seed_set_seeds
+    from qmarl_jax.loop import require_one_run
 
     require(paired_ensemble is None, "paired_run", other,
             "pairs the run with another run; give it or --paired-ensemble, not both")  # fmt: skip
-    for name, path, path_seeds in (("run", run, seeds), ("paired_run", other,
-                                                         seed_set_seeds(other))):  # fmt: skip
-        require(path_seeds is None, name, path, f"is a seed set (seeds {path_seeds}); "
-                "--paired-run pairs one seed's directory, RUN/seed_S, with another")  # fmt: skip
+    require_one_run("run", run)
+    require_one_run("paired_run", other)
     mine, theirs = load_config(run).scenario, load_config(other).scenario
     require(mine == theirs, "paired_run", other,
             f"is a {theirs} run; {run} plays {mine}: pair runs of one scenario")  # fmt: skip
@@ -224,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         check_choices(args.opponent, args.ensemble, args.paired_ensemble)
         seeds = seed_set_seeds(args.run)
         if args.paired_run is not None:
-            check_paired_run(args.run, args.paired_run, seeds, args.paired_ensemble)
+            check_paired_run(args.run, args.paired_run, args.paired_ensemble)
         if seeds is None:
             summary = evaluate(args.run, args)
             print(report(summary))

@@ -15,10 +15,9 @@ from pathlib import Path
 
 import tyro
 
-from envs.base import require
 from experiments.common import write_json
 from qmarl_jax.checkpoint import POLICY_FILE, save_policy
-from qmarl_jax.loop import load_runner, seed_set_seeds
+from qmarl_jax.loop import load_runner, require_one_run
 
 
 @dataclasses.dataclass
@@ -32,9 +31,7 @@ class Args:
 
 
 def main(args: Args) -> dict:
-    seeds = seed_set_seeds(args.run)
-    require(seeds is None, "run", args.run,
-            f"is a seed set (seeds {seeds}): export one seed's directory, RUN/seed_S")  # fmt: skip
+    require_one_run("run", args.run)
     trainer, runner = load_runner(args.run)
     params = tuple(team.params for team in runner.teams)
     path = save_policy(args.out, trainer.config, params, int(runner.batch))

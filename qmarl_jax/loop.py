@@ -145,6 +145,14 @@ def seed_set_seeds(run_dir: str | Path) -> list[int] | None:
     return json.loads(path.read_text())["seeds"] if path.exists() else None
 
 
+def require_one_run(field: str, run_dir: str | Path) -> None:
+    """Refuse a seed-set directory where one run's (or a policy) directory is needed, naming the
+    config or command-line ``field``."""
+    seeds = seed_set_seeds(run_dir)
+    require(seeds is None, field, str(run_dir),
+            f"is a seed set (seeds {seeds}): give one seed's directory, RUN/seed_S")  # fmt: skip
+
+
 def finished(run_dir: str | Path) -> bool:
     """Whether a run, or every run of a seed set, has its last batch checkpointed (a policy
     directory: its parameters are of the run's last batch)."""
