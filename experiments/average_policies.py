@@ -5,8 +5,9 @@ soup": ``qmarl_jax.policy.average_params``).
 
 Each of ``A B ...`` is a run directory (its latest checkpoint), one seed of a seed set
 (``RUN/seed_S``) or a policy directory. They must agree on every field that decides what the
-parameters read and how they act (``qmarl_jax.checkpoint.ACTING_FIELDS``: the scenario, the
-view, the ego-graphs, the network, the learning teams); the error names each field that
+parameters read and how they act, and on what the critic reads
+(``qmarl_jax.checkpoint.PARAMETER_FIELDS``: the scenario, the view, the ego-graphs, the network,
+the learning teams, ``critic_input``); the error names each field that
 differs, before anything is loaded. Training-only fields (rewards, learning rates, games per
 batch, seeds) may differ: the usual soup averages fine-tunes of one starting point made with
 different settings or seeds.
@@ -26,7 +27,13 @@ import tyro
 
 from envs.base import require
 from experiments.common import write_json
-from qmarl_jax.checkpoint import POLICY_FILE, acting_differences, load_config, save_policy
+from qmarl_jax.checkpoint import (
+    PARAMETER_FIELDS,
+    POLICY_FILE,
+    acting_differences,
+    load_config,
+    save_policy,
+)
 from qmarl_jax.loop import load_runner, require_one_run
 from qmarl_jax.policy import average_params
 
@@ -58,7 +65,7 @@ def check(args: Args) -> None:
         require_one_run("runs", run)
     first = load_config(Path(args.runs[0]))
     for run in args.runs[1:]:
-        differ = acting_differences(first, load_config(Path(run)))
+        differ = acting_differences(first, load_config(Path(run)), PARAMETER_FIELDS)
         require(not differ, "runs", run,
                 f"acts differently from {args.runs[0]} ({'; '.join(differ)})")  # fmt: skip
 

@@ -39,6 +39,8 @@ RESUMABLE_FIELDS = ("num_batches", "batches_per_chunk", "num_devices", "node_bud
 ACTING_FIELDS = ("scenario", "max_steps", "view_radius", "graph_radius", "landmark_sight",
                  "observe_time", "controllers", "algo", "depth", "max_nodes", "width",
                  "num_blocks", "n_rbf", "heads", "q_head")  # fmt: skip
+#: Fields that decide the parameter tree: the acting fields and what the critic reads.
+PARAMETER_FIELDS = (*ACTING_FIELDS, "critic_input")
 CONFIG_FILE = "config.json"
 POLICY_FILE = "policy.msgpack"
 
@@ -80,9 +82,12 @@ def check_compatible(saved: TrainConfig, requested: TrainConfig) -> None:
         )
 
 
-def acting_differences(a: TrainConfig, b: TrainConfig) -> list[str]:
-    """``"field: A vs B"`` for every ``ACTING_FIELDS`` field where ``a`` and ``b`` differ."""
-    return [f"{name}: {getattr(a, name)!r} vs {getattr(b, name)!r}" for name in ACTING_FIELDS
+def acting_differences(
+    a: TrainConfig, b: TrainConfig, fields: tuple[str, ...] = ACTING_FIELDS
+) -> list[str]:
+    """``"field: A vs B"`` for every one of ``fields`` (default ``ACTING_FIELDS``) where ``a``
+    and ``b`` differ."""
+    return [f"{name}: {getattr(a, name)!r} vs {getattr(b, name)!r}" for name in fields
             if getattr(a, name) != getattr(b, name)]  # fmt: skip
 
 

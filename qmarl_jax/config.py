@@ -20,7 +20,7 @@ import envs
 from envs.base import require
 from envs.opponents import CONTROLLERS, TEACHERS_ONLY, scenario_controllers
 from qmarl_jax.ensemble import MODES
-from qmarl_jax.nmp import Q_HEADS
+from qmarl_jax.nmp import CRITIC_INPUTS, Q_HEADS
 
 ALGOS = ("qmarl_ac", "qmarl_pg", "qmarl_ppo", "vanilla_pg", "mha")
 AC_ESTIMATORS = ("sampled", "all_actions")
@@ -234,6 +234,13 @@ class TrainConfig:
     value plus action advantages centred on their mean, so untaken actions follow the state
     value). Measured on Jungle tiny, view 5x5, 400 batches, 3 seeds: dueling scores 14-20, plain
     10-47 (docs/RESULTS.md); plain stays the default."""
+    critic_input: str = "ego"
+    """What qmarl_ppo's state value reads: ego (its ego-graph, the paper's critic) or team (also
+    a summary of the node's whole world at training time: each side's mean embedded observation
+    and share of agents alive, ``nmp.team_summaries``; centralised training, decentralised
+    acting). ``init_from`` a run with the other critic input keeps every shared parameter and
+    starts the summary's layers fresh; the layer that adds the summary starts at zeros, so the
+    values start as the ``ego`` run's."""
     ensemble: str = "mean_prob"
     """Action ensembling: mean_prob, mean_logit or none (own ego-graph only)."""
     ensemble_hops: int | None = None
@@ -261,6 +268,7 @@ class TrainConfig:
         _one_of("algo", self.algo, ALGOS)
         _one_of("ensemble", self.ensemble, MODES)
         _one_of("q_head", self.q_head, Q_HEADS)
+        _one_of("critic_input", self.critic_input, CRITIC_INPUTS)
         _one_of("ac_estimator", self.ac_estimator, AC_ESTIMATORS)
         usable = scenario_controllers(self.scenario, TEAM_CONTROLLERS)
         for i, kind in enumerate(self.controllers):
@@ -309,6 +317,9 @@ class TrainConfig:
         require(0 <= self.td_lambda <= 1, "td_lambda", self.td_lambda, "must be in [0, 1]")
         require(self.td_lambda == 0 or self.loss_kind == "ac", "td_lambda", self.td_lambda,
                 f"{only_ac}; or 0")  # fmt: skip
+        require(self.critic_input == "ego" or self.loss_kind == "ppo", "critic_input",
+                self.critic_input, f"only for algo='qmarl_ppo' (got algo={self.algo!r}); "
+                "or 'ego'")  # fmt: skip
         require(self.entropy_final is None or self.entropy_final >= 0, "entropy_final",
                 self.entropy_final, "must be >= 0 (or None: constant entropy_coef)")  # fmt: skip
         require(self.depth >= 0, "depth", self.depth, "must be >= 0")

@@ -25,7 +25,7 @@ import numpy as np
 
 import envs
 from envs.base import require
-from qmarl_jax import graph, rollout, sharding
+from qmarl_jax import graph, nmp, rollout, sharding
 from qmarl_jax.checkpoint import (
     Checkpointer,
     check_compatible,
@@ -473,9 +473,13 @@ def init_params(config: TrainConfig, trainer: Trainer) -> tuple[dict, ...] | Non
     if latest_batch(source) is None:
         raise ValueError(f"{field}: the run has no checkpoint and is not a policy directory")
     _, runner = load_runner(source)
-    shapes = lambda teams: [jax.tree.map(lambda x: (x.shape, x.dtype), t.params) for t in teams]
+    params = tuple(team.params for team in runner.teams)
+    if saved.critic_input != config.critic_input:
+        fresh = trainer.init(jax.random.PRNGKey(config.seed)).teams
+        params = tuple(with_critic_input(p, t.params) for p, t in zip(params, fresh, strict=True))
+    shapes = lambda trees: [jax.tree.map(lambda x: (x.shape, x.dtype), t) for t in trees]
     wanted = jax.eval_shape(trainer.init, jax.random.PRNGKey(config.seed)).teams
-    if shapes(wanted) != shapes(runner.teams):
+    if shapes(t.params for t in wanted) != shapes(params):
         differ = [
             f"{name}: {getattr(saved, name)!r} there, {getattr(config, name)!r} here"
             for name in (f.name for f in dataclasses.fields(TrainConfig))
@@ -483,7 +487,16 @@ def init_params(config: TrainConfig, trainer: Trainer) -> tuple[dict, ...] | Non
         ]
         raise ValueError(f"{field}: its network has other parameter shapes; the configs "
                          f"differ in {'; '.join(differ)}")  # fmt: skip
-    return tuple(team.params for team in runner.teams)
+    return params
+
+
+def with_critic_input(source: dict, fresh: dict) -> dict:
+    """``source``'s parameters for the critic input of ``fresh``: the ``team`` summary's layers
+    (``nmp.TEAM_CONTEXT_MODULES``) are ``fresh``'s (added, or dropped where ``fresh`` has none);
+    every other parameter is ``source``'s."""
+    kept = {k: v for k, v in source["params"].items() if k not in nmp.TEAM_CONTEXT_MODULES}
+    added = {k: v for k, v in fresh["params"].items() if k in nmp.TEAM_CONTEXT_MODULES}
+    return {**source, "params": {**kept, **added}}
 
 
 def load_runner(run_dir: str | Path) -> tuple[Trainer, RunnerState]:

@@ -23,6 +23,13 @@ then moves the shared state value, and the values of actions a node rarely takes
 of staying where initialisation put them (measured on Jungle: no better, ``TrainConfig.q_head``).
 ``depth = 0`` ego-graphs (no edges) turn the trunk into a per-agent MLP on the local
 observation: the ``vanilla_pg`` baseline.
+
+The ``team`` critic input (an option, ours; centralised training as in MAPPO, Yu et al. 2022) adds
+to the state value's hidden layer a summary of the node's whole world: the mean embedded
+observation of the learning team's living agents and of the other living agents, and each side's
+share of the agents still alive (``team_summaries``, O(N)). The policy never reads it, so acting
+stays decentralised; it only lowers the variance of the advantages (a team's outcome depends on
+the whole battle, which no ego-graph sees).
 """
 
 from __future__ import annotations
@@ -38,6 +45,14 @@ from envs.core import NUM_ACTIONS
 Q_HEADS = ("plain", "dueling")
 #: Submodules of ``ActorCritic`` that make the policy (the rest make the critics).
 POLICY_MODULES = ("actor", "policy_hidden", "policy_out")
+#: What the state value reads (``ActorCritic.critic_input``): its ego-graph, or also a summary of
+#: the whole world (``team_summaries``).
+CRITIC_INPUTS = ("ego", "team")
+#: Submodules of ``ActorCritic`` that only the ``team`` critic input has.
+TEAM_CONTEXT_MODULES = ("context_embed", "context_in")
+#: ``agent_side`` of ``team_summaries``: a living agent of the learning team, another living
+#: agent, an agent left out (dead, or padding).
+LEARNING_SIDE, OTHER_SIDE, NOT_COUNTED = 0, 1, 2
 
 
 def policy_mask(variables: dict) -> dict:
@@ -83,6 +98,33 @@ def padded_senders(senders: jax.Array, receivers: jax.Array, num_nodes: int) -> 
     """``senders`` with padding edges (``receivers >= num_nodes``) moved out of range too, so
     ``take_rows`` gives them zeros instead of a real node's row."""
     return jnp.where(receivers < num_nodes, senders, num_nodes)
+
+
+def team_summaries(hidden: jax.Array, agent_world: jax.Array, agent_side: jax.Array) -> jax.Array:
+    """Per world, the mean of ``hidden`` over each side's counted agents and each side's share of
+    the world's agents.
+
+    Args:
+      hidden: float32[M, H] a vector per agent, the agents of every world one after another.
+      agent_world: int32[M] the world of each agent (0 ... M - 1).
+      agent_side: int32[M] ``LEARNING_SIDE``, ``OTHER_SIDE`` or ``NOT_COUNTED``.
+
+    Returns:
+      float32[M, 2 H + 2]: row w is world w's ``[mean of the learning side, mean of the other
+      side, learning side's share, other side's share]`` (a side without agents: zeros); rows of
+      unused world numbers are zeros.
+    """
+    num_agents, width = hidden.shape
+    counted = agent_side < NOT_COUNTED
+    segment = jnp.where(counted, agent_world * 2 + agent_side, 2 * num_agents)
+    segments = 2 * num_agents + 1
+    sums = jax.ops.segment_sum(hidden, segment, num_segments=segments)[:-1]
+    counts = jax.ops.segment_sum(counted.astype(hidden.dtype), segment, num_segments=segments)[:-1]
+    means = sums / jnp.maximum(counts, 1.0)[:, None]
+    in_world = jax.ops.segment_sum(jnp.ones_like(agent_world, hidden.dtype), agent_world,
+                                   num_segments=num_agents)  # fmt: skip
+    shares = counts.reshape(num_agents, 2) / jnp.maximum(in_world, 1.0)[:, None]
+    return jnp.concatenate([means.reshape(num_agents, 2 * width), shares], axis=-1)
 
 
 FIRST_BLOCK = ("auto", "nodes", "agents", "pairs")
@@ -298,6 +340,8 @@ class ActorCritic(nn.Module):
         (``MessagePassing``; the same numbers either way).
       q_head: ``plain`` (5 free outputs) or ``dueling`` (state value + centred action
         advantages).
+      critic_input: ``ego`` (the state value reads the ego-graph) or ``team`` (also the
+        node's world, ``team_summaries``).
     """
 
     width: int = 64
@@ -309,6 +353,7 @@ class ActorCritic(nn.Module):
     max_degree: int | None = None
     first_block: str = "auto"
     q_head: str = "plain"
+    critic_input: str = "ego"
 
     def setup(self):
         trunk = dict(width=self.width, num_blocks=self.num_blocks, n_rbf=self.n_rbf,
@@ -326,12 +371,20 @@ class ActorCritic(nn.Module):
         self.action_message = nn.Dense(self.width)
         self.q_hidden = nn.Dense(self.width)
         self.q_out = nn.Dense(NUM_ACTIONS)
+        if self.critic_input == "team":
+            self.context_embed = nn.Dense(self.width)
+            # Zeros at first: a fresh summary changes nothing, so a run started from an ego
+            # critic's parameters starts from its values exactly.
+            self.context_in = nn.Dense(self.width, use_bias=False,
+                                       kernel_init=nn.initializers.zeros)  # fmt: skip
 
     def __call__(self, observations, graphs, actions):
-        """All heads at once (used to initialise every parameter)."""
+        """All heads at once (used to initialise every parameter; one world, every agent on
+        the learning side)."""
+        world = jnp.zeros(observations.shape[0], jnp.int32)
         return (
             self.logits(observations, graphs),
-            self.values(observations, graphs),
+            self.values(observations, graphs, world, world + LEARNING_SIDE),
             self.q_values(observations, graphs, actions),
         )
 
@@ -340,10 +393,32 @@ class ActorCritic(nn.Module):
         s, _ = self.actor(observations, graphs)
         return self.policy_out(nn.relu(self.policy_hidden(s)))
 
-    def values(self, observations: jax.Array, graphs: jraph.GraphsTuple) -> jax.Array:
-        """State value of every node -> ``float32[B_n]``."""
+    def values(
+        self,
+        observations: jax.Array,
+        graphs: jraph.GraphsTuple,
+        agent_world: jax.Array | None = None,
+        agent_side: jax.Array | None = None,
+    ) -> jax.Array:
+        """State value of every node -> ``float32[B_n]``.
+
+        Args:
+          observations: float32[N, F].
+          graphs: flat ego-graphs.
+          agent_world, agent_side: int32[N] each, as in ``team_summaries``; read (and needed)
+            only by the ``team`` critic input.
+        """
         s, _ = self.critic(observations, graphs)
-        return self.value_out(nn.relu(self.value_hidden(s)))[:, 0]
+        hidden = self.value_hidden(s)
+        if self.critic_input == "team":
+            if agent_world is None or agent_side is None:
+                raise ValueError("critic_input='team' needs agent_world and agent_side")
+            embedded = nn.relu(self.context_embed(observations))
+            summary = team_summaries(embedded, agent_world, agent_side)
+            node_world = jnp.take(agent_world, graphs.nodes["agent"], mode="fill",
+                                  fill_value=observations.shape[0])  # fmt: skip
+            hidden = hidden + self.context_in(take_rows(summary, node_world))
+        return self.value_out(nn.relu(hidden))[:, 0]
 
     def q_values(
         self, observations: jax.Array, graphs: jraph.GraphsTuple, actions: jax.Array

@@ -157,6 +157,7 @@ class Trainer:
             heads=config.heads,
             max_degree=self.env.max_degree,
             q_head=config.q_head,
+            critic_input=config.critic_input,
         )
         self.heads = common.Heads(self.model)
         self.actor = Actor(config, self.env, self.heads)

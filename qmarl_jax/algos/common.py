@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import jraph
 from flax import struct
 
-from qmarl_jax import graph
+from qmarl_jax import graph, nmp
 
 
 @struct.dataclass
@@ -356,6 +356,14 @@ def expected_value(logits: jax.Array, values: jax.Array) -> jax.Array:
     return sum(jnp.exp(c) * values[..., a] for a, c in enumerate(columns))
 
 
+def critic_sides(batch: TeamBatch) -> jax.Array:
+    """int32[T+1, E, N] each agent's side for the ``team`` critic input
+    (``nmp.team_summaries``): the learning team's living agents, the other living agents, the
+    dead."""
+    other = jnp.where(batch.alive, nmp.OTHER_SIDE, nmp.NOT_COUNTED)
+    return jnp.where(batch.alive & batch.team_member, nmp.LEARNING_SIDE, other).astype(jnp.int32)
+
+
 def node_labels(batch: TeamBatch) -> jax.Array:
     """int32[T+1, E, B] the executed action of each node's agent (0 on padding)."""
     return per_node(batch.actions, batch.node_agent)
@@ -436,9 +444,15 @@ class Heads:
         """float32[..., B, 5] from ``features [..., N, F]`` and matching graphs."""
         return self._apply(type(self.model).logits, params, features, graphs)
 
-    def values(self, params, features, graphs):
-        """float32[..., B]."""
-        return self._apply(type(self.model).values, params, features, graphs)
+    def values(self, params, features, graphs, agent_side=None):
+        """float32[..., B]; ``agent_side int32[..., N]`` (``critic_sides``) feeds the ``team``
+        critic input, each world (leading index) summarised apart."""
+        if agent_side is None:
+            return self._apply(type(self.model).values, params, features, graphs)
+        lead = features.shape[:-2]
+        world = jnp.arange(math.prod(lead), dtype=jnp.int32).reshape(*lead, 1)
+        world = jnp.broadcast_to(world, agent_side.shape)
+        return self._apply(type(self.model).values, params, features, graphs, world, agent_side)
 
     def q_values(self, params, features, graphs, actions):
         """float32[..., B, 5] counterfactual Q (``actions int32[..., N]``)."""

@@ -31,6 +31,8 @@ class PPOSamples:
         how far the epochs move it (``config.target_kl``, ``desired_kl``); None when not needed.
       teacher_labels: int32[S, B] the kickstarting teacher's action of each node's agent
         (``config.kickstart``); None without a teacher.
+      agent_side: int32[S, N] each agent's side for the ``team`` critic input
+        (``common.critic_sides``); None for the ``ego`` critic.
     """
 
     features: jax.Array
@@ -42,11 +44,13 @@ class PPOSamples:
     weight: jax.Array
     old_logits: jax.Array | None = None
     teacher_labels: jax.Array | None = None
+    agent_side: jax.Array | None = None
 
 
 def prepare(params, heads: common.Heads, batch: common.TeamBatch, config) -> PPOSamples:
     """Advantages and returns from the acting parameters, flattened to env-step samples."""
-    values = heads.values(params, batch.features, batch.graphs)  # [T+1, E, B]
+    sides = common.critic_sides(batch) if config.critic_input == "team" else None
+    values = heads.values(params, batch.features, batch.graphs, sides)  # [T+1, E, B]
     alive_weight, valid_weight = common.node_weights(batch)
     agent_value = common.agent_mean(values, batch.node_agent, alive_weight, batch.num_agents)
     advantage = common.gae(
@@ -75,6 +79,7 @@ def prepare(params, heads: common.Heads, batch: common.TeamBatch, config) -> PPO
         weight=valid_weight[:-1] > 0,
         old_logits=old_logits,
         teacher_labels=jax.tree.map(lambda t: common.per_node(t, agents), batch.teacher_actions),
+        agent_side=None if sides is None else sides[:-1],
     )
     flatten = lambda x: x.reshape(-1, *x.shape[2:])
     return jax.tree.map(flatten, jax.lax.stop_gradient(samples))
@@ -112,7 +117,7 @@ def loss(
     cross-entropy of every acting node's policy against its agent's teacher action, summed over
     nodes and divided by the ego-graphs as the other terms are."""
     logits = heads.logits(params, samples.features, samples.graphs)
-    values = heads.values(params, samples.features, samples.graphs)
+    values = heads.values(params, samples.features, samples.graphs, samples.agent_side)
     log_prob = common.label_log_probs(logits, samples.labels)
     weight = samples.weight
     # Masked nodes (padding, other teams, the dead) carry arbitrary old log-probs: keep their ratio
