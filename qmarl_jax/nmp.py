@@ -28,8 +28,9 @@ The ``team`` critic input (an option, ours; centralised training as in MAPPO, Yu
 to the state value's hidden layer a summary of the node's whole world: the mean embedded
 observation of the learning team's living agents and of the other living agents, and each side's
 share of the agents still alive (``team_summaries``, O(N)). The policy never reads it, so acting
-stays decentralised; it only lowers the variance of the advantages (a team's outcome depends on
-the whole battle, which no ego-graph sees).
+stays decentralised; it is meant to lower the variance of the advantages (a team's outcome
+depends on the whole battle, which no ego-graph sees). Measured in Battle's stage 3: no gain
+(docs/RESULTS.md, "Session 59").
 """
 
 from __future__ import annotations
