@@ -67,7 +67,7 @@ def check(args: Args) -> None:
     for run in args.runs[1:]:
         differ = acting_differences(first, load_config(Path(run)), PARAMETER_FIELDS)
         require(not differ, "runs", run,
-                f"acts differently from {args.runs[0]} ({'; '.join(differ)})")  # fmt: skip
+                f"has another network than {args.runs[0]} ({'; '.join(differ)})")  # fmt: skip
 
 
 def main(args: Args) -> dict:

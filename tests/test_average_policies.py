@@ -72,21 +72,25 @@ def test_average_policies_writes_the_weighted_mean_of_runs_that_act_alike(tmp_pa
     assert sources["weights"] == [1.0, 3.0]
 
 
-def test_average_policies_refuses_runs_that_act_differently_before_loading(tmp_path):
+def test_average_policies_refuses_runs_of_other_networks_before_loading(tmp_path):
     config = make_config("battle", **SMALL)
     policy_dir(tmp_path / "a", config, key=0, batch=1)
     policy_dir(tmp_path / "wide", dataclasses.replace(config, width=32), key=1, batch=1)
     policy_dir(tmp_path / "far", dataclasses.replace(config, view_radius=2), key=2, batch=1)
+    policy_dir(tmp_path / "team", dataclasses.replace(config, critic_input="team"), key=3, batch=1)
     out = tmp_path / "soup"
-    a, wide, far = (str(tmp_path / name) for name in ("a", "wide", "far"))
+    a, wide, far, team = (str(tmp_path / name) for name in ("a", "wide", "far", "team"))
 
     def run(runs, **kwargs):
         average_policies.main(average_policies.Args(runs=runs, out=str(out), **kwargs))
 
-    with pytest.raises(ValueError, match=r"'runs'=.*wide.*acts differently.*width: 16 vs 32"):
+    with pytest.raises(ValueError, match=r"'runs'=.*wide.*another network.*width: 16 vs 32"):
         run((a, wide))
     with pytest.raises(ValueError, match=r"view_radius: None vs 2"):
         run((a, far))
+    # The same policy, another critic: the parameter trees differ.
+    with pytest.raises(ValueError, match=r"critic_input: 'ego' vs 'team'"):
+        run((a, team))
     with pytest.raises(ValueError, match=r"'runs'.*needs two or more"):
         run((a,))
     with pytest.raises(ValueError, match=r"'weights'.*one weight per run"):
