@@ -474,11 +474,13 @@ def init_params(config: TrainConfig, trainer: Trainer) -> tuple[dict, ...] | Non
         raise ValueError(f"{field}: the run has no checkpoint and is not a policy directory")
     _, runner = load_runner(source)
     params = tuple(team.params for team in runner.teams)
-    if saved.critic_input != config.critic_input:
-        fresh = trainer.init(jax.random.PRNGKey(config.seed)).teams
-        params = tuple(with_critic_input(p, t.params) for p, t in zip(params, fresh, strict=True))
+    key = jax.random.PRNGKey(config.seed)
+    if saved.critic_input != config.critic_input:  # the fresh parameters give the shapes too
+        wanted = trainer.init(key).teams
+        params = tuple(with_critic_input(p, t.params) for p, t in zip(params, wanted, strict=True))
+    else:
+        wanted = jax.eval_shape(trainer.init, key).teams
     shapes = lambda trees: [jax.tree.map(lambda x: (x.shape, x.dtype), t) for t in trees]
-    wanted = jax.eval_shape(trainer.init, jax.random.PRNGKey(config.seed)).teams
     if shapes(t.params for t in wanted) != shapes(params):
         differ = [
             f"{name}: {getattr(saved, name)!r} there, {getattr(config, name)!r} here"
