@@ -42,6 +42,8 @@ SOURCES_FILE = "average.json"
 
 @dataclasses.dataclass
 class Args:
+    """Averaging settings: runs of one network, their weights and the policy directory to write."""
+
     runs: tuple[str, ...]
     """Two or more run or policy directories of one network."""
     out: str

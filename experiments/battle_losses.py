@@ -41,6 +41,8 @@ from qmarl_jax.train import Trainer
 
 @dataclasses.dataclass
 class Args:
+    """Loss-analysis settings: a Battle policy's games paired with the reference rules' games."""
+
     run: str
     """A Battle training run directory that learns team 0 alone (its latest checkpoint plays)."""
     episodes: int = 1000

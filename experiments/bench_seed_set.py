@@ -86,6 +86,9 @@ def time_chunks(trainer: Trainer, runner, stacked: bool, args: Args) -> dict:
 
 
 def measure(args: Args) -> dict:
+    """Time one run alone against ``args.seeds`` runs as one seed set (and as one seed set on one
+    graph size) -> a JSON row: seconds per batch of each variant, the speedup over training the
+    seeds one after another, and how far the seed set's seed 0 drifts from the run alone."""
     for name in ("seeds", "batches", "repeats"):
         require(getattr(args, name) >= 1, name, getattr(args, name), "must be >= 1")
     config = bench_config(args)

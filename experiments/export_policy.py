@@ -22,6 +22,8 @@ from qmarl_jax.loop import load_runner, require_one_run
 
 @dataclasses.dataclass
 class Args:
+    """Export settings: a run's latest parameters into a policy directory."""
+
     run: str
     """A training run directory (one seed of a seed set: its ``seed_S`` directory)."""
     out: str

@@ -66,6 +66,7 @@ class Args:
 
 
 def train_config(args: Args, scenario: str, algo: str, **overrides):
+    """The scenario's ``tiny`` config for ``algo`` at this reproduction's batch size and count."""
     from qmarl_jax.config import make_config
 
     fields = dict(algo=algo, games_per_batch=args.games, num_batches=args.batches)
@@ -106,6 +107,9 @@ def train_seeds(config, seeds: int):
 
 
 def stage_curves(args: Args, out: Path) -> dict:
+    """Train every (scenario, algo) for ``args.seeds`` seeds -> ``{"scenario/algo": {config,
+    curves [seeds, batches] per metric, seconds}}``; the parameters go to
+    ``OUT/params-<scenario>-<algo>.pkl`` for ``table1``."""
     results = {}
     for scenario in args.scenarios:
         for algo in args.algos:
@@ -147,6 +151,8 @@ def evaluate_seeds(config, params_per_seed, episodes: int) -> dict:
 
 
 def stage_table1(args: Args, out: Path) -> dict:
+    """Evaluate ``curves``' parameters at the training size and at ``TEST_AGENTS``, with and
+    without ensembling -> ``{"scenario/algo/train|test/mode": metrics over seeds}``."""
     from qmarl_jax.config import config_from_dict
     from qmarl_jax.evaluate import evaluation_config
 
@@ -170,6 +176,8 @@ def stage_table1(args: Args, out: Path) -> dict:
 
 
 def stage_depth(args: Args, out: Path) -> dict:
+    """Train and evaluate ``qmarl_ac`` at each of ``args.depths`` -> ``{"scenario/depthD":
+    {seconds, seconds_per_batch, evaluation, graph_nodes}}``."""
     from qmarl_jax.evaluate import evaluation_config
 
     results = {}
@@ -192,6 +200,8 @@ def stage_depth(args: Args, out: Path) -> dict:
 
 
 def stage_fig9(args: Args, out: Path) -> dict:
+    """Time ``qmarl_ac`` and ``mha`` training on Jungle at each of ``args.sizes`` agents (one
+    ``experiments.bench_train`` process per point) -> ``{"rows": its JSON rows}``."""
     rows = []
     for algo in ("qmarl_ac", "mha"):
         for n in args.sizes:

@@ -29,6 +29,8 @@ from qmarl_jax.loop import load_runner
 
 @dataclasses.dataclass
 class Args:
+    """Agreement settings: how often a Battle policy takes its teacher's action on its own games."""
+
     run: str
     """A Battle training run directory (its latest checkpoint is measured)."""
     games: int = 256
