@@ -66,7 +66,8 @@ class Args:
 
 
 def train_config(args: Args, scenario: str, algo: str, **overrides):
-    """The scenario's ``tiny`` config for ``algo`` at this reproduction's batch size and count."""
+    """The scenario's default config (its ``tiny`` world) for ``algo``, at this reproduction's
+    games per batch and batch count."""
     from qmarl_jax.config import make_config
 
     fields = dict(algo=algo, games_per_batch=args.games, num_batches=args.batches)
