@@ -153,7 +153,8 @@ def evaluate_seeds(config, params_per_seed, episodes: int) -> dict:
 
 def stage_table1(args: Args, out: Path) -> dict:
     """Evaluate ``curves``' parameters at the training size and at ``TEST_AGENTS``, with and
-    without ensembling -> ``{"scenario/algo/train|test/mode": metrics over seeds}``."""
+    without ensembling (the baselines, one node per agent: without only) ->
+    ``{"scenario/algo/train|test/mode": metrics over seeds}``."""
     from qmarl_jax.config import config_from_dict
     from qmarl_jax.evaluate import evaluation_config
 
